@@ -1,0 +1,381 @@
+//! [`DecoratorCheckpoint`]: an identifier and a cache bound to one function.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::{Cache, Entry};
+use crate::error::Error;
+use crate::flight::{Flights, Joined, Landing};
+use crate::id::{CheckpointId, Function};
+use crate::identifier::{AutoIdentifier, Call, Identifier};
+use crate::record::{self, Rejected};
+use crate::stats::{CallStats, Counters, Event};
+
+/// What a decorator does when it cannot identify a call, read the cache, or save a result.
+///
+/// Unlike the seed, failures while building the id fall under the policy too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OnError {
+    /// Return the error to the caller.
+    Raise,
+    /// Report the error through the warning hook (standard error by default, see
+    /// [`set_warning_hook`](crate::set_warning_hook)), then carry on as if uncached: the
+    /// function runs, and its result is returned.
+    #[default]
+    Warn,
+    /// Carry on as if uncached, silently. The error is still counted in
+    /// [`CallStats::errors`](crate::CallStats::errors).
+    Ignore,
+}
+
+/// Whether a call may be answered from the cache.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Retrieve, else run and save.
+    Call,
+    /// Run and overwrite.
+    Rerun,
+}
+
+/// An identifier and a cache bound to one function: the seed's
+/// `DecoratorCheckpoint(identifier, cache)`.
+///
+/// [`call`](Self::call) returns the stored result for an identical earlier call, or runs the
+/// function and stores its result; [`rerun`](Self::rerun) runs and overwrites. When several
+/// threads miss the same id at once, the function runs once and the others wait for its
+/// result: no store-wide lock is held while it runs, and a panic in it releases the waiters.
+///
+/// ```
+/// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, OnError, Store};
+/// # let dir = std::env::temp_dir().join(format!("ckpt-doc-deco-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let store = Store::open(dir.join("checkpoints.redb"))?;
+/// let fib = DecoratorCheckpoint::new(Function::new(module_path!(), "fib"), AutoIdentifier, store)
+///     .with_on_error(OnError::Raise);
+///
+/// fn slow_fib(n: u64) -> u64 { if n < 2 { n } else { slow_fib(n - 1) + slow_fib(n - 2) } }
+///
+/// assert_eq!(fib.call(20u64, slow_fib)?, 6765); // computed and saved
+/// assert_eq!(fib.call(20u64, slow_fib)?, 6765); // read back
+/// assert_eq!((fib.stats().misses, fib.stats().hits), (1, 1));
+/// # drop(fib); std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
+    function: Function,
+    identifier: I,
+    cache: C,
+    on_error: OnError,
+    counters: Arc<Counters>,
+    flights: Flights,
+    registered: AtomicBool,
+}
+
+impl<I, C: Cache> DecoratorCheckpoint<I, C> {
+    /// Binds `identifier` and `cache` to `function`, with [`OnError::Warn`].
+    pub fn new(function: Function, identifier: I, cache: C) -> Self {
+        DecoratorCheckpoint {
+            function,
+            identifier,
+            cache,
+            on_error: OnError::default(),
+            counters: Arc::default(),
+            flights: Flights::default(),
+            registered: AtomicBool::new(false),
+        }
+    }
+
+    /// The same decorator with another error policy.
+    pub fn with_on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// The function this decorator checkpoints.
+    pub fn function(&self) -> &Function {
+        &self.function
+    }
+
+    /// The identifier.
+    pub fn identifier(&self) -> &I {
+        &self.identifier
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &C {
+        &self.cache
+    }
+
+    /// The error policy.
+    pub fn on_error(&self) -> OnError {
+        self.on_error
+    }
+
+    /// What this decorator has counted since it was created (in memory only; the
+    /// [`Store`](crate::Store) keeps the persistent per-function totals).
+    pub fn stats(&self) -> CallStats {
+        self.counters.snapshot()
+    }
+
+    /// The id of a call with `args`.
+    ///
+    /// # Errors
+    /// When the identifier fails (see [`Identifier::identify`]); the error policy does not
+    /// apply here.
+    pub fn identify<A: ?Sized>(&self, args: &A) -> Result<CheckpointId, Error>
+    where
+        I: Identifier<A>,
+    {
+        self.identifier.identify(&Call::new(&self.function, args))
+    }
+
+    /// Returns the stored result of `f(args)`, or runs `f(args)` and stores its result.
+    ///
+    /// Whatever `f` returns is stored, a `Result`'s `Err` included; to store only `Ok` values use
+    /// [`call_ok`](Self::call_ok).
+    ///
+    /// # Errors
+    /// Only with [`OnError::Raise`]: when the call could not be identified, the cache could not
+    /// be read, or the result could not be saved. Under the other policies the function runs
+    /// instead and its result is returned.
+    pub fn call<A, R>(&self, args: A, f: impl FnOnce(A) -> R) -> Result<R, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize + DeserializeOwned,
+    {
+        let id = self.identify(&args);
+        self.execute(id, Mode::Call, || f(args), |r| Some(r), |v| v)
+    }
+
+    /// As [`call`](Self::call) for a function returning `Result`: only `Ok` values are stored,
+    /// so a failed call runs again next time.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn call_ok<A, T, E>(
+        &self,
+        args: A,
+        f: impl FnOnce(A) -> Result<T, E>,
+    ) -> Result<Result<T, E>, Error>
+    where
+        I: Identifier<A>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = self.identify(&args);
+        self.execute(id, Mode::Call, || f(args), |r| r.as_ref().ok(), Ok)
+    }
+
+    /// Runs `f(args)` whatever is stored, and overwrites the stored result (the seed's
+    /// `f.rerun`).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn rerun<A, R>(&self, args: A, f: impl FnOnce(A) -> R) -> Result<R, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize + DeserializeOwned,
+    {
+        let id = self.identify(&args);
+        self.execute(id, Mode::Rerun, || f(args), |r| Some(r), |v| v)
+    }
+
+    /// As [`rerun`](Self::rerun), storing only an `Ok` result.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn rerun_ok<A, T, E>(
+        &self,
+        args: A,
+        f: impl FnOnce(A) -> Result<T, E>,
+    ) -> Result<Result<T, E>, Error>
+    where
+        I: Identifier<A>,
+        T: Serialize + DeserializeOwned,
+    {
+        let id = self.identify(&args);
+        self.execute(id, Mode::Rerun, || f(args), |r| r.as_ref().ok(), Ok)
+    }
+
+    /// The stored result for `id`, if there is a sound one of type `R`; never runs anything.
+    ///
+    /// # Errors
+    /// Under [`OnError::Raise`], when the cache could not be read.
+    pub fn peek<R: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<R>, Error> {
+        self.fetch(id)
+    }
+
+    /// The engine behind every call: `keep` picks what of `run`'s result to store (`None`: store
+    /// nothing), and `lift` turns a stored value back into a result.
+    #[doc(hidden)]
+    pub fn execute<R, V>(
+        &self,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        run: impl FnOnce() -> R,
+        keep: impl Fn(&R) -> Option<&V>,
+        lift: impl FnOnce(V) -> R,
+    ) -> Result<R, Error>
+    where
+        V: Serialize + DeserializeOwned,
+    {
+        self.ensure_registered();
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                self.fail(e)?;
+                self.counters.record(Event::Miss);
+                return Ok(self.run_unsaved(run));
+            }
+        };
+        if mode == Mode::Rerun {
+            self.counters.record(Event::Rerun);
+            return self.run_and_save(&id, run, &keep).map(|(r, _)| r);
+        }
+        if let Some(v) = self.fetch(&id)? {
+            return Ok(lift(v));
+        }
+        match self.flights.join(id) {
+            Joined::Leader(flight) => {
+                self.counters.record(Event::Miss);
+                // On an error or a panic the guard drops unlanded and lands as Abandoned.
+                let (r, stored) = self.run_and_save(&id, run, &keep)?;
+                flight.land(if stored {
+                    Landing::Stored
+                } else {
+                    Landing::NotStored
+                });
+                Ok(r)
+            }
+            Joined::Waiter(flight) => {
+                if flight.wait() == Landing::Stored
+                    && let Some(v) = self.fetch(&id)?
+                {
+                    return Ok(lift(v));
+                }
+                self.counters.record(Event::Miss);
+                self.run_and_save(&id, run, &keep).map(|(r, _)| r)
+            }
+            Joined::Reentrant => {
+                self.counters.record(Event::Miss);
+                Ok(self.run_unsaved(run))
+            }
+        }
+    }
+
+    fn ensure_registered(&self) {
+        if !self.registered.load(Ordering::Acquire)
+            && self.cache.register(&self.function, &self.counters).is_ok()
+        {
+            // A failed registration is retried on the next call; the failure itself surfaces
+            // through retrieve and save, under the policy.
+            self.registered.store(true, Ordering::Release);
+        }
+    }
+
+    /// Applies the error policy: `Err` only under [`OnError::Raise`].
+    fn fail(&self, err: Error) -> Result<(), Error> {
+        self.counters.record(Event::Error);
+        match self.on_error {
+            OnError::Raise => Err(err),
+            OnError::Warn => {
+                crate::warn::warn(&err);
+                Ok(())
+            }
+            OnError::Ignore => Ok(()),
+        }
+    }
+
+    /// The stored value for `id`, checked; a damaged or mistyped one is a miss.
+    fn fetch<V: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<V>, Error> {
+        let mut decoded = None;
+        let found = self
+            .cache
+            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<V>(bytes)));
+        if let Err(e) = found {
+            self.fail(e)?;
+            return Ok(None);
+        }
+        match decoded {
+            None => Ok(None),
+            Some(Ok((value, header))) => {
+                self.counters.record(Event::Hit {
+                    saved_nanos: header.compute_nanos,
+                });
+                Ok(Some(value))
+            }
+            Some(Err(Rejected::TypeMismatch)) => {
+                // Left in place: the save that follows the miss overwrites it.
+                self.counters.record(Event::TypeMismatch);
+                Ok(None)
+            }
+            Some(Err(Rejected::Corrupt)) => {
+                self.counters.record(Event::Corrupt);
+                if let Err(e) = self.cache.remove(id) {
+                    self.fail(e)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn run_unsaved<R>(&self, run: impl FnOnce() -> R) -> R {
+        let start = Instant::now();
+        let r = run();
+        self.counters.record(Event::NotSaved {
+            spent_nanos: nanos(start),
+        });
+        r
+    }
+
+    /// Runs the function (no lock held) and saves what `keep` picks; says whether it saved.
+    fn run_and_save<R, V: Serialize>(
+        &self,
+        id: &CheckpointId,
+        run: impl FnOnce() -> R,
+        keep: &impl Fn(&R) -> Option<&V>,
+    ) -> Result<(R, bool), Error> {
+        let start = Instant::now();
+        let r = run();
+        let elapsed = start.elapsed();
+        let spent_nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let Some(value) = keep(&r) else {
+            self.counters.record(Event::NotSaved { spent_nanos });
+            return Ok((r, false));
+        };
+        let saved = record::encode(value, elapsed).and_then(|bytes| {
+            self.cache
+                .save(id, &Entry::new(&self.function, &bytes, elapsed))
+        });
+        match saved {
+            Ok(()) => {
+                self.counters.record(Event::Saved { spent_nanos });
+                Ok((r, true))
+            }
+            Err(e) => {
+                self.counters.record(Event::NotSaved { spent_nanos });
+                self.fail(e)?;
+                Ok((r, false))
+            }
+        }
+    }
+}
+
+fn nanos(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<I, C> std::fmt::Debug for DecoratorCheckpoint<I, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecoratorCheckpoint")
+            .field("function", &self.function)
+            .field("on_error", &self.on_error)
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}

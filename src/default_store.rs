@@ -1,0 +1,119 @@
+//! The default store: `.ckpt/checkpoints.redb` under the working directory, or under `CKPT_DIR`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use crate::cache::{Cache, Entry};
+use crate::error::{Error, OpenError};
+use crate::id::{CheckpointId, Function};
+use crate::stats::Counters;
+use crate::store::Store;
+
+/// The environment variable naming the default store's folder.
+pub const DIR_VAR: &str = "CKPT_DIR";
+/// The default store's folder when `CKPT_DIR` is unset, relative to the working directory.
+pub const DEFAULT_DIR: &str = ".ckpt";
+/// The default store's file name inside its folder.
+pub const DEFAULT_FILE: &str = "checkpoints.redb";
+
+/// The path of the default store: `$CKPT_DIR/checkpoints.redb`, or
+/// `.ckpt/checkpoints.redb` under the working directory.
+pub fn default_store_path() -> PathBuf {
+    let dir = std::env::var_os(DIR_VAR)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
+    dir.join(DEFAULT_FILE)
+}
+
+static DEFAULT: OnceLock<Store> = OnceLock::new();
+
+/// The process-wide handle to the default store, opened on first use.
+///
+/// Every [`checkpoint!`](crate::checkpoint) function without a `cache = ...` option shares it.
+/// Its buffered bookkeeping is flushed when the process exits normally (an `atexit` handler);
+/// a crash loses only the counts since the last write.
+///
+/// # Errors
+/// When the store cannot be opened. The failure is not remembered: the next call tries again.
+pub fn default_store() -> Result<Store, OpenError> {
+    if let Some(store) = DEFAULT.get() {
+        return Ok(store.clone());
+    }
+    // Serialize first opens: two threads opening the file at once would lock each other out.
+    static OPENING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _guard = OPENING.lock();
+    if let Some(store) = DEFAULT.get() {
+        return Ok(store.clone());
+    }
+    let store = Store::open(default_store_path())?;
+    let store = DEFAULT.get_or_init(|| store).clone();
+    at_exit::flush_default_on_exit();
+    Ok(store)
+}
+
+/// A [`Cache`] that is the [default store](default_store), opened on first use.
+///
+/// Opening failures surface as errors of each call (under the decorator's
+/// [`OnError`](crate::OnError) policy) until the store opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DefaultStore;
+
+fn store() -> Result<Store, Error> {
+    default_store().map_err(Error::from)
+}
+
+impl Cache for DefaultStore {
+    fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
+        store()?.save(id, entry)
+    }
+
+    fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
+        store()?.retrieve(id)
+    }
+
+    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+        match DEFAULT.get() {
+            Some(s) => s.retrieve_with(id, read),
+            None => store()?.retrieve_with(id, read),
+        }
+    }
+
+    fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
+        Cache::remove(&store()?, id)
+    }
+
+    fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
+        store()?.register(function, counters)
+    }
+}
+
+#[allow(unsafe_code)]
+mod at_exit {
+    use std::sync::Once;
+
+    #[cfg(any(unix, windows))]
+    unsafe extern "C" {
+        fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+    }
+
+    extern "C" fn flush() {
+        // A panic must not unwind into C.
+        let _ = std::panic::catch_unwind(|| {
+            if let Some(store) = super::DEFAULT.get() {
+                let _ = store.flush();
+            }
+        });
+    }
+
+    pub(super) fn flush_default_on_exit() {
+        static REGISTERED: Once = Once::new();
+        REGISTERED.call_once(|| {
+            #[cfg(any(unix, windows))]
+            // SAFETY: `atexit` is the C standard library's, and `flush` is an `extern "C"` fn
+            // that takes nothing and never unwinds.
+            unsafe {
+                atexit(flush);
+            }
+        });
+    }
+}

@@ -1,0 +1,163 @@
+//! Single flight: when several threads miss the same id at once, one runs the function and the
+//! others wait for it.
+//!
+//! The map lock is held only to join or leave a flight, never while user code runs. A leader
+//! that panics still leaves its flight (its guard's `Drop` runs during unwinding), so waiters are
+//! never stranded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::{self, ThreadId};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::id::CheckpointId;
+
+/// How a flight ended, as its waiters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Landing {
+    Running,
+    /// The result is in the cache: read it.
+    Stored,
+    /// The leader ran but stored nothing (an `Err` not kept, or a failed save): run it yourself.
+    NotStored,
+    /// The leader panicked: run it yourself.
+    Abandoned,
+}
+
+pub(crate) struct Flight {
+    leader: ThreadId,
+    landing: Mutex<Landing>,
+    landed: Condvar,
+}
+
+impl Flight {
+    /// Blocks until the leader lands.
+    pub(crate) fn wait(&self) -> Landing {
+        let mut landing = self.landing.lock();
+        while *landing == Landing::Running {
+            self.landed.wait(&mut landing);
+        }
+        *landing
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Flights {
+    in_flight: Mutex<HashMap<CheckpointId, Arc<Flight>>>,
+}
+
+pub(crate) enum Joined<'a> {
+    /// Nobody is computing this id: you are; land the guard when done.
+    Leader(LeaderGuard<'a>),
+    /// Another thread is computing it: wait.
+    Waiter(Arc<Flight>),
+    /// This thread is already computing it, further up its own stack (a recursive call with the
+    /// same arguments): waiting would deadlock, so run without the cache.
+    Reentrant,
+}
+
+impl Flights {
+    pub(crate) fn join(&self, id: CheckpointId) -> Joined<'_> {
+        let me = thread::current().id();
+        let mut map = self.in_flight.lock();
+        if let Some(flight) = map.get(&id) {
+            return if flight.leader == me {
+                Joined::Reentrant
+            } else {
+                Joined::Waiter(Arc::clone(flight))
+            };
+        }
+        let flight = Arc::new(Flight {
+            leader: me,
+            landing: Mutex::new(Landing::Running),
+            landed: Condvar::new(),
+        });
+        map.insert(id, Arc::clone(&flight));
+        Joined::Leader(LeaderGuard {
+            flights: self,
+            id,
+            flight,
+            landing: Landing::Abandoned,
+        })
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.in_flight.lock().len()
+    }
+}
+
+/// Held by the leader while it computes; dropping it lands the flight.
+pub(crate) struct LeaderGuard<'a> {
+    flights: &'a Flights,
+    id: CheckpointId,
+    flight: Arc<Flight>,
+    landing: Landing,
+}
+
+impl LeaderGuard<'_> {
+    /// Lands the flight with this outcome (a guard dropped without landing, as during a panic,
+    /// lands as `Abandoned`).
+    pub(crate) fn land(mut self, landing: Landing) {
+        self.landing = landing;
+    }
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        {
+            let mut map = self.flights.in_flight.lock();
+            if map
+                .get(&self.id)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                map.remove(&self.id);
+            }
+        }
+        *self.flight.landing.lock() = self.landing;
+        self.flight.landed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_then_waiter_then_reentrant() {
+        let flights = Flights::default();
+        let id = CheckpointId::from_u128(1);
+        let Joined::Leader(guard) = flights.join(id) else {
+            panic!("first joiner must lead")
+        };
+        assert!(matches!(flights.join(id), Joined::Reentrant));
+        let waiter = thread::scope(|s| {
+            s.spawn(|| match flights.join(id) {
+                Joined::Waiter(f) => f,
+                _ => panic!("another thread must wait"),
+            })
+            .join()
+            .unwrap()
+        });
+        guard.land(Landing::Stored);
+        assert_eq!(waiter.wait(), Landing::Stored);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[test]
+    fn panicking_leader_abandons() {
+        let flights = Flights::default();
+        let id = CheckpointId::from_u128(2);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = match flights.join(id) {
+                Joined::Leader(g) => g,
+                _ => unreachable!(),
+            };
+            panic!("user code failed");
+        }));
+        assert!(result.is_err());
+        assert_eq!(flights.len(), 0);
+        assert!(matches!(flights.join(id), Joined::Leader(_)));
+    }
+}

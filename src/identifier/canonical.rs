@@ -1,0 +1,635 @@
+//! The canonical argument encoding: a serde `Serializer` that streams a value's canonical bytes
+//! straight into a hasher, with no intermediate buffer.
+//!
+//! The byte format is part of the id contract and is written down in ARCHITECTURE.md ("The id
+//! scheme"); `tests/golden_ids.rs` pins it. Changing anything here changes ids: bump
+//! `ID_SCHEME` in `identifier/mod.rs` and the golden vectors together, deliberately.
+
+use std::fmt;
+
+use serde::ser::{self, Serialize};
+use xxhash_rust::xxh3::Xxh3Default;
+
+/// Where canonical bytes go: a hasher, or (in tests and docs) a byte vector.
+pub(crate) trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Xxh3Default {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+pub(crate) mod tag {
+    pub const BOOL: u8 = 0x01;
+    pub const I8: u8 = 0x02;
+    pub const I16: u8 = 0x03;
+    pub const I32: u8 = 0x04;
+    pub const I64: u8 = 0x05;
+    pub const I128: u8 = 0x06;
+    pub const U8: u8 = 0x07;
+    pub const U16: u8 = 0x08;
+    pub const U32: u8 = 0x09;
+    pub const U64: u8 = 0x0a;
+    pub const U128: u8 = 0x0b;
+    pub const F32: u8 = 0x0c;
+    pub const F64: u8 = 0x0d;
+    pub const CHAR: u8 = 0x0e;
+    pub const STR: u8 = 0x0f;
+    pub const BYTES: u8 = 0x10;
+    pub const NONE: u8 = 0x11;
+    pub const SOME: u8 = 0x12;
+    pub const UNIT: u8 = 0x13;
+    pub const UNIT_STRUCT: u8 = 0x14;
+    pub const UNIT_VARIANT: u8 = 0x15;
+    pub const NEWTYPE_STRUCT: u8 = 0x16;
+    pub const NEWTYPE_VARIANT: u8 = 0x17;
+    pub const SEQ: u8 = 0x18;
+    pub const TUPLE: u8 = 0x19;
+    pub const TUPLE_STRUCT: u8 = 0x1a;
+    pub const TUPLE_VARIANT: u8 = 0x1b;
+    pub const STRUCT: u8 = 0x1c;
+    pub const STRUCT_VARIANT: u8 = 0x1d;
+    pub const MAP: u8 = 0x1e;
+    pub const SET: u8 = 0x1f;
+    pub const FIELD: u8 = 0x20;
+    pub const END: u8 = 0x21;
+}
+
+/// The newtype name by which [`Unordered`](crate::Unordered) asks for set semantics.
+pub(crate) const UNORDERED_MARKER: &str = "ckpt::Unordered";
+
+/// The error a `Serialize` implementation raised while being identified.
+#[derive(Debug)]
+pub(crate) struct EncodeError(pub(crate) String);
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+impl ser::Error for EncodeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        EncodeError(msg.to_string())
+    }
+}
+
+/// Writes the canonical encoding of `value` into `sink`.
+pub(crate) fn encode<S: Sink, T: Serialize + ?Sized>(
+    sink: &mut S,
+    value: &T,
+) -> Result<(), EncodeError> {
+    value.serialize(Canonical {
+        sink,
+        unordered: false,
+    })
+}
+
+/// The xxh3-128 digest of one element (or one map entry) of an unordered collection.
+fn element_digest<T: Serialize + ?Sized>(value: &T) -> Result<u128, EncodeError> {
+    let mut h = Xxh3Default::new();
+    encode(&mut h, value)?;
+    Ok(h.digest128())
+}
+
+/// Whether a collection handed to `collect_seq` is a set, whose iteration order is arbitrary.
+///
+/// serde serializes `HashSet` and `Vec` identically, so the collection type is the only clue: a
+/// type whose own name (the last path segment, before generics) ends in `Set` is a set. That
+/// covers std's `HashSet` and `BTreeSet`, hashbrown's and indexmap's; other set types can be
+/// wrapped in [`Unordered`](crate::Unordered). `tests/identifier_props.rs` pins the detection.
+fn is_set_type<I>() -> bool {
+    let mut name = std::any::type_name::<I>();
+    loop {
+        if let Some(rest) = name.strip_prefix('&') {
+            name = rest;
+        } else if let Some(rest) = name.strip_prefix("mut ") {
+            name = rest;
+        } else {
+            break;
+        }
+    }
+    let base = name.split('<').next().unwrap_or(name);
+    let last = base.rsplit("::").next().unwrap_or(base);
+    last.ends_with("Set")
+}
+
+struct Canonical<'s, S: Sink> {
+    sink: &'s mut S,
+    /// Set by [`Unordered`](crate::Unordered): the next sequence is a set.
+    unordered: bool,
+}
+
+impl<S: Sink> Canonical<'_, S> {
+    #[inline]
+    fn tag(&mut self, t: u8) {
+        self.sink.put(&[t]);
+    }
+
+    #[inline]
+    fn len_prefixed(&mut self, bytes: &[u8]) {
+        self.sink.put(&(bytes.len() as u64).to_le_bytes());
+        self.sink.put(bytes);
+    }
+
+    fn tagged_name(&mut self, t: u8, name: &str) {
+        self.tag(t);
+        self.len_prefixed(name.as_bytes());
+    }
+
+    fn tagged_variant(&mut self, t: u8, name: &str, variant: &str) {
+        self.tagged_name(t, name);
+        self.len_prefixed(variant.as_bytes());
+    }
+}
+
+/// A compound being written in order: elements (or fields) follow its header, then `END`.
+pub(crate) struct Ordered<'s, S: Sink> {
+    sink: &'s mut S,
+}
+
+impl<S: Sink> Ordered<'_, S> {
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+        encode(self.sink, value)
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), EncodeError> {
+        self.sink.put(&[tag::FIELD]);
+        self.sink.put(&(key.len() as u64).to_le_bytes());
+        self.sink.put(key.as_bytes());
+        encode(self.sink, value)
+    }
+
+    fn end(self) -> Result<(), EncodeError> {
+        self.sink.put(&[tag::END]);
+        Ok(())
+    }
+}
+
+/// A set or map: each element (or entry) is digested on its own and the digests are summed,
+/// so the result does not depend on iteration order.
+pub(crate) struct Unordered<'s, S: Sink> {
+    sink: &'s mut S,
+    tag: u8,
+    count: u64,
+    sum: u128,
+    /// The entry being digested, between a map's key and its value.
+    entry: Option<Xxh3Default>,
+}
+
+impl<'s, S: Sink> Unordered<'s, S> {
+    fn new(sink: &'s mut S, tag: u8) -> Self {
+        Unordered {
+            sink,
+            tag,
+            count: 0,
+            sum: 0,
+            entry: None,
+        }
+    }
+
+    fn add(&mut self, digest: u128) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(digest);
+    }
+
+    fn end(self) -> Result<(), EncodeError> {
+        if self.entry.is_some() {
+            return Err(EncodeError("map key serialized without a value".into()));
+        }
+        self.sink.put(&[self.tag]);
+        self.sink.put(&self.count.to_le_bytes());
+        self.sink.put(&self.sum.to_le_bytes());
+        Ok(())
+    }
+}
+
+/// The two ways a sequence may be written. It lives on the stack for one sequence, so the size
+/// of the unordered variant (a hasher state) costs nothing; boxing it would allocate.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum SeqState<'s, S: Sink> {
+    Ordered(Ordered<'s, S>),
+    Unordered(Unordered<'s, S>),
+}
+
+macro_rules! fixed {
+    ($method:ident, $ty:ty, $tag:expr) => {
+        #[inline]
+        fn $method(mut self, v: $ty) -> Result<(), EncodeError> {
+            self.tag($tag);
+            self.sink.put(&v.to_le_bytes());
+            Ok(())
+        }
+    };
+}
+
+impl<'s, S: Sink> ser::Serializer for Canonical<'s, S> {
+    type Ok = ();
+    type Error = EncodeError;
+    type SerializeSeq = SeqState<'s, S>;
+    type SerializeTuple = Ordered<'s, S>;
+    type SerializeTupleStruct = Ordered<'s, S>;
+    type SerializeTupleVariant = Ordered<'s, S>;
+    type SerializeMap = Unordered<'s, S>;
+    type SerializeStruct = Ordered<'s, S>;
+    type SerializeStructVariant = Ordered<'s, S>;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    fn serialize_bool(self, v: bool) -> Result<(), EncodeError> {
+        self.sink.put(&[tag::BOOL, v as u8]);
+        Ok(())
+    }
+
+    fixed!(serialize_i8, i8, tag::I8);
+    fixed!(serialize_i16, i16, tag::I16);
+    fixed!(serialize_i32, i32, tag::I32);
+    fixed!(serialize_i64, i64, tag::I64);
+    fixed!(serialize_i128, i128, tag::I128);
+    fixed!(serialize_u8, u8, tag::U8);
+    fixed!(serialize_u16, u16, tag::U16);
+    fixed!(serialize_u32, u32, tag::U32);
+    fixed!(serialize_u64, u64, tag::U64);
+    fixed!(serialize_u128, u128, tag::U128);
+
+    fn serialize_f32(mut self, v: f32) -> Result<(), EncodeError> {
+        // Every NaN is the same argument.
+        let bits = if v.is_nan() { 0x7fc0_0000 } else { v.to_bits() };
+        self.tag(tag::F32);
+        self.sink.put(&bits.to_le_bytes());
+        Ok(())
+    }
+
+    fn serialize_f64(mut self, v: f64) -> Result<(), EncodeError> {
+        let bits = if v.is_nan() {
+            0x7ff8_0000_0000_0000
+        } else {
+            v.to_bits()
+        };
+        self.tag(tag::F64);
+        self.sink.put(&bits.to_le_bytes());
+        Ok(())
+    }
+
+    fn serialize_char(mut self, v: char) -> Result<(), EncodeError> {
+        self.tag(tag::CHAR);
+        self.sink.put(&(v as u32).to_le_bytes());
+        Ok(())
+    }
+
+    #[inline]
+    fn serialize_str(mut self, v: &str) -> Result<(), EncodeError> {
+        self.tag(tag::STR);
+        self.len_prefixed(v.as_bytes());
+        Ok(())
+    }
+
+    fn serialize_bytes(mut self, v: &[u8]) -> Result<(), EncodeError> {
+        self.tag(tag::BYTES);
+        self.len_prefixed(v);
+        Ok(())
+    }
+
+    fn serialize_none(mut self) -> Result<(), EncodeError> {
+        self.tag(tag::NONE);
+        Ok(())
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(mut self, value: &T) -> Result<(), EncodeError> {
+        self.tag(tag::SOME);
+        encode(self.sink, value)
+    }
+
+    fn serialize_unit(mut self) -> Result<(), EncodeError> {
+        self.tag(tag::UNIT);
+        Ok(())
+    }
+
+    fn serialize_unit_struct(mut self, name: &'static str) -> Result<(), EncodeError> {
+        self.tagged_name(tag::UNIT_STRUCT, name);
+        Ok(())
+    }
+
+    fn serialize_unit_variant(
+        mut self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), EncodeError> {
+        self.tagged_variant(tag::UNIT_VARIANT, name, variant);
+        Ok(())
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), EncodeError> {
+        if name == UNORDERED_MARKER {
+            return value.serialize(Canonical {
+                sink: self.sink,
+                unordered: true,
+            });
+        }
+        self.tagged_name(tag::NEWTYPE_STRUCT, name);
+        encode(self.sink, value)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        mut self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), EncodeError> {
+        self.tagged_variant(tag::NEWTYPE_VARIANT, name, variant);
+        encode(self.sink, value)
+    }
+
+    fn serialize_seq(mut self, _len: Option<usize>) -> Result<SeqState<'s, S>, EncodeError> {
+        if self.unordered {
+            return Ok(SeqState::Unordered(Unordered::new(self.sink, tag::SET)));
+        }
+        self.tag(tag::SEQ);
+        Ok(SeqState::Ordered(Ordered { sink: self.sink }))
+    }
+
+    fn collect_seq<I>(self, iter: I) -> Result<(), EncodeError>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        let unordered = self.unordered || is_set_type::<I>();
+        let mut seq = Canonical {
+            sink: self.sink,
+            unordered,
+        }
+        .serialize_seq(None)?;
+        for item in iter {
+            ser::SerializeSeq::serialize_element(&mut seq, &item)?;
+        }
+        ser::SerializeSeq::end(seq)
+    }
+
+    fn serialize_tuple(mut self, _len: usize) -> Result<Ordered<'s, S>, EncodeError> {
+        self.tag(tag::TUPLE);
+        Ok(Ordered { sink: self.sink })
+    }
+
+    fn serialize_tuple_struct(
+        mut self,
+        name: &'static str,
+        _len: usize,
+    ) -> Result<Ordered<'s, S>, EncodeError> {
+        self.tagged_name(tag::TUPLE_STRUCT, name);
+        Ok(Ordered { sink: self.sink })
+    }
+
+    fn serialize_tuple_variant(
+        mut self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Ordered<'s, S>, EncodeError> {
+        self.tagged_variant(tag::TUPLE_VARIANT, name, variant);
+        Ok(Ordered { sink: self.sink })
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> Result<Unordered<'s, S>, EncodeError> {
+        Ok(Unordered::new(self.sink, tag::MAP))
+    }
+
+    fn serialize_struct(
+        mut self,
+        name: &'static str,
+        _len: usize,
+    ) -> Result<Ordered<'s, S>, EncodeError> {
+        self.tagged_name(tag::STRUCT, name);
+        Ok(Ordered { sink: self.sink })
+    }
+
+    fn serialize_struct_variant(
+        mut self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Ordered<'s, S>, EncodeError> {
+        self.tagged_variant(tag::STRUCT_VARIANT, name, variant);
+        Ok(Ordered { sink: self.sink })
+    }
+
+    fn collect_str<T: fmt::Display + ?Sized>(mut self, value: &T) -> Result<(), EncodeError> {
+        // Byte-identical to serialize_str of the displayed text, without allocating it: one pass
+        // counts the bytes for the length prefix, a second streams them.
+        struct Count(u64);
+        impl fmt::Write for Count {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0 += s.len() as u64;
+                Ok(())
+            }
+        }
+        struct Stream<'a, S: Sink>(&'a mut S);
+        impl<S: Sink> fmt::Write for Stream<'_, S> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0.put(s.as_bytes());
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        fmt::write(&mut count, format_args!("{value}"))
+            .map_err(|_| EncodeError("a Display implementation failed".into()))?;
+        self.tag(tag::STR);
+        self.sink.put(&count.0.to_le_bytes());
+        let mut stream = Stream(self.sink);
+        fmt::write(&mut stream, format_args!("{value}"))
+            .map_err(|_| EncodeError("a Display implementation failed".into()))
+    }
+}
+
+impl<S: Sink> ser::SerializeSeq for SeqState<'_, S> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+        match self {
+            SeqState::Ordered(o) => o.element(value),
+            SeqState::Unordered(u) => {
+                let d = element_digest(value)?;
+                u.add(d);
+                Ok(())
+            }
+        }
+    }
+
+    fn end(self) -> Result<(), EncodeError> {
+        match self {
+            SeqState::Ordered(o) => o.end(),
+            SeqState::Unordered(u) => u.end(),
+        }
+    }
+}
+
+macro_rules! ordered_elements {
+    ($trait:ident, $method:ident) => {
+        impl<S: Sink> ser::$trait for Ordered<'_, S> {
+            type Ok = ();
+            type Error = EncodeError;
+
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+                self.element(value)
+            }
+
+            fn end(self) -> Result<(), EncodeError> {
+                Ordered::end(self)
+            }
+        }
+    };
+}
+
+ordered_elements!(SerializeTuple, serialize_element);
+ordered_elements!(SerializeTupleStruct, serialize_field);
+ordered_elements!(SerializeTupleVariant, serialize_field);
+
+macro_rules! ordered_fields {
+    ($trait:ident) => {
+        impl<S: Sink> ser::$trait for Ordered<'_, S> {
+            type Ok = ();
+            type Error = EncodeError;
+
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), EncodeError> {
+                self.field(key, value)
+            }
+
+            fn end(self) -> Result<(), EncodeError> {
+                Ordered::end(self)
+            }
+        }
+    };
+}
+
+ordered_fields!(SerializeStruct);
+ordered_fields!(SerializeStructVariant);
+
+impl<S: Sink> ser::SerializeMap for Unordered<'_, S> {
+    type Ok = ();
+    type Error = EncodeError;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), EncodeError> {
+        if self.entry.is_some() {
+            return Err(EncodeError(
+                "map key serialized twice without a value".into(),
+            ));
+        }
+        let mut h = Xxh3Default::new();
+        encode(&mut h, key)?;
+        self.entry = Some(h);
+        Ok(())
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+        let Some(mut h) = self.entry.take() else {
+            return Err(EncodeError("map value serialized without a key".into()));
+        };
+        encode(&mut h, value)?;
+        self.add(h.digest128());
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), EncodeError> {
+        Unordered::end(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeSet, HashMap, HashSet};
+
+    fn bytes<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, v).unwrap();
+        out
+    }
+
+    #[test]
+    fn scalars_are_tagged_little_endian() {
+        assert_eq!(bytes(&7u32), [tag::U32, 7, 0, 0, 0]);
+        assert_eq!(bytes(&-1i8), [tag::I8, 0xff]);
+        assert_eq!(bytes(&true), [tag::BOOL, 1]);
+        assert_eq!(bytes("ab"), [tag::STR, 2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
+        assert_eq!(bytes(&None::<u8>), [tag::NONE]);
+        assert_eq!(bytes(&Some(1u8)), [tag::SOME, tag::U8, 1]);
+    }
+
+    #[test]
+    fn sequences_and_tuples_are_delimited() {
+        assert_eq!(
+            bytes(&vec![1u8, 2]),
+            [tag::SEQ, tag::U8, 1, tag::U8, 2, tag::END]
+        );
+        assert_eq!(bytes(&(1u8,)), [tag::TUPLE, tag::U8, 1, tag::END]);
+        // ([1], [2]) and ([1, 2], []) must differ.
+        assert_ne!(
+            bytes(&(vec![1u8], vec![2u8])),
+            bytes(&(vec![1u8, 2], Vec::<u8>::new()))
+        );
+    }
+
+    #[test]
+    fn nan_is_canonical() {
+        assert_eq!(bytes(&f64::NAN), bytes(&-f64::NAN));
+        assert_ne!(bytes(&0.0f64), bytes(&-0.0f64));
+    }
+
+    #[test]
+    fn collect_str_equals_serialize_str() {
+        struct Shown;
+        impl Serialize for Shown {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("{}-{}", 12, "x"))
+            }
+        }
+        assert_eq!(bytes(&Shown), bytes("12-x"));
+    }
+
+    #[test]
+    fn set_detection_by_type_name() {
+        assert!(is_set_type::<&HashSet<u32>>());
+        assert!(is_set_type::<&BTreeSet<Vec<u8>>>());
+        assert!(!is_set_type::<&Vec<HashSet<u32>>>());
+        assert!(!is_set_type::<&[u32]>());
+        assert!(!is_set_type::<&HashMap<u32, u32>>());
+    }
+
+    #[test]
+    fn sets_and_maps_ignore_order() {
+        let a: HashSet<u32> = (0..100).collect();
+        let b: HashSet<u32> = (0..100).rev().collect();
+        assert_eq!(bytes(&a), bytes(&b));
+        assert_eq!(bytes(&a), bytes(&(0..100).collect::<BTreeSet<u32>>()));
+        let m1: HashMap<String, u32> = (0..50).map(|i| (i.to_string(), i)).collect();
+        let m2: HashMap<String, u32> = (0..50).rev().map(|i| (i.to_string(), i)).collect();
+        assert_eq!(bytes(&m1), bytes(&m2));
+        // ...but a vector keeps its order.
+        assert_ne!(bytes(&vec![1u8, 2]), bytes(&vec![2u8, 1]));
+    }
+}

@@ -1,0 +1,82 @@
+//! ckpt makes expensive function calls cheap the second time: it identifies each call (function,
+//! code version and arguments), keeps its result in one transactional [redb] file, and hands the
+//! stored result back on the next identical call, across restarts.
+//!
+//! The core types, after the Python library `checkpointing`:
+//! * [`checkpoint!`]: decorate a function and forget about it;
+//! * [`DecoratorCheckpoint`]: an [`Identifier`] and a [`Cache`] bound to one function, with
+//!   [`call`](DecoratorCheckpoint::call), [`rerun`](DecoratorCheckpoint::rerun) and an
+//!   [`OnError`] policy;
+//! * [`Identifier`]: turns a call into a [`CheckpointId`]; [`AutoIdentifier`] (the default)
+//!   hashes the function and its arguments canonically, [`KeyFn`] hashes a projection of them,
+//!   [`FnNameIdentifier`] the function alone;
+//! * [`Cache`]: saves and retrieves encoded results; [`Store`] keeps them in a redb file,
+//!   [`MemoryCache`] in memory;
+//! * [`Store::stats`]: hits, misses, saves, errors, corrupt entries, compute time saved.
+//!
+//! ```
+//! ckpt::checkpoint! {
+//!     fn slow_square(x: u64) -> u64 {
+//!         std::thread::sleep(std::time::Duration::from_millis(50));
+//!         x * x
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #   let dir = std::env::temp_dir().join(format!("ckpt-doc-lib-{}", std::process::id()));
+//! #   let _ = std::fs::remove_dir_all(&dir);
+//! #   unsafe { std::env::set_var("CKPT_DIR", &dir) };
+//!     assert_eq!(slow_square(12), 144); // 50 ms, saved to .ckpt/checkpoints.redb
+//!     assert_eq!(slow_square(12), 144); // microseconds, read back (in later processes too)
+//!
+//!     let stats = ckpt::default_store()?.stats()?;
+//!     assert_eq!((stats.calls.hits, stats.calls.misses), (1, 1));
+//!     assert!(stats.calls.time_saved() >= std::time::Duration::from_millis(50));
+//! #   let _ = std::fs::remove_dir_all(&dir);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Stored bytes are data, never code: values are postcard-encoded and checked (checksum and type
+//! fingerprint) before they are decoded, so a damaged or mistyped entry is a miss to recompute,
+//! never a wrong value and never a panic. `ARCHITECTURE.md` documents the file format, the id
+//! scheme byte by byte, and what a crash can lose.
+//!
+//! [redb]: https://docs.rs/redb
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![warn(rust_2018_idioms)]
+
+mod cache;
+mod decorator;
+mod default_store;
+mod error;
+mod flight;
+mod id;
+mod identifier;
+mod macros;
+mod record;
+mod stats;
+mod store;
+mod warn;
+
+pub use cache::{Cache, Entry, MemoryCache};
+pub use decorator::{DecoratorCheckpoint, OnError};
+pub use default_store::{
+    DEFAULT_DIR, DEFAULT_FILE, DIR_VAR, DefaultStore, default_store, default_store_path,
+};
+pub use error::{Error, ErrorKind, OpenError, OpenErrorKind};
+pub use id::{CheckpointId, Function, code_hash};
+pub use identifier::{
+    AutoIdentifier, Call, FnNameIdentifier, ID_SCHEME, Identifier, KeyFn, Unordered,
+    canonical_bytes,
+};
+#[doc(hidden)]
+pub use macros::__private;
+pub use stats::{CallStats, Counters};
+pub use store::{EntryInfo, FunctionStats, Store, StoreBuilder, StoreStats};
+pub use warn::{reset_warning_hook, set_warning_hook};
+
+/// `Result` with ckpt's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

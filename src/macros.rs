@@ -1,0 +1,463 @@
+//! The [`checkpoint!`] macro, and the hidden items its expansion calls.
+
+/// Checkpoints a function: the first call computes and stores, later identical calls (in this
+/// process or any later one) return the stored result without running the body.
+///
+/// ```
+/// ckpt::checkpoint! {
+///     /// Doc comments and attributes pass through.
+///     pub fn embed(text: &str, dims: usize) -> Vec<f32> {
+///         text.bytes().cycle().take(dims).map(|b| b as f32 / 255.0).collect()
+///     }
+/// }
+///
+/// fn main() -> Result<(), ckpt::Error> {
+/// #   let dir = std::env::temp_dir().join(format!("ckpt-doc-macro-{}", std::process::id()));
+/// #   let _ = std::fs::remove_dir_all(&dir);
+/// #   unsafe { std::env::set_var("CKPT_DIR", &dir) };
+///     let first = embed("hello", 4); // computed, saved to .ckpt/checkpoints.redb
+///     let again = embed("hello", 4); // read back
+///     assert_eq!(first, again);
+///     assert_eq!((embed::stats().misses, embed::stats().hits), (1, 1));
+///
+///     embed::rerun("hello", 4); // forced: runs and overwrites
+///     let id = embed::id("hello", 4)?; // the call's CheckpointId
+/// #   let _ = id; let _ = std::fs::remove_dir_all(&dir);
+///     Ok(())
+/// }
+/// ```
+///
+/// # What it records
+///
+/// The function's identity is its module path, its name and a hash of its tokens (signature and
+/// body, see [`code_hash`](crate::code_hash)): editing the body invalidates its old results,
+/// while comments and formatting do not. Arguments are identified by [`AutoIdentifier`].
+///
+/// Beside the function, the macro defines a module of the same name with:
+/// * `name::rerun(args...)`: run and overwrite (the seed's `f.rerun`);
+/// * `name::id(args...) -> Result<CheckpointId, Error>`: the id of a call;
+/// * `name::stats() -> CallStats`: this process's counts;
+/// * `name::decorator()`: the [`DecoratorCheckpoint`] behind it.
+///
+/// # Options
+///
+/// An optional first attribute `#[checkpoint(...)]` takes, in any order, comma-separated:
+/// * `version = "2"`: pin the version by hand (mops' function-logic-key); bump it to invalidate;
+/// * `cache = expr`: any [`Cache`](crate::Cache) (a [`Store`](crate::Store), a
+///   [`MemoryCache`](crate::MemoryCache), your own) instead of the default store; evaluated once;
+/// * `identifier = expr`: an [`Identifier`](crate::Identifier) instead of [`AutoIdentifier`];
+///   evaluated on each call, so keep it cheap (a unit struct, a closure, a reference to a static);
+/// * `key = expr`: identify the call by `expr` instead of all arguments (mops' `keyfunc` /
+///   `nil_args`). The arguments are in scope *by reference*, so `key = (table, limit)` leaves a
+///   `conn` argument out of the id while the body still gets it;
+/// * `on_error = raise | warn | ignore` (default `warn`, see [`OnError`]). With `raise` the
+///   function must return `Result<T, E>` with `E: From<ckpt::Error>` (`std::io::Error` and
+///   `Box<dyn Error + Send + Sync>` qualify), and checkpoint failures come back as `Err`;
+/// * `results = ok_only | all`: for a function returning `Result`, store only `Ok` values (the
+///   default) or `Err` values too.
+///
+/// ```
+/// use ckpt::MemoryCache;
+///
+/// pub struct Conn; // not serializable, not part of the result
+///
+/// ckpt::checkpoint! {
+///     #[checkpoint(cache = MemoryCache::new(), key = (table, limit), version = "2", on_error = raise)]
+///     fn query(conn: &Conn, table: &str, limit: usize) -> std::io::Result<Vec<String>> {
+///         let _ = conn;
+///         Ok((0..limit).map(|i| format!("{table}:{i}")).collect())
+///     }
+/// }
+///
+/// fn main() -> std::io::Result<()> {
+///     assert_eq!(query(&Conn, "users", 2)?, ["users:0", "users:1"]);
+///     assert_eq!(query(&Conn, "users", 2)?.len(), 2);
+///     assert_eq!(query::stats().hits, 1);
+///     Ok(())
+/// }
+/// ```
+///
+/// # Not supported
+///
+/// Generic functions, methods (`self` receivers), `async fn`, argument patterns other than plain
+/// names (`mut x`, destructuring: bind inside the body instead), and functions defined inside
+/// another function's body: invoke the macro at module level, since the generated module reaches
+/// the function and its argument types through `super::`. For these, build
+/// a [`DecoratorCheckpoint`] by hand and call it from your function: it takes any arguments that
+/// implement `Serialize`, with any identifier and cache.
+///
+/// [`AutoIdentifier`]: crate::AutoIdentifier
+/// [`DecoratorCheckpoint`]: crate::DecoratorCheckpoint
+/// [`OnError`]: crate::OnError
+#[macro_export]
+macro_rules! checkpoint {
+    (#[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only)] $($item)* }
+    };
+    ($($item:tt)*) => {
+        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only)] $($item)* }
+    };
+}
+
+/// Parses `#[checkpoint(...)]` options into `[version cache identifier key on_error results]`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_options {
+    ([] $cfg:tt $($item:tt)*) => {
+        $crate::__checkpoint_fn! { $cfg $($item)* }
+    };
+    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r] $($item)* }
+    };
+    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r] $($item)* }
+    };
+    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r] $($item)* }
+    };
+    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r] $($item)* }
+    };
+    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r] $($item)* }
+    };
+    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r] $($item)* }
+    };
+    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r] $($item)* }
+    };
+    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only)] $($item)* }
+    };
+    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all)] $($item)* }
+    };
+    ([$($bad:tt)*] $($_:tt)*) => {
+        ::core::compile_error!(::core::concat!(
+            "unknown or malformed checkpoint option: `", ::core::stringify!($($bad)*), "`; expected \
+             version = \"..\", cache = expr, identifier = expr, key = expr, \
+             on_error = raise|warn|ignore, or results = ok_only|all"
+        ));
+    };
+}
+
+/// Generates the function and its companion module.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_fn {
+    // No return type: `()`.
+    ($cfg:tt $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) { $($body:tt)* }) => {
+        $crate::__checkpoint_fn! { $cfg $(#[$attr])* $vis fn $name($($arg: $ty),*) -> () { $($body)* } }
+    };
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident)]
+     $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            let __ckpt_mode = $crate::__private::take_mode();
+            let __ckpt_decorator = $name::decorator();
+            let __ckpt_id = $crate::__checkpoint_identify!(__ckpt_decorator, $ident, $key, ($($arg),*));
+            $crate::__checkpoint_run!(
+                ($on_error $results) __ckpt_decorator, __ckpt_id, __ckpt_mode, $ret,
+                move || -> $ret { $($body)* }
+            )
+        }
+
+        #[doc = ::core::concat!("Checkpoint controls of [`", ::core::stringify!($name), "`].")]
+        #[allow(dead_code, unused_imports)]
+        $vis mod $name {
+            use super::*;
+
+            /// The decorator behind the function.
+            pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
+                static DECORATOR: ::std::sync::LazyLock<
+                    $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
+                > = ::std::sync::LazyLock::new(|| {
+                    $crate::__private::decorator(
+                        $crate::__private::function(
+                            ::core::module_path!(),
+                            ::core::stringify!($name),
+                            ::core::stringify!(($($arg: $ty),*) -> $ret { $($body)* }),
+                            $crate::__checkpoint_option!($version, ::core::option::Option::None, |v| ::core::option::Option::Some(v)),
+                        ),
+                        $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
+                        $crate::__checkpoint_on_error!($on_error),
+                    )
+                });
+                &DECORATOR
+            }
+
+            /// This process's call counts.
+            pub fn stats() -> $crate::CallStats {
+                decorator().stats()
+            }
+
+            /// Runs the function whatever is stored, and overwrites the stored result.
+            pub fn rerun($($arg: $ty),*) -> $ret {
+                $crate::__private::rerun_next();
+                super::$name($($arg),*)
+            }
+
+            /// The id of a call.
+            ///
+            /// # Errors
+            /// When the arguments cannot be identified.
+            pub fn id($($arg: $ty),*) -> ::core::result::Result<$crate::CheckpointId, $crate::Error> {
+                $crate::__checkpoint_identify!(decorator(), $ident, $key, ($($arg),*))
+            }
+        }
+    };
+    ($cfg:tt $($item:tt)*) => {
+        ::core::compile_error!(
+            "checkpoint! takes one non-generic fn with plain argument names (`fn f(a: A, b: B) -> R { .. }`); \
+             for methods, generics or async, use ckpt::DecoratorCheckpoint directly"
+        );
+    };
+}
+
+/// `$opt` is `()` (absent) or `(expr)`: expands to `$default` or `$wrap(expr)`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_option {
+    ((), $default:expr, $wrap:expr) => {
+        $default
+    };
+    (($value:expr), $default:expr, $wrap:expr) => {
+        ($wrap)($value)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_on_error {
+    (raise) => {
+        $crate::OnError::Raise
+    };
+    (warn) => {
+        $crate::OnError::Warn
+    };
+    (ignore) => {
+        $crate::OnError::Ignore
+    };
+}
+
+/// The id of a call: the key (all arguments, or `key = ...` with the arguments borrowed), through
+/// the decorator's identifier or `identifier = ...`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_identify {
+    ($decorator:expr, $ident:tt, (), ($($arg:ident),*)) => {
+        $crate::__checkpoint_identify_key!($decorator, $ident, ($(&$arg,)*))
+    };
+    ($decorator:expr, $ident:tt, ($key:expr), ($($arg:ident),*)) => {{
+        #[allow(unused_variables)]
+        let ($($arg,)*) = ($(&$arg,)*);
+        $crate::__checkpoint_identify_key!($decorator, $ident, $key)
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_identify_key {
+    ($decorator:expr, (), $key:expr) => {
+        $decorator.identify(&$key)
+    };
+    ($decorator:expr, ($ident:expr), $key:expr) => {
+        $crate::__private::identify_with(&$ident, $decorator.function(), &$key)
+    };
+}
+
+/// Runs the call under the chosen error policy and result policy.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_run {
+    ((raise ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_ok($d, $id, $mode, $f)
+    };
+    ((raise all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_all($d, $id, $mode, $f)
+    };
+    (($tolerant:ident ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{RunAll as _, RunOk as _};
+        $crate::__private::tolerated((&$crate::__private::Tag::<$ret>::NEW).run($d, $id, $mode, $f))
+    }};
+    (($tolerant:ident all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::tolerated($crate::__private::run_all($d, $id, $mode, $f))
+    };
+}
+
+/// Support for the expansion of [`checkpoint!`]; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::cell::Cell;
+    use std::marker::PhantomData;
+    use std::sync::Arc;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    pub use crate::decorator::Mode;
+    use crate::{
+        AutoIdentifier, Cache, Call, CheckpointId, DecoratorCheckpoint, Error, Function,
+        Identifier, OnError,
+    };
+
+    /// The cache type of every macro-generated decorator.
+    pub type SharedCache = Arc<dyn Cache>;
+
+    pub fn default_cache() -> SharedCache {
+        Arc::new(crate::DefaultStore)
+    }
+
+    pub fn shared_cache<C: Cache + 'static>(cache: C) -> SharedCache {
+        Arc::new(cache)
+    }
+
+    /// The function identity; `module` is the generated module's path (ending in `::name`).
+    pub fn function(
+        module: &'static str,
+        name: &'static str,
+        tokens: &'static str,
+        version: Option<&'static str>,
+    ) -> Function {
+        let suffix_len = name.len() + 2;
+        let parent = if module.len() > suffix_len && module.ends_with(name) {
+            &module[..module.len() - suffix_len]
+        } else {
+            module
+        };
+        let f = Function::new(parent, name).with_code_hash(crate::code_hash(tokens));
+        match version {
+            Some(v) => f.with_version(v),
+            None => f,
+        }
+    }
+
+    pub fn decorator(
+        function: Function,
+        cache: SharedCache,
+        on_error: OnError,
+    ) -> DecoratorCheckpoint<AutoIdentifier, SharedCache> {
+        DecoratorCheckpoint::new(function, AutoIdentifier, cache).with_on_error(on_error)
+    }
+
+    pub fn identify_with<A: ?Sized, I: Identifier<A>>(
+        identifier: &I,
+        function: &Function,
+        key: &A,
+    ) -> Result<CheckpointId, Error> {
+        identifier.identify(&Call::new(function, key))
+    }
+
+    thread_local!(static MODE: Cell<Mode> = const { Cell::new(Mode::Call) });
+
+    /// The mode of the call about to start on this thread (consumed: nested calls are normal).
+    pub fn take_mode() -> Mode {
+        MODE.with(|m| m.replace(Mode::Call))
+    }
+
+    /// Makes the next checkpointed call on this thread a rerun.
+    pub fn rerun_next() {
+        MODE.with(|m| m.set(Mode::Rerun));
+    }
+
+    /// Under `Warn` and `Ignore` a decorator never returns `Err`.
+    pub fn tolerated<R>(result: Result<R, Error>) -> R {
+        match result {
+            Ok(r) => r,
+            // invariant: `fail` returns Err only under OnError::Raise, and the tolerant macro
+            // paths build their decorator with Warn or Ignore.
+            Err(e) => unreachable!("a tolerant checkpoint returned an error: {e}"),
+        }
+    }
+
+    type Deco = DecoratorCheckpoint<AutoIdentifier, SharedCache>;
+
+    pub fn run_all<R: Serialize + DeserializeOwned>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> R,
+    ) -> Result<R, Error> {
+        d.execute(id, mode, f, |r| Some(r), |v| v)
+    }
+
+    pub fn raise_ok<T: Serialize + DeserializeOwned, E: From<Error>>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        d.execute(id, mode, f, |r| r.as_ref().ok(), Ok)?
+    }
+
+    pub fn raise_all<T, E>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: Serialize + DeserializeOwned,
+        E: From<Error>,
+    {
+        d.execute(id, mode, f, |r| Some(r), |v| v)?
+    }
+
+    /// Picks, at compile time, how to store a result (autoref specialization): a `Result` keeps
+    /// only its `Ok` value, anything else is stored whole.
+    pub struct Tag<R>(PhantomData<fn() -> R>);
+
+    impl<R> Tag<R> {
+        pub const NEW: Self = Tag(PhantomData);
+    }
+
+    pub trait RunOk {
+        type Out;
+        fn run(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> Self::Out,
+        ) -> Result<Self::Out, Error>;
+    }
+
+    impl<T: Serialize + DeserializeOwned, E> RunOk for Tag<Result<T, E>> {
+        type Out = Result<T, E>;
+        fn run(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> Result<T, E>,
+        ) -> Result<Result<T, E>, Error> {
+            d.execute(id, mode, f, |r| r.as_ref().ok(), Ok)
+        }
+    }
+
+    pub trait RunAll {
+        type Out;
+        fn run(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> Self::Out,
+        ) -> Result<Self::Out, Error>;
+    }
+
+    impl<R: Serialize + DeserializeOwned> RunAll for &Tag<R> {
+        type Out = R;
+        fn run(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> R,
+        ) -> Result<R, Error> {
+            run_all(d, id, mode, f)
+        }
+    }
+}

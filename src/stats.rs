@@ -1,0 +1,165 @@
+//! Call statistics: the counters a decorator keeps in memory, and their snapshots.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Live counters of one decorated function, updated with relaxed atomics on every call.
+///
+/// A decorator owns one and hands it to its cache through
+/// [`Cache::register`](crate::Cache::register); the redb [`Store`](crate::Store) adds what they
+/// counted to the file with its next write, so the counts survive restarts.
+#[derive(Debug, Default)]
+pub struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    reruns: AtomicU64,
+    saves: AtomicU64,
+    errors: AtomicU64,
+    corrupt: AtomicU64,
+    type_mismatches: AtomicU64,
+    saved_nanos: AtomicU64,
+    spent_nanos: AtomicU64,
+}
+
+/// Which counter to bump.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Hit { saved_nanos: u64 },
+    Miss,
+    Rerun,
+    Saved { spent_nanos: u64 },
+    NotSaved { spent_nanos: u64 },
+    Error,
+    Corrupt,
+    TypeMismatch,
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn record(&self, event: Event) {
+        match event {
+            Event::Hit { saved_nanos } => {
+                self.hits.fetch_add(1, Relaxed);
+                self.saved_nanos.fetch_add(saved_nanos, Relaxed);
+            }
+            Event::Miss => {
+                self.misses.fetch_add(1, Relaxed);
+            }
+            Event::Rerun => {
+                self.reruns.fetch_add(1, Relaxed);
+            }
+            Event::Saved { spent_nanos } => {
+                self.saves.fetch_add(1, Relaxed);
+                self.spent_nanos.fetch_add(spent_nanos, Relaxed);
+            }
+            Event::NotSaved { spent_nanos } => {
+                self.spent_nanos.fetch_add(spent_nanos, Relaxed);
+            }
+            Event::Error => {
+                self.errors.fetch_add(1, Relaxed);
+            }
+            Event::Corrupt => {
+                self.corrupt.fetch_add(1, Relaxed);
+            }
+            Event::TypeMismatch => {
+                self.type_mismatches.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> CallStats {
+        CallStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            reruns: self.reruns.load(Relaxed),
+            saves: self.saves.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            corrupt: self.corrupt.load(Relaxed),
+            type_mismatches: self.type_mismatches.load(Relaxed),
+            saved_nanos: self.saved_nanos.load(Relaxed),
+            spent_nanos: self.spent_nanos.load(Relaxed),
+        }
+    }
+}
+
+/// Counts of calls and their outcomes: a decorator's since it was created
+/// ([`DecoratorCheckpoint::stats`](crate::DecoratorCheckpoint::stats)), or a function's over the
+/// store's whole life ([`FunctionStats::calls`](crate::FunctionStats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CallStats {
+    /// Calls answered from the cache.
+    pub hits: u64,
+    /// Calls that found nothing usable and ran the function.
+    pub misses: u64,
+    /// Forced runs ([`rerun`](crate::DecoratorCheckpoint::rerun)).
+    pub reruns: u64,
+    /// Results saved.
+    pub saves: u64,
+    /// Failures to identify, retrieve or save (whatever the [`OnError`](crate::OnError) policy
+    /// did with them).
+    pub errors: u64,
+    /// Stored values dropped because they failed their checksum or did not decode.
+    pub corrupt: u64,
+    /// Stored values dropped because they were of another type than the caller expected.
+    pub type_mismatches: u64,
+    /// Compute time saved by hits: for each hit, the compute time recorded when it was saved.
+    pub saved_nanos: u64,
+    /// Time spent running the function on misses and reruns.
+    pub spent_nanos: u64,
+}
+
+impl CallStats {
+    /// Compute time saved by hits.
+    pub fn time_saved(&self) -> Duration {
+        Duration::from_nanos(self.saved_nanos)
+    }
+
+    /// Time spent computing.
+    pub fn time_spent(&self) -> Duration {
+        Duration::from_nanos(self.spent_nanos)
+    }
+
+    /// Hits over lookups (hits + misses); `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self.hits + self.misses;
+        (lookups > 0).then(|| self.hits as f64 / lookups as f64)
+    }
+
+    /// Field-by-field sum, saturating.
+    pub(crate) fn plus(&self, o: &CallStats) -> CallStats {
+        CallStats {
+            hits: self.hits.saturating_add(o.hits),
+            misses: self.misses.saturating_add(o.misses),
+            reruns: self.reruns.saturating_add(o.reruns),
+            saves: self.saves.saturating_add(o.saves),
+            errors: self.errors.saturating_add(o.errors),
+            corrupt: self.corrupt.saturating_add(o.corrupt),
+            type_mismatches: self.type_mismatches.saturating_add(o.type_mismatches),
+            saved_nanos: self.saved_nanos.saturating_add(o.saved_nanos),
+            spent_nanos: self.spent_nanos.saturating_add(o.spent_nanos),
+        }
+    }
+
+    /// Field-by-field difference (`self` is the later snapshot of the same counters).
+    pub(crate) fn minus(&self, o: &CallStats) -> CallStats {
+        CallStats {
+            hits: self.hits.saturating_sub(o.hits),
+            misses: self.misses.saturating_sub(o.misses),
+            reruns: self.reruns.saturating_sub(o.reruns),
+            saves: self.saves.saturating_sub(o.saves),
+            errors: self.errors.saturating_sub(o.errors),
+            corrupt: self.corrupt.saturating_sub(o.corrupt),
+            type_mismatches: self.type_mismatches.saturating_sub(o.type_mismatches),
+            saved_nanos: self.saved_nanos.saturating_sub(o.saved_nanos),
+            spent_nanos: self.spent_nanos.saturating_sub(o.spent_nanos),
+        }
+    }
+
+    pub(crate) fn is_zero(&self) -> bool {
+        *self == CallStats::default()
+    }
+}

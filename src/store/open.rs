@@ -1,0 +1,250 @@
+//! Opening a store file: creating it atomically, checking it is a ckpt store of a schema this
+//! build reads, and turning the engine's errors into [`OpenError`]s that say what to do.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use redb::backends::FileBackend;
+use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError};
+
+use super::schema::{
+    BY_FUNCTION, ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INFO, RESULTS, SCHEMA_KEY,
+    SCHEMA_VERSION,
+};
+use crate::error::{OpenError, OpenErrorKind};
+
+/// Engine settings an open passes through.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineOptions {
+    pub cache_bytes: usize,
+}
+
+/// Opens (creating if missing) the store at `path`.
+pub(crate) fn open(path: &Path, engine: &EngineOptions) -> Result<Database, OpenError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Err(OpenError::new(path, OpenErrorKind::IsADirectory)),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create(path, engine)?,
+        Err(e) => return Err(OpenError::from_io(path, e)),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| OpenError::from_io(path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| OpenError::from_io(path, e))?
+        .len();
+    if len == 0 {
+        // ckpt never leaves an empty file behind (it creates stores by renaming a complete one
+        // into place), so this one is somebody else's.
+        return Err(OpenError::with_source(
+            path,
+            OpenErrorKind::NotAStore,
+            "the file is empty",
+        ));
+    }
+    let db = engine_open(path, file, engine)?;
+    check_schema(path, &db)?;
+    Ok(db)
+}
+
+fn engine_open(path: &Path, file: File, engine: &EngineOptions) -> Result<Database, OpenError> {
+    let backend = FileBackend::new(file).map_err(|e| from_database_error(path, e))?;
+    redb::Builder::new()
+        .set_cache_size(engine.cache_bytes)
+        .create_with_backend(backend)
+        .map_err(|e| from_database_error(path, e))
+}
+
+/// Creates a complete, empty store at `path` without ever exposing a partial file there: the
+/// store is built under a temporary name in the same folder and linked into place.
+fn create(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    create_private_dir(&dir).map_err(|e| OpenError::from_io(path, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{name}.{}-{nonce}.tmp", std::process::id()));
+    let result = build_empty(&tmp, engine).and_then(|()| {
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            // No hard links on this file system: a rename is atomic too, but may replace a
+            // store created meanwhile by another process, which holds no results yet.
+            Err(_) => fs::rename(&tmp, path),
+        }
+        .map_err(|e| OpenError::from_io(path, e))
+    });
+    let _ = fs::remove_file(&tmp);
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    result
+}
+
+fn build_empty(tmp: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
+    let file = private_file(tmp).map_err(|e| OpenError::from_io(tmp, e))?;
+    let db = engine_open(tmp, file, engine)?;
+    let init = || -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        {
+            let mut info = txn.open_table(INFO)?;
+            info.insert(FORMAT_KEY, FORMAT_VALUE)?;
+            info.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes()[..])?;
+            txn.open_table(RESULTS)?;
+            txn.open_table(ENTRIES)?;
+            txn.open_table(FUNCTIONS)?;
+            txn.open_multimap_table(BY_FUNCTION)?;
+        }
+        txn.commit()?;
+        Ok(())
+    };
+    init().map_err(|e| OpenError::with_source(tmp, OpenErrorKind::Io, e))?;
+    db.close()
+        .map_err(|e| OpenError::with_source(tmp, OpenErrorKind::Io, e))
+}
+
+#[cfg(unix)]
+fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// Creates `dir` and its missing parents, readable by the owner only (on Unix).
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
+    let not_a_store =
+        |why: &str| OpenError::with_source(path, OpenErrorKind::NotAStore, why.to_string());
+    let txn = db
+        .begin_read()
+        .map_err(|e| from_engine_error(path, e.into()))?;
+    let info = match txn.open_table(INFO) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => {
+            return Err(not_a_store("a redb database without ckpt's tables"));
+        }
+        Err(TableError::Storage(e)) => return Err(from_storage_error(path, e)),
+        Err(e) => return Err(OpenError::with_source(path, OpenErrorKind::NotAStore, e)),
+    };
+    let read = |key: &str| -> Result<Option<Vec<u8>>, OpenError> {
+        info.get(key)
+            .map(|v| v.map(|g| g.value().to_vec()))
+            .map_err(|e| from_storage_error(path, e))
+    };
+    if read(FORMAT_KEY)?.as_deref() != Some(FORMAT_VALUE) {
+        return Err(not_a_store("its info table does not name the ckpt format"));
+    }
+    let schema = read(SCHEMA_KEY)?
+        .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| {
+            OpenError::with_source(path, OpenErrorKind::Corrupted, "no schema version")
+        })?;
+    if schema > SCHEMA_VERSION {
+        return Err(OpenError::new(
+            path,
+            OpenErrorKind::NewerSchema {
+                found: schema,
+                supported: SCHEMA_VERSION,
+            },
+        ));
+    }
+    if schema < 1 {
+        return Err(OpenError::with_source(
+            path,
+            OpenErrorKind::Corrupted,
+            "schema version 0",
+        ));
+    }
+    let missing = |name: &str, e: TableError| match e {
+        TableError::Storage(s) => from_storage_error(path, s),
+        _ => OpenError::with_source(path, OpenErrorKind::Corrupted, format!("table {name}: {e}")),
+    };
+    txn.open_table(RESULTS).map_err(|e| missing("results", e))?;
+    txn.open_table(ENTRIES).map_err(|e| missing("entries", e))?;
+    txn.open_table(FUNCTIONS)
+        .map_err(|e| missing("functions", e))?;
+    txn.open_multimap_table(BY_FUNCTION)
+        .map_err(|e| missing("by_function", e))?;
+    Ok(())
+}
+
+fn from_database_error(path: &Path, e: DatabaseError) -> OpenError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            OpenError::with_source(path, OpenErrorKind::AlreadyOpen, e)
+        }
+        DatabaseError::Storage(s) => from_storage_error(path, s),
+        DatabaseError::UpgradeRequired(_) => {
+            OpenError::with_source(path, OpenErrorKind::NotAStore, e)
+        }
+        DatabaseError::RepairAborted => OpenError::with_source(path, OpenErrorKind::Corrupted, e),
+        other => OpenError::with_source(path, OpenErrorKind::Io, other),
+    }
+}
+
+fn from_engine_error(path: &Path, e: redb::Error) -> OpenError {
+    match e {
+        redb::Error::Corrupted(_) => OpenError::with_source(path, OpenErrorKind::Corrupted, e),
+        redb::Error::Io(io) => io_open_error(path, io),
+        other => OpenError::with_source(path, OpenErrorKind::Io, other),
+    }
+}
+
+fn from_storage_error(path: &Path, e: StorageError) -> OpenError {
+    match e {
+        StorageError::Corrupted(ref msg) if msg.contains("magic") => {
+            OpenError::with_source(path, OpenErrorKind::NotAStore, "not a redb file")
+        }
+        StorageError::Corrupted(_) => OpenError::with_source(path, OpenErrorKind::Corrupted, e),
+        StorageError::Io(io) => io_open_error(path, io),
+        other => OpenError::with_source(path, OpenErrorKind::Io, other),
+    }
+}
+
+fn io_open_error(path: &Path, io: io::Error) -> OpenError {
+    if io.kind() == io::ErrorKind::UnexpectedEof {
+        // A file shorter than its own header says: truncated.
+        OpenError::with_source(path, OpenErrorKind::Corrupted, io)
+    } else {
+        OpenError::from_io(path, io)
+    }
+}

@@ -1,0 +1,161 @@
+//! The store's tables and the encoding of their rows. ARCHITECTURE.md, "The file", documents the
+//! same layout; a change here is a schema change (bump `SCHEMA_VERSION` and migrate).
+
+use redb::{MultimapTableDefinition, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::CallStats;
+
+/// The schema this build writes and reads.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// The file's identity: `format` = `b"ckpt"`, `schema` = the schema version (u32 LE).
+pub(crate) const INFO: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("ckpt_info");
+/// id -> record bytes (see `record.rs`): one lookup per hit.
+pub(crate) const RESULTS: TableDefinition<'static, &[u8; 16], &[u8]> =
+    TableDefinition::new("ckpt_results");
+/// id -> entry metadata (`EntryMeta`, 64 bytes).
+pub(crate) const ENTRIES: TableDefinition<'static, &[u8; 16], &[u8; 64]> =
+    TableDefinition::new("ckpt_entries");
+/// function key -> function record (postcard `FunctionRecord`).
+pub(crate) const FUNCTIONS: TableDefinition<'static, u64, &[u8]> =
+    TableDefinition::new("ckpt_functions");
+/// function key -> the ids of its entries.
+pub(crate) const BY_FUNCTION: MultimapTableDefinition<'static, u64, &[u8; 16]> =
+    MultimapTableDefinition::new("ckpt_by_function");
+
+pub(crate) const FORMAT_KEY: &str = "format";
+pub(crate) const FORMAT_VALUE: &[u8] = b"ckpt";
+pub(crate) const SCHEMA_KEY: &str = "schema";
+
+/// Per-entry metadata, a fixed 64-byte little-endian row:
+///
+/// | bytes  | field                                         |
+/// |--------|-----------------------------------------------|
+/// | 0      | row version (1)                               |
+/// | 1..8   | reserved, zero                                |
+/// | 8..16  | function key                                  |
+/// | 16..24 | code version (low 64 bits of the function digest) |
+/// | 24..32 | created, ms since the Unix epoch              |
+/// | 32..40 | last access (save or hit), ms since the epoch |
+/// | 40..48 | hits                                          |
+/// | 48..56 | value size: the record's length in bytes      |
+/// | 56..64 | compute time, ns                              |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryMeta {
+    pub fn_key: u64,
+    pub code_version: u64,
+    pub created_ms: u64,
+    pub last_access_ms: u64,
+    pub hits: u64,
+    pub size: u64,
+    pub compute_nanos: u64,
+}
+
+const META_VERSION: u8 = 1;
+
+impl EntryMeta {
+    pub(crate) fn encode(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out[0] = META_VERSION;
+        let words = [
+            self.fn_key,
+            self.code_version,
+            self.created_ms,
+            self.last_access_ms,
+            self.hits,
+            self.size,
+            self.compute_nanos,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            out[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// `None` when the row is not one this schema wrote.
+    pub(crate) fn decode(row: &[u8; 64]) -> Option<EntryMeta> {
+        if row[0] != META_VERSION || row[1..8] != [0; 7] {
+            return None;
+        }
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&row[8 + 8 * i..16 + 8 * i]);
+            u64::from_le_bytes(b)
+        };
+        Some(EntryMeta {
+            fn_key: w(0),
+            code_version: w(1),
+            created_ms: w(2),
+            last_access_ms: w(3),
+            hits: w(4),
+            size: w(5),
+            compute_nanos: w(6),
+        })
+    }
+}
+
+/// A function's row: identity of its newest code version, its lifetime call counts, and the
+/// size of what it has stored (kept exact by every write transaction).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FunctionRecord {
+    pub module: String,
+    pub name: String,
+    /// The code version of the newest registration; entries of other versions are stale.
+    pub code_version: u64,
+    pub code_hash: Option<u64>,
+    pub version: Option<String>,
+    pub calls: CallStats,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl FunctionRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // Serializing plain integers, strings and options into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<FunctionRecord> {
+        match postcard::take_from_bytes(bytes) {
+            Ok((record, [])) => Some(record),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trip_and_rejects_other_versions() {
+        let m = EntryMeta {
+            fn_key: 1,
+            code_version: 2,
+            created_ms: 3,
+            last_access_ms: 4,
+            hits: 5,
+            size: 6,
+            compute_nanos: 7,
+        };
+        let row = m.encode();
+        assert_eq!(EntryMeta::decode(&row), Some(m));
+        let mut bad = row;
+        bad[0] = 9;
+        assert_eq!(EntryMeta::decode(&bad), None);
+    }
+
+    #[test]
+    fn function_record_round_trip() {
+        let r = FunctionRecord {
+            module: "m".into(),
+            name: "f".into(),
+            code_hash: Some(9),
+            entries: 3,
+            ..Default::default()
+        };
+        assert_eq!(FunctionRecord::decode(&r.encode()), Some(r));
+        assert_eq!(FunctionRecord::decode(&[0xff; 3]), None);
+    }
+}

@@ -1,0 +1,42 @@
+//! Where [`OnError::Warn`](crate::OnError::Warn) sends its warnings.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::Error;
+
+type Hook = Box<dyn Fn(&Error) + Send + Sync>;
+
+static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
+
+/// Sends every [`OnError::Warn`](crate::OnError::Warn) warning of this process to `hook` instead
+/// of standard error: to a logger, a metrics counter, or a test's collector.
+///
+/// ```
+/// ckpt::set_warning_hook(|err| eprintln!("[my-app] checkpointing degraded: {err}"));
+/// ```
+pub fn set_warning_hook(hook: impl Fn(&Error) + Send + Sync + 'static) {
+    *HOOK.write() = Some(Box::new(hook));
+}
+
+/// Goes back to the default: each distinct warning printed once to standard error.
+pub fn reset_warning_hook() {
+    *HOOK.write() = None;
+}
+
+pub(crate) fn warn(err: &Error) {
+    if let Some(hook) = HOOK.read().as_ref() {
+        hook(err);
+        return;
+    }
+    // Like Python's default warning filter: each distinct message once, so a store that is down
+    // does not print a line per call. The set is capped to stay bounded.
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let message = err.to_string();
+    let mut seen = SEEN.get_or_init(Default::default).lock();
+    if seen.len() < 1024 && seen.insert(message.clone()) {
+        eprintln!("ckpt: warning: {message}");
+    }
+}
