@@ -41,6 +41,10 @@ pub enum ErrorKind {
     InvalidInput,
     /// A [`Cache`](crate::Cache) implementation outside this crate failed.
     Cache,
+    /// A value is larger than the store's byte cap, so storing it would break the cap.
+    TooLarge,
+    /// The operation is not available in the store's mode.
+    Unsupported,
 }
 
 impl Error {
@@ -169,6 +173,8 @@ pub enum OpenErrorKind {
     PermissionDenied,
     /// The path names a directory, not a file.
     IsADirectory,
+    /// The options cannot work together (the message says which).
+    Unsupported,
     /// Any other I/O failure.
     Io,
 }
@@ -249,6 +255,9 @@ impl fmt::Display for OpenError {
                 f,
                 "{path} is a directory, not a checkpoint store file; give the path of a file in it"
             ),
+            OpenErrorKind::Unsupported => {
+                write!(f, "cannot open checkpoint store {path} with these options")
+            }
             OpenErrorKind::Io => write!(f, "i/o error opening checkpoint store {path}"),
         }?;
         if let Some(source) = &self.source {

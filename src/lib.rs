@@ -74,8 +74,12 @@ pub use identifier::{
 };
 #[doc(hidden)]
 pub use macros::__private;
-pub use stats::{CallStats, Counters};
-pub use store::{EntryInfo, FunctionStats, Store, StoreBuilder, StoreStats};
+pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
+pub use store::{
+    Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo, EvictMode, EvictionPolicy,
+    EvictionReport, Evicted, FunctionStats, Limits, ManualClock, Store, StoreBuilder, StoreStats,
+    SystemClock,
+};
 pub use warn::{reset_warning_hook, set_warning_hook};
 
 /// `Result` with ckpt's [`Error`].

@@ -163,3 +163,56 @@ impl CallStats {
         *self == CallStats::default()
     }
 }
+
+/// Entries removed by limits, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EvictionStats {
+    /// Evicted to keep the stored bytes under the byte cap.
+    pub size: u64,
+    /// Evicted to keep the number of entries under the entry cap.
+    pub count: u64,
+    /// Expired by age.
+    pub age: u64,
+    /// Expired by idleness.
+    pub idle: u64,
+}
+
+/// Why an entry was removed by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EvictionCause {
+    /// The byte cap.
+    Size,
+    /// The entry cap.
+    Count,
+    /// `max_age`.
+    Age,
+    /// `max_idle`.
+    Idle,
+}
+
+impl EvictionStats {
+    /// All evictions and expirations.
+    pub fn total(&self) -> u64 {
+        self.size + self.count + self.age + self.idle
+    }
+
+    pub(crate) fn add(&mut self, cause: EvictionCause) {
+        match cause {
+            EvictionCause::Size => self.size += 1,
+            EvictionCause::Count => self.count += 1,
+            EvictionCause::Age => self.age += 1,
+            EvictionCause::Idle => self.idle += 1,
+        }
+    }
+
+    pub(crate) fn plus(&self, o: &EvictionStats) -> EvictionStats {
+        EvictionStats {
+            size: self.size + o.size,
+            count: self.count + o.count,
+            age: self.age + o.age,
+            idle: self.idle + o.idle,
+        }
+    }
+}

@@ -77,6 +77,12 @@ impl AccessLog {
         self.len.load(Relaxed)
     }
 
+    /// Whether the log is at least half full: time to write it.
+    #[inline]
+    pub(crate) fn half_full(&self) -> bool {
+        self.len() * 2 >= self.per_shard * self.shards.len()
+    }
+
     /// Accesses dropped because the log was full.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)

@@ -5,12 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
-use super::Store;
 use super::schema::{BY_FUNCTION, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
-use super::write::engine_error;
+use super::write::{Tx, Victim, engine_error};
+use super::{Commit, Store};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
-use crate::stats::CallStats;
+use crate::stats::{CallStats, EvictionCause, EvictionStats};
 
 /// A store's statistics: totals, and one row per function.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +22,13 @@ pub struct StoreStats {
     pub entries: u64,
     /// Bytes of stored records (headers and values).
     pub stored_bytes: u64,
+    /// Entries removed by limits, by cause.
+    pub evictions: EvictionStats,
     /// Size of the store file.
     pub file_bytes: u64,
+    /// Bytes of the file that hold nothing (freed pages, reused by later writes);
+    /// [`Store::compact`] gives them back to the file system.
+    pub reclaimable_bytes: u64,
     /// Hits whose per-entry bookkeeping was dropped because the access log was full.
     pub dropped_accesses: u64,
     /// Per-function rows, ordered by module path and name.
@@ -48,6 +53,8 @@ pub struct FunctionStats {
     pub version: Option<String>,
     /// Call counts.
     pub calls: CallStats,
+    /// Entries removed by limits, by cause.
+    pub evictions: EvictionStats,
     /// Entries stored.
     pub entries: u64,
     /// Bytes of stored records.
@@ -73,6 +80,7 @@ impl FunctionStats {
             code_hash: r.code_hash,
             version: r.version,
             calls: r.calls,
+            evictions: r.evictions,
             entries: r.entries,
             stored_bytes: r.bytes,
         }
@@ -106,6 +114,50 @@ pub struct EntryInfo {
     pub compute_time: Duration,
 }
 
+/// An entry removed (or, in a dry run, to be removed) by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Evicted {
+    /// Its id.
+    pub id: CheckpointId,
+    /// Its function's key.
+    pub function_key: u64,
+    /// Its record's size.
+    pub size: u64,
+    /// Which limit removed it.
+    pub cause: EvictionCause,
+}
+
+/// What an eviction removed (or would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EvictionReport {
+    /// The entries, in the order they went.
+    pub evicted: Vec<Evicted>,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+impl EvictionReport {
+    pub(crate) fn new(victims: Vec<Victim>) -> Self {
+        let bytes = victims.iter().map(|v| v.size).sum();
+        EvictionReport {
+            evicted: victims.into_iter().map(Evicted::from).collect(),
+            bytes,
+        }
+    }
+}
+
+/// What [`Store::compact`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// File size before.
+    pub file_bytes_before: u64,
+    /// File size after.
+    pub file_bytes_after: u64,
+}
+
 fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
@@ -113,9 +165,24 @@ fn at(ms: u64) -> SystemTime {
 impl Store {
     fn begin_read(&self) -> Result<ReadTransaction, Error> {
         self.shared()
-            .db()
-            .begin_read()
+            .with_db(|db| db.begin_read())
             .map_err(|e| engine_error("cannot begin a read", e))
+    }
+
+    /// Bytes of the file holding no live page.
+    fn reclaimable(&self, file_bytes: u64) -> Result<u64, Error> {
+        let stats = self.shared().with_db(|db| -> Result<_, Error> {
+            let txn = db
+                .begin_write()
+                .map_err(|e| engine_error("cannot begin a write", e))?;
+            let stats = txn
+                .stats()
+                .map_err(|e| engine_error("cannot read storage statistics", e))?;
+            txn.abort().map_err(|e| engine_error("cannot roll back", e))?;
+            Ok(stats)
+        })?;
+        let used = stats.allocated_pages() * stats.page_size() as u64;
+        Ok(file_bytes.saturating_sub(used) + stats.fragmented_bytes())
     }
 
     fn function_rows(txn: &ReadTransaction) -> Result<HashMap<u64, FunctionRecord>, Error> {
@@ -150,16 +217,20 @@ impl Store {
             .map(|(k, r)| FunctionStats::from_record(k, r))
             .collect();
         functions.sort_by(|a, b| (&a.module, &a.name, a.key).cmp(&(&b.module, &b.name, b.key)));
+        let file_bytes = std::fs::metadata(self.path()).map_or(0, |m| m.len());
         let mut stats = StoreStats {
             calls: CallStats::default(),
             entries: 0,
             stored_bytes: 0,
-            file_bytes: std::fs::metadata(self.path()).map_or(0, |m| m.len()),
+            evictions: EvictionStats::default(),
+            file_bytes,
+            reclaimable_bytes: self.reclaimable(file_bytes)?,
             dropped_accesses: self.shared().dropped_accesses(),
             functions: Vec::new(),
         };
         for f in &functions {
             stats.calls = stats.calls.plus(&f.calls);
+            stats.evictions = stats.evictions.plus(&f.evictions);
             stats.entries += f.entries;
             stats.stored_bytes += f.stored_bytes;
         }
@@ -270,7 +341,7 @@ impl Store {
     /// When the write fails (nothing is removed then).
     pub fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
         self.shared()
-            .write(|tx| tx.delete(id.as_bytes()).map(|m| m.is_some()))
+            .write(Commit::Yes, |tx| tx.delete(id.as_bytes()).map(|m| m.is_some()))
     }
 
     /// Removes every entry of `function` (all code versions); returns how many.
@@ -278,7 +349,7 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn remove_function(&self, function: &Function) -> Result<u64, Error> {
-        self.shared().write(|tx| {
+        self.shared().write(Commit::Yes, |tx| {
             let ids = tx.ids_of(function.key())?;
             for id in &ids {
                 tx.delete(id)?;
@@ -295,7 +366,7 @@ impl Store {
     pub fn remove_stale(&self, function: &Function) -> Result<u64, Error> {
         let current = function.code_version();
         self.shared()
-            .write(|tx| remove_stale_of(tx, function.key(), current))
+            .write(Commit::Yes, |tx| remove_stale_of(tx, function.key(), current))
     }
 
     /// Removes, for every function, the entries of code versions other than its newest recorded
@@ -304,7 +375,7 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn remove_all_stale(&self) -> Result<u64, Error> {
-        self.shared().write(|tx| {
+        self.shared().write(Commit::Yes, |tx| {
             let mut removed = 0;
             for (key, current) in tx.function_keys()? {
                 removed += remove_stale_of(tx, key, current)?;
@@ -318,7 +389,7 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn clear(&self) -> Result<u64, Error> {
-        self.shared().write(|tx| {
+        self.shared().write(Commit::Yes, |tx| {
             let mut removed = 0;
             for (key, _) in tx.function_keys()? {
                 for id in tx.ids_of(key)? {
@@ -331,7 +402,7 @@ impl Store {
     }
 }
 
-fn remove_stale_of(tx: &mut super::write::Tx<'_>, key: u64, current: u64) -> Result<u64, Error> {
+fn remove_stale_of(tx: &mut Tx<'_>, key: u64, current: u64) -> Result<u64, Error> {
     let mut removed = 0;
     for id in tx.ids_of(key)? {
         if tx.meta(&id)?.is_some_and(|m| m.code_version != current) {

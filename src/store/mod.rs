@@ -1,25 +1,36 @@
 //! [`Store`]: every checkpoint in one transactional redb file.
 
 mod access;
+mod flusher;
 mod inspect;
 mod open;
+mod options;
 mod schema;
 mod write;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
-use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase};
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable as _, WriteTransaction};
 
-pub use inspect::{EntryInfo, FunctionStats, StoreStats};
+pub use inspect::{CompactReport, EntryInfo, Evicted, EvictionReport, FunctionStats, StoreStats};
+pub use options::{
+    Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, SystemClock,
+};
 
 use self::access::{Access, AccessLog};
-use self::schema::RESULTS;
-use self::write::{GROUP_COMMIT_MAX_BYTES, Queue, QueuedSave, Registry, SaveOp, Tx, engine_error};
+use self::flusher::Flusher;
+use self::options::{duration_ms, to_ms};
+use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
+use self::write::{
+    GROUP_COMMIT_MAX_BYTES, Queue, QueuedSave, Registry, SaveOp, Tx, Victim, engine_error,
+};
 use crate::cache::{Cache, Entry};
-use crate::error::{Error, OpenError};
+use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::{CheckpointId, Function};
 use crate::stats::Counters;
 
@@ -28,10 +39,11 @@ use crate::stats::Counters;
 ///
 /// `Store` is a cheap handle (an `Arc` inside): clone it freely and share it between threads
 /// without locks of your own. The file is released when the last handle is dropped; buffered
-/// bookkeeping (hits, last access, call counts) is written then, with the next save, or on
-/// [`flush`](Store::flush).
+/// bookkeeping (hits, last access, call counts) is written then, with the next save, every few
+/// seconds by a background thread, or on [`flush`](Store::flush).
 ///
-/// A hit is one read transaction and one lookup: it never opens a write transaction.
+/// A hit is one read transaction and one lookup (two with a `max_age` limit): it never opens a
+/// write transaction.
 ///
 /// ```
 /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Store};
@@ -49,24 +61,57 @@ use crate::stats::Counters;
 /// ```
 #[derive(Clone)]
 pub struct Store {
+    handle: Arc<Handle>,
+}
+
+/// Owns the flusher thread: the last `Store` handle stops and joins it, then drops the shared
+/// state (which flushes and closes the file).
+struct Handle {
     shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.flusher.stop();
+        if let Some(thread) = self.flusher.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 pub(crate) struct Shared {
-    db: Database,
+    /// Read-locked for the length of each transaction; write-locked only by `compact`, which
+    /// needs the database to itself.
+    db: RwLock<Database>,
     path: PathBuf,
+    clock: Arc<dyn Clock>,
+    durability: Durability,
+    concurrency: ConcurrencyMode,
+    limits: RwLock<Limits>,
+    /// `max_age` in ms (0: none), read on every hit without a lock.
+    max_age_ms: AtomicU64,
+    /// The order indexes the file maintains (cached; reread per write in multi-process mode).
+    indexes: AtomicU8,
     access: AccessLog,
     registry: Mutex<Registry>,
+    /// Held from `begin_write` until the flushed counts are confirmed: redb frees its write slot
+    /// at commit, and a plan taken in between would count the same calls twice.
+    writer: Mutex<()>,
     queue: Queue,
+    flusher: Arc<Flusher>,
 }
 
 /// Options for opening a [`Store`].
 ///
 /// ```
+/// use std::time::Duration;
+/// use ckpt::{Durability, Limits, Store};
 /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-builder-{}", std::process::id()));
 /// # let _ = std::fs::remove_dir_all(&dir);
-/// let store = ckpt::Store::builder()
-///     .cache_size(64 << 20)
+/// let store = Store::builder()
+///     .limits(Limits::new().max_bytes(1 << 30))
+///     .durability(Durability::Relaxed { within: Duration::from_millis(500) })
 ///     .open(dir.join("checkpoints.redb"))?;
 /// # drop(store); std::fs::remove_dir_all(&dir)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -75,6 +120,10 @@ pub(crate) struct Shared {
 pub struct StoreBuilder {
     cache_bytes: usize,
     access_log: usize,
+    limits: Limits,
+    durability: Durability,
+    concurrency: ConcurrencyMode,
+    clock: Arc<dyn Clock>,
 }
 
 impl Default for StoreBuilder {
@@ -82,6 +131,10 @@ impl Default for StoreBuilder {
         StoreBuilder {
             cache_bytes: 256 << 20,
             access_log: 64 * 1024,
+            limits: Limits::default(),
+            durability: Durability::default(),
+            concurrency: ConcurrencyMode::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -98,10 +151,36 @@ impl StoreBuilder {
         self
     }
 
-    /// How many hits to buffer in memory before they must be written (default 65,536). Hits
-    /// beyond it, until the next write, lose only their per-entry `hits`/`last access` update.
+    /// How many hits to buffer in memory before they must be written (default 65,536). The
+    /// background flusher writes the buffer when it is half full; hits that find it full lose
+    /// only their per-entry `hits`/`last access` update.
     pub fn access_log_capacity(mut self, accesses: usize) -> Self {
         self.access_log = accesses;
+        self
+    }
+
+    /// Caps and expiry (default: none). Changeable later with [`Store::set_limits`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// When saves reach the disk (default [`Durability::Immediate`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Whether other processes may open the store too (default
+    /// [`ConcurrencyMode::SingleProcess`]).
+    pub fn concurrency(mut self, mode: ConcurrencyMode) -> Self {
+        self.concurrency = mode;
+        self
+    }
+
+    /// The clock for timestamps and expiry (default the system clock).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -110,31 +189,71 @@ impl StoreBuilder {
     ///
     /// # Errors
     /// An [`OpenError`] naming the file and saying what to do: held by another process, not a
-    /// ckpt store, a newer schema, corrupted, permission denied, a directory.
+    /// ckpt store, a newer schema, corrupted, permission denied, a directory, or options that
+    /// cannot work together (relaxed durability in multi-process mode).
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Store, OpenError> {
         let path = path.as_ref();
+        if self.concurrency == ConcurrencyMode::MultiProcess
+            && matches!(self.durability, Durability::Relaxed { .. })
+        {
+            return Err(OpenError::with_source(
+                path,
+                OpenErrorKind::Unsupported,
+                "relaxed durability needs ConcurrencyMode::SingleProcess: other processes may \
+                 only see commits that are on disk",
+            ));
+        }
         let db = open::open(
             path,
             &open::EngineOptions {
                 cache_bytes: self.cache_bytes,
+                concurrency: self.concurrency,
             },
         )?;
-        Ok(Store {
-            shared: Arc::new(Shared {
-                db,
-                path: path.to_path_buf(),
-                access: AccessLog::new(self.access_log),
-                registry: Mutex::default(),
-                queue: Queue::default(),
+        let indexes = open::read_indexes(path, &db)?;
+        let flusher = Arc::new(Flusher::default());
+        let shared = Arc::new(Shared {
+            db: RwLock::new(db),
+            path: path.to_path_buf(),
+            clock: Arc::clone(&self.clock),
+            durability: self.durability,
+            concurrency: self.concurrency,
+            limits: RwLock::new(self.limits),
+            max_age_ms: AtomicU64::new(self.limits.max_age_value().map_or(0, duration_ms)),
+            indexes: AtomicU8::new(indexes),
+            access: AccessLog::new(self.access_log),
+            registry: Mutex::default(),
+            writer: Mutex::new(()),
+            queue: Queue::default(),
+            flusher: Arc::clone(&flusher),
+        });
+        let thread = Flusher::spawn(Arc::downgrade(&shared), flusher);
+        let store = Store {
+            handle: Arc::new(Handle {
+                shared,
+                flusher: thread,
             }),
-        })
+        };
+        if self.limits != Limits::default() {
+            // Build the indexes the limits need, and apply them, now rather than on the first
+            // save.
+            store
+                .shared()
+                .write(Commit::Yes, |_| Ok(()))
+                .map_err(|e| OpenError::with_source(path, OpenErrorKind::Io, e))?;
+        }
+        Ok(store)
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Whether a write transaction commits or is abandoned (a dry run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    Yes,
+    /// Commit durably whatever the store's durability.
+    Durably,
+    /// Roll back: nothing is written, and buffered bookkeeping stays buffered.
+    DryRun,
 }
 
 impl Store {
@@ -153,15 +272,117 @@ impl Store {
 
     /// The store's file.
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        &self.shared().path
     }
 
-    /// Writes buffered bookkeeping (accesses and call counts) now.
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        *self.shared().limits.read()
+    }
+
+    /// Changes the limits, and applies them at once (building the order index a new policy
+    /// needs, and evicting or expiring what no longer fits).
+    ///
+    /// # Errors
+    /// When the write fails; the old limits stay in force then.
+    pub fn set_limits(&self, limits: Limits) -> Result<EvictionReport, Error> {
+        let shared = self.shared();
+        let report = shared.write(Commit::Yes, |tx| {
+            let indexes = tx.ensure_indexes(limits.needed_indexes())?;
+            shared.indexes.store(indexes, Ordering::Release);
+            tx.enforce(&limits)
+        })?;
+        *shared.limits.write() = limits;
+        shared.max_age_ms.store(
+            limits.max_age_value().map_or(0, duration_ms),
+            Ordering::Relaxed,
+        );
+        Ok(EvictionReport::new(report))
+    }
+
+    /// Applies the store's limits now: expires and evicts what they say (every write does this
+    /// too; call it from a maintenance task in apps that mostly read).
+    ///
+    /// # Errors
+    /// When the write fails (nothing is removed then).
+    pub fn evict(&self) -> Result<EvictionReport, Error> {
+        let limits = self.limits();
+        self.evict_with(&limits, EvictMode::Apply)
+    }
+
+    /// Removes the entries that `max_age` and `max_idle` have expired, without evicting for the
+    /// caps.
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn expire(&self) -> Result<EvictionReport, Error> {
+        let l = self.limits();
+        let mut only_expiry = Limits::new();
+        if let Some(age) = l.max_age_value() {
+            only_expiry = only_expiry.max_age(age);
+        }
+        if let Some(idle) = l.max_idle_value() {
+            only_expiry = only_expiry.max_idle(idle);
+        }
+        self.evict_with(&only_expiry, EvictMode::Apply)
+    }
+
+    /// Applies `limits` once (not the store's own), or with [`EvictMode::DryRun`] only reports
+    /// what they would remove.
+    ///
+    /// # Errors
+    /// When the write fails (nothing is removed then).
+    pub fn evict_with(&self, limits: &Limits, mode: EvictMode) -> Result<EvictionReport, Error> {
+        let commit = match mode {
+            EvictMode::Apply => Commit::Yes,
+            EvictMode::DryRun => Commit::DryRun,
+        };
+        let shared = self.shared();
+        let victims = shared.write(commit, |tx| {
+            let indexes = tx.ensure_indexes(limits.needed_indexes())?;
+            if commit == Commit::Yes {
+                shared.indexes.store(indexes, Ordering::Release);
+            }
+            tx.enforce(limits)
+        })?;
+        Ok(EvictionReport::new(victims))
+    }
+
+    /// Writes buffered bookkeeping (accesses and call counts) now, and, under relaxed
+    /// durability, makes every save durable.
     ///
     /// # Errors
     /// When the write fails; the counts stay buffered for the next write.
     pub fn flush(&self) -> Result<(), Error> {
-        self.shared.flush()
+        self.shared().sync()
+    }
+
+    /// Rewrites the file so that it holds no free pages, and shrinks it. Reads and writes wait
+    /// while it runs.
+    ///
+    /// # Errors
+    /// When the engine cannot compact (for example, in multi-process mode, while another
+    /// process has a transaction open).
+    pub fn compact(&self) -> Result<CompactReport, Error> {
+        let shared = self.shared();
+        shared.sync()?;
+        let before = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
+        {
+            let mut db = shared.db.write();
+            for _ in 0..64 {
+                let more = db
+                    .compact()
+                    .map_err(|e| engine_error("cannot compact", e))?;
+                if !more {
+                    break;
+                }
+            }
+        }
+        let after = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
+        Ok(CompactReport {
+            file_bytes_before: before,
+            file_bytes_after: after,
+        })
     }
 
     /// Flushes and releases this handle, reporting any error (dropping flushes too, silently).
@@ -170,59 +391,149 @@ impl Store {
     /// # Errors
     /// When the final flush fails.
     pub fn close(self) -> Result<(), Error> {
-        self.shared.flush()
+        self.shared().sync()
     }
 
     pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
+        &self.handle.shared
     }
 }
 
+/// Whether [`Store::evict_with`] removes entries or only reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EvictMode {
+    /// Remove them.
+    Apply,
+    /// Report what would be removed; change nothing.
+    DryRun,
+}
+
 impl Shared {
-    /// Runs `body` in a write transaction that also applies the buffered bookkeeping, and
-    /// commits.
+    fn now_ms(&self) -> u64 {
+        to_ms(self.clock.now())
+    }
+
+    /// The order indexes to maintain in this transaction.
+    fn indexes_for(&self, txn: &WriteTransaction) -> Result<u8, Error> {
+        if self.concurrency == ConcurrencyMode::MultiProcess {
+            // Another process may have added one since our last write.
+            let info = txn
+                .open_table(INFO)
+                .map_err(|e| engine_error("cannot open the info table", e))?;
+            let mask = info
+                .get(INDEXES_KEY)
+                .map_err(|e| engine_error("cannot read the info table", e))?
+                .and_then(|g| g.value().first().copied())
+                .unwrap_or(0);
+            self.indexes.store(mask, Ordering::Release);
+        }
+        Ok(self.indexes.load(Ordering::Acquire))
+    }
+
+    /// Runs `body` in a write transaction that also applies the buffered bookkeeping and the
+    /// limits, and commits (unless a dry run).
     pub(crate) fn write<T>(
         &self,
+        commit: Commit,
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let txn = self
-            .db
+        let _writer = self.writer.lock();
+        let db = self.db.read();
+        let mut txn = db
             .begin_write()
             .map_err(|e| engine_error("cannot begin a write", e))?;
+        let relaxed = commit == Commit::Yes && matches!(self.durability, Durability::Relaxed { .. });
+        if relaxed {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| Error::with_source(ErrorKind::Unsupported, "cannot relax durability", e))?;
+        }
+        let indexes = self.indexes_for(&txn)?;
+        let limits = *self.limits.read();
         // Taken after begin_write, which serializes writers: no two plans overlap.
-        let plan = self.registry.lock().plan();
+        let plan = if commit == Commit::DryRun {
+            None
+        } else {
+            Some(self.registry.lock().plan())
+        };
         let mut accesses = Vec::new();
-        self.access.drain_into(&mut accesses);
+        if commit != Commit::DryRun {
+            self.access.drain_into(&mut accesses);
+        }
         let out = {
-            let mut tx = Tx::open(&txn, now_ms())?;
-            tx.apply_accesses(&accesses)?;
-            for (key, calls) in &plan.calls {
-                tx.add_calls(*key, calls);
+            let mut tx = Tx::open(&txn, self.now_ms(), indexes)?;
+            let need = limits.needed_indexes();
+            if need & !indexes != 0 {
+                let now = tx.ensure_indexes(need)?;
+                if commit != Commit::DryRun {
+                    self.indexes.store(now, Ordering::Release);
+                }
             }
-            for f in &plan.identities {
-                tx.set_identity(f);
+            tx.apply_accesses(&accesses)?;
+            if let Some(plan) = &plan {
+                for (key, calls) in &plan.calls {
+                    tx.add_calls(*key, calls);
+                }
+                for f in &plan.identities {
+                    tx.set_identity(f);
+                }
             }
             let out = body(&mut tx)?;
+            tx.enforce(&limits)?;
             tx.finish()?;
             out
         };
+        if commit == Commit::DryRun {
+            txn.abort()
+                .map_err(|e| engine_error("cannot roll back", e))?;
+            return Ok(out);
+        }
         txn.commit().map_err(|e| engine_error("cannot commit", e))?;
-        self.registry.lock().confirm(plan);
+        drop(db);
+        if let Some(plan) = plan {
+            self.registry.lock().confirm(plan);
+        }
+        match self.durability {
+            Durability::Relaxed { within } if relaxed => {
+                self.flusher.sync_by(Instant::now() + within);
+            }
+            _ => self.flusher.synced(),
+        }
         Ok(out)
     }
 
-    fn has_bookkeeping(&self) -> bool {
+    pub(crate) fn has_bookkeeping(&self) -> bool {
         self.access.len() > 0 || !self.registry.lock().plan().is_empty()
     }
 
+    /// Writes buffered bookkeeping, if any, with the store's durability.
     pub(crate) fn flush(&self) -> Result<(), Error> {
         if self.has_bookkeeping() {
-            self.write(|_| Ok(()))?;
+            self.write(Commit::Yes, |_| Ok(()))?;
         }
         Ok(())
     }
 
+    /// Writes buffered bookkeeping and makes every earlier commit durable.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
+        if self.has_bookkeeping() || matches!(self.durability, Durability::Relaxed { .. }) {
+            self.write(Commit::Durably, |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), Error> {
+        match self.limits.read().max_bytes_value() {
+            Some(max) if len as u64 > max => Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("a value of {len} bytes cannot fit the store's byte cap of {max}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
+        self.check_size(entry.bytes().len())?;
         let compute_nanos = u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX);
         if entry.bytes().len() > GROUP_COMMIT_MAX_BYTES {
             let op = SaveOp {
@@ -231,7 +542,7 @@ impl Shared {
                 bytes: entry.bytes(),
                 compute_nanos,
             };
-            return self.write(|tx| tx.put(&op));
+            return self.write(Commit::Yes, |tx| tx.put(&op));
         }
         let queued = QueuedSave {
             id: *id.as_bytes(),
@@ -245,7 +556,7 @@ impl Shared {
     /// Commits a batch in one transaction; if that fails, each save alone, so one bad save does
     /// not fail the others.
     fn commit_batch(&self, batch: &[(u64, QueuedSave)]) -> Vec<(u64, Result<(), Error>)> {
-        let together = self.write(|tx| {
+        let together = self.write(Commit::Yes, |tx| {
             for (_, save) in batch {
                 tx.put(&save.op())?;
             }
@@ -256,14 +567,14 @@ impl Shared {
             Err(e) if batch.len() == 1 => vec![(batch[0].0, Err(e))],
             Err(_) => batch
                 .iter()
-                .map(|(t, save)| (*t, self.write(|tx| tx.put(&save.op()))))
+                .map(|(t, save)| (*t, self.write(Commit::Yes, |tx| tx.put(&save.op()))))
                 .collect(),
         }
     }
 
     fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        let txn = self
-            .db
+        let db = self.db.read();
+        let txn = db
             .begin_read()
             .map_err(|e| engine_error("cannot begin a read", e))?;
         let table = txn
@@ -275,16 +586,43 @@ impl Shared {
         else {
             return Ok(false);
         };
+        let now = self.now_ms();
+        let max_age = self.max_age_ms.load(Ordering::Relaxed);
+        if max_age != 0 && self.expired(&txn, id, now, max_age)? {
+            return Ok(false);
+        }
         read(row.value());
-        self.access.record(Access {
+        if !self.access.record(Access {
             id: *id.as_bytes(),
-            at_ms: now_ms(),
-        });
+            at_ms: now,
+        }) || self.access.half_full()
+        {
+            self.flusher.request_flush();
+        }
         Ok(true)
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// Whether the entry was saved more than `max_age` ms ago (it is then a miss, and the next
+    /// write removes it).
+    fn expired(
+        &self,
+        txn: &redb::ReadTransaction,
+        id: &CheckpointId,
+        now: u64,
+        max_age: u64,
+    ) -> Result<bool, Error> {
+        let entries = txn
+            .open_table(ENTRIES)
+            .map_err(|e| engine_error("cannot open the entries table", e))?;
+        let meta = entries
+            .get(id.as_bytes())
+            .map_err(|e| engine_error("cannot read entry metadata", e))?
+            .and_then(|g| EntryMeta::decode(g.value()));
+        Ok(meta.is_none_or(|m| now.saturating_sub(m.created_ms) > max_age))
+    }
+
+    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&Database) -> T) -> T {
+        f(&self.db.read())
     }
 
     pub(crate) fn registry(&self) -> &Mutex<Registry> {
@@ -300,24 +638,24 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // Best effort: errors have nowhere to go from a destructor (use `Store::close` to see
         // them), and a panic here must not escape.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.flush()));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync()));
     }
 }
 
 impl Cache for Store {
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
-        self.shared.save(id, entry)
+        self.shared().save(id, entry)
     }
 
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
         let mut out = None;
-        self.shared.read(id, &mut |b| out = Some(b.to_vec()))?;
+        self.shared().read(id, &mut |b| out = Some(b.to_vec()))?;
         Ok(out)
     }
 
     #[inline]
     fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        self.shared.read(id, read)
+        self.shared().read(id, read)
     }
 
     fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
@@ -325,7 +663,7 @@ impl Cache for Store {
     }
 
     fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
-        self.shared.registry.lock().register(function, counters);
+        self.shared().registry.lock().register(function, counters);
         Ok(())
     }
 }
@@ -333,7 +671,21 @@ impl Cache for Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.shared.path)
+            .field("path", &self.shared().path)
+            .field("durability", &self.shared().durability)
+            .field("concurrency", &self.shared().concurrency)
+            .field("limits", &self.limits())
             .finish_non_exhaustive()
+    }
+}
+
+impl From<Victim> for inspect::Evicted {
+    fn from(v: Victim) -> Self {
+        inspect::Evicted {
+            id: CheckpointId::from_bytes(v.id),
+            function_key: v.fn_key,
+            size: v.size,
+            cause: v.cause,
+        }
     }
 }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError};
 
+use super::options::ConcurrencyMode;
 use super::schema::{
-    BY_FUNCTION, ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INFO, RESULTS, SCHEMA_KEY,
-    SCHEMA_VERSION,
+    BY_FUNCTION, ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INDEXES_KEY, INFO, RESULTS,
+    SCHEMA_KEY, SCHEMA_VERSION, indexes,
 };
 use crate::error::{OpenError, OpenErrorKind};
 
@@ -18,6 +19,7 @@ use crate::error::{OpenError, OpenErrorKind};
 #[derive(Debug, Clone)]
 pub(crate) struct EngineOptions {
     pub cache_bytes: usize,
+    pub concurrency: ConcurrencyMode,
 }
 
 /// Opens (creating if missing) the store at `path`.
@@ -53,8 +55,13 @@ pub(crate) fn open(path: &Path, engine: &EngineOptions) -> Result<Database, Open
 
 fn engine_open(path: &Path, file: File, engine: &EngineOptions) -> Result<Database, OpenError> {
     let backend = FileBackend::new(file).map_err(|e| from_database_error(path, e))?;
+    let mode = match engine.concurrency {
+        ConcurrencyMode::MultiProcess => redb::ConcurrencyMode::MultiWriter,
+        _ => redb::ConcurrencyMode::ExclusiveWriter,
+    };
     redb::Builder::new()
         .set_cache_size(engine.cache_bytes)
+        .set_concurrency_mode(mode)
         .create_with_backend(backend)
         .map_err(|e| from_database_error(path, e))
 }
@@ -95,7 +102,12 @@ fn create(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
 
 fn build_empty(tmp: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
     let file = private_file(tmp).map_err(|e| OpenError::from_io(tmp, e))?;
-    let db = engine_open(tmp, file, engine)?;
+    // Nobody else can know the temporary name: build it in the exclusive mode.
+    let exclusive = EngineOptions {
+        concurrency: ConcurrencyMode::SingleProcess,
+        ..engine.clone()
+    };
+    let db = engine_open(tmp, file, &exclusive)?;
     let init = || -> Result<(), redb::Error> {
         let txn = db.begin_write()?;
         {
@@ -205,6 +217,29 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
     txn.open_multimap_table(BY_FUNCTION)
         .map_err(|e| missing("by_function", e))?;
     Ok(())
+}
+
+/// The order indexes the file maintains (see `schema::indexes`).
+pub(crate) fn read_indexes(path: &Path, db: &Database) -> Result<u8, OpenError> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| from_engine_error(path, e.into()))?;
+    let info = txn
+        .open_table(INFO)
+        .map_err(|e| from_engine_error(path, e.into()))?;
+    let mask = info
+        .get(INDEXES_KEY)
+        .map_err(|e| from_storage_error(path, e))?
+        .and_then(|g| g.value().first().copied())
+        .unwrap_or(0);
+    if mask & !indexes::ALL != 0 {
+        return Err(OpenError::with_source(
+            path,
+            OpenErrorKind::Corrupted,
+            "unknown order indexes recorded",
+        ));
+    }
+    Ok(mask)
 }
 
 fn from_database_error(path: &Path, e: DatabaseError) -> OpenError {

@@ -4,7 +4,7 @@
 use redb::{MultimapTableDefinition, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::CallStats;
+use crate::stats::{CallStats, EvictionStats};
 
 /// The schema this build writes and reads.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
@@ -23,6 +23,30 @@ pub(crate) const FUNCTIONS: TableDefinition<'static, u64, &[u8]> =
 /// function key -> the ids of its entries.
 pub(crate) const BY_FUNCTION: MultimapTableDefinition<'static, u64, &[u8; 16]> =
     MultimapTableDefinition::new("ckpt_by_function");
+
+/// Order indexes, kept only while some limit needs them (see `indexes`). Keys are big-endian so
+/// that byte order is numeric order; the id breaks ties.
+/// (created ms, id): first in, first out; expiry by age.
+pub(crate) const ORDER_CREATED: TableDefinition<'static, &[u8; 24], ()> =
+    TableDefinition::new("ckpt_order_created");
+/// (last access ms, id): least recently used; expiry by idleness.
+pub(crate) const ORDER_ACCESS: TableDefinition<'static, &[u8; 24], ()> =
+    TableDefinition::new("ckpt_order_access");
+/// (hits, last access ms, id): least frequently used.
+pub(crate) const ORDER_HITS: TableDefinition<'static, &[u8; 32], ()> =
+    TableDefinition::new("ckpt_order_hits");
+
+/// Which order indexes the file maintains: a bit set stored in `INFO` under `INDEXES_KEY`.
+/// Every writer keeps every index the file lists up to date; a writer whose limits need one more
+/// builds it (one scan) and adds it to the set.
+pub(crate) mod indexes {
+    pub(crate) const CREATED: u8 = 1;
+    pub(crate) const ACCESS: u8 = 2;
+    pub(crate) const HITS: u8 = 4;
+    pub(crate) const ALL: u8 = CREATED | ACCESS | HITS;
+}
+
+pub(crate) const INDEXES_KEY: &str = "indexes";
 
 pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const FORMAT_VALUE: &[u8] = b"ckpt";
@@ -74,6 +98,22 @@ impl EntryMeta {
     }
 
     /// `None` when the row is not one this schema wrote.
+    pub(crate) fn created_key(&self, id: &[u8; 16]) -> [u8; 24] {
+        order_key(self.created_ms, id)
+    }
+
+    pub(crate) fn access_key(&self, id: &[u8; 16]) -> [u8; 24] {
+        order_key(self.last_access_ms, id)
+    }
+
+    pub(crate) fn hits_key(&self, id: &[u8; 16]) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&self.hits.to_be_bytes());
+        k[8..16].copy_from_slice(&self.last_access_ms.to_be_bytes());
+        k[16..].copy_from_slice(id);
+        k
+    }
+
     pub(crate) fn decode(row: &[u8; 64]) -> Option<EntryMeta> {
         if row[0] != META_VERSION || row[1..8] != [0; 7] {
             return None;
@@ -95,6 +135,20 @@ impl EntryMeta {
     }
 }
 
+fn order_key(ms: u64, id: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&ms.to_be_bytes());
+    k[8..].copy_from_slice(id);
+    k
+}
+
+/// The id at the end of an order-index key.
+pub(crate) fn id_of_key(key: &[u8]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key[key.len() - 16..]);
+    id
+}
+
 /// A function's row: identity of its newest code version, its lifetime call counts, and the
 /// size of what it has stored (kept exact by every write transaction).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +160,7 @@ pub(crate) struct FunctionRecord {
     pub code_hash: Option<u64>,
     pub version: Option<String>,
     pub calls: CallStats,
+    pub evictions: EvictionStats,
     pub entries: u64,
     pub bytes: u64,
 }

@@ -1,7 +1,7 @@
 //! The write path: one write transaction applies saves, removals and the buffered bookkeeping
 //! (accesses and call counts) together; concurrent saves share transactions (group commit).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -9,10 +9,15 @@ use parking_lot::{Condvar, Mutex};
 use redb::{MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 
 use super::access::Access;
-use super::schema::{BY_FUNCTION, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
+use super::options::{Limits, PolicyKind, duration_ms};
+use super::schema::indexes::{ACCESS, CREATED, HITS};
+use super::schema::{
+    BY_FUNCTION, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
+    ORDER_CREATED, ORDER_HITS, RESULTS, id_of_key,
+};
 use crate::error::{Error, ErrorKind};
 use crate::id::Function;
-use crate::stats::{CallStats, Counters};
+use crate::stats::{CallStats, Counters, EvictionCause, EvictionStats};
 
 /// Saves larger than this skip the queue and write their own transaction from the caller's
 /// thread, so a big value is never copied.
@@ -67,31 +72,133 @@ struct FunctionDelta {
     entries: i64,
     bytes: i64,
     calls: CallStats,
+    evictions: EvictionStats,
     /// The identity to record as the function's newest (set by saves and registrations).
     identity: Option<Function>,
 }
 
+/// An entry removed by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Victim {
+    pub id: [u8; 16],
+    pub fn_key: u64,
+    pub size: u64,
+    pub cause: EvictionCause,
+}
+
+type OrderTable<'t, const N: usize> = Table<'t, &'static [u8; N], ()>;
+
 /// The tables of one write transaction, and the function-row changes it accumulates.
 pub(crate) struct Tx<'t> {
+    txn: &'t WriteTransaction,
     results: Table<'t, &'static [u8; 16], &'static [u8]>,
     entries: Table<'t, &'static [u8; 16], &'static [u8; 64]>,
     by_function: MultimapTable<'t, u64, &'static [u8; 16]>,
     functions: Table<'t, u64, &'static [u8]>,
+    by_created: Option<OrderTable<'t, 24>>,
+    by_access: Option<OrderTable<'t, 24>>,
+    by_hits: Option<OrderTable<'t, 32>>,
     deltas: HashMap<u64, FunctionDelta>,
+    /// Ids saved by this transaction: evicted only after every other entry.
+    saved_now: HashSet<[u8; 16]>,
     now_ms: u64,
 }
 
+fn storage(context: &'static str) -> impl Fn(redb::StorageError) -> Error {
+    move |e| engine_error(context, e)
+}
+
+fn table_error(e: redb::TableError) -> Error {
+    engine_error("cannot open a table", e)
+}
+
 impl<'t> Tx<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction, now_ms: u64) -> Result<Tx<'t>, Error> {
-        let e = |err: redb::TableError| engine_error("cannot open a table", err);
+    /// Opens the tables, and the order indexes in `indexes` (see `schema::indexes`).
+    pub(crate) fn open(txn: &'t WriteTransaction, now_ms: u64, indexes: u8) -> Result<Tx<'t>, Error> {
         Ok(Tx {
-            results: txn.open_table(RESULTS).map_err(e)?,
-            entries: txn.open_table(ENTRIES).map_err(e)?,
-            by_function: txn.open_multimap_table(BY_FUNCTION).map_err(e)?,
-            functions: txn.open_table(FUNCTIONS).map_err(e)?,
+            txn,
+            results: txn.open_table(RESULTS).map_err(table_error)?,
+            entries: txn.open_table(ENTRIES).map_err(table_error)?,
+            by_function: txn.open_multimap_table(BY_FUNCTION).map_err(table_error)?,
+            functions: txn.open_table(FUNCTIONS).map_err(table_error)?,
+            by_created: (indexes & CREATED != 0)
+                .then(|| txn.open_table(ORDER_CREATED))
+                .transpose()
+                .map_err(table_error)?,
+            by_access: (indexes & ACCESS != 0)
+                .then(|| txn.open_table(ORDER_ACCESS))
+                .transpose()
+                .map_err(table_error)?,
+            by_hits: (indexes & HITS != 0)
+                .then(|| txn.open_table(ORDER_HITS))
+                .transpose()
+                .map_err(table_error)?,
             deltas: HashMap::new(),
+            saved_now: HashSet::new(),
             now_ms,
         })
+    }
+
+    /// The order indexes this transaction maintains.
+    pub(crate) fn indexes(&self) -> u8 {
+        (if self.by_created.is_some() { CREATED } else { 0 })
+            | (if self.by_access.is_some() { ACCESS } else { 0 })
+            | (if self.by_hits.is_some() { HITS } else { 0 })
+    }
+
+    /// Builds the indexes in `need` that are missing (one scan of the entries), and records the
+    /// new set in the file. Returns the set now maintained.
+    pub(crate) fn ensure_indexes(&mut self, need: u8) -> Result<u8, Error> {
+        let missing = need & !self.indexes();
+        if missing == 0 {
+            return Ok(self.indexes());
+        }
+        // A table left from an earlier configuration is stale: start afresh.
+        if missing & CREATED != 0 {
+            self.txn.delete_table(ORDER_CREATED).map_err(table_error)?;
+        }
+        if missing & ACCESS != 0 {
+            self.txn.delete_table(ORDER_ACCESS).map_err(table_error)?;
+        }
+        if missing & HITS != 0 {
+            self.txn.delete_table(ORDER_HITS).map_err(table_error)?;
+        }
+        let mut created = (missing & CREATED != 0)
+            .then(|| self.txn.open_table(ORDER_CREATED))
+            .transpose()
+            .map_err(table_error)?;
+        let mut access = (missing & ACCESS != 0)
+            .then(|| self.txn.open_table(ORDER_ACCESS))
+            .transpose()
+            .map_err(table_error)?;
+        let mut hits = (missing & HITS != 0)
+            .then(|| self.txn.open_table(ORDER_HITS))
+            .transpose()
+            .map_err(table_error)?;
+        let e = storage("cannot build an order index");
+        for row in self.entries.iter().map_err(&e)? {
+            let (k, v) = row.map_err(&e)?;
+            let id = *k.value();
+            let meta = EntryMeta::decode(v.value())
+                .ok_or_else(|| Error::corrupted("an entry's metadata row is not one ckpt wrote"))?;
+            if let Some(t) = created.as_mut() {
+                t.insert(&meta.created_key(&id), ()).map_err(&e)?;
+            }
+            if let Some(t) = access.as_mut() {
+                t.insert(&meta.access_key(&id), ()).map_err(&e)?;
+            }
+            if let Some(t) = hits.as_mut() {
+                t.insert(&meta.hits_key(&id), ()).map_err(&e)?;
+            }
+        }
+        self.by_created = self.by_created.take().or(created);
+        self.by_access = self.by_access.take().or(access);
+        self.by_hits = self.by_hits.take().or(hits);
+        let now = self.indexes();
+        let mut info = self.txn.open_table(INFO).map_err(table_error)?;
+        info.insert(INDEXES_KEY, &[now][..])
+            .map_err(storage("cannot record the order indexes"))?;
+        Ok(now)
     }
 
     fn delta(&mut self, fn_key: u64) -> &mut FunctionDelta {
@@ -102,8 +209,36 @@ impl<'t> Tx<'t> {
         let row = self
             .entries
             .get(id)
-            .map_err(|e| engine_error("cannot read entry metadata", e))?;
+            .map_err(storage("cannot read entry metadata"))?;
         Ok(row.and_then(|g| EntryMeta::decode(g.value())))
+    }
+
+    fn index(&mut self, id: &[u8; 16], meta: &EntryMeta) -> Result<(), Error> {
+        let e = storage("cannot update an order index");
+        if let Some(t) = self.by_created.as_mut() {
+            t.insert(&meta.created_key(id), ()).map_err(&e)?;
+        }
+        if let Some(t) = self.by_access.as_mut() {
+            t.insert(&meta.access_key(id), ()).map_err(&e)?;
+        }
+        if let Some(t) = self.by_hits.as_mut() {
+            t.insert(&meta.hits_key(id), ()).map_err(&e)?;
+        }
+        Ok(())
+    }
+
+    fn unindex(&mut self, id: &[u8; 16], meta: &EntryMeta) -> Result<(), Error> {
+        let e = storage("cannot update an order index");
+        if let Some(t) = self.by_created.as_mut() {
+            t.remove(&meta.created_key(id)).map_err(&e)?;
+        }
+        if let Some(t) = self.by_access.as_mut() {
+            t.remove(&meta.access_key(id)).map_err(&e)?;
+        }
+        if let Some(t) = self.by_hits.as_mut() {
+            t.remove(&meta.hits_key(id)).map_err(&e)?;
+        }
+        Ok(())
     }
 
     /// Stores a result and its metadata, replacing any earlier entry under the id.
@@ -119,10 +254,12 @@ impl<'t> Tx<'t> {
             size: op.bytes.len() as u64,
             compute_nanos: op.compute_nanos,
         };
-        let e = |err: redb::StorageError| engine_error("cannot save a result", err);
-        self.results.insert(&op.id, op.bytes).map_err(e)?;
-        self.entries.insert(&op.id, &meta.encode()).map_err(e)?;
-        self.by_function.insert(fn_key, &op.id).map_err(e)?;
+        let e = storage("cannot save a result");
+        self.results.insert(&op.id, op.bytes).map_err(&e)?;
+        self.entries.insert(&op.id, &meta.encode()).map_err(&e)?;
+        self.by_function.insert(fn_key, &op.id).map_err(&e)?;
+        self.index(&op.id, &meta)?;
+        self.saved_now.insert(op.id);
         let delta = self.delta(fn_key);
         delta.entries += 1;
         delta.bytes += op.bytes.len() as i64;
@@ -132,18 +269,19 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Removes an entry (result, metadata, index row); returns its metadata if there was one.
+    /// Removes an entry (result, metadata, index rows); returns its metadata if there was one.
     pub(crate) fn delete(&mut self, id: &[u8; 16]) -> Result<Option<EntryMeta>, Error> {
-        let e = |err: redb::StorageError| engine_error("cannot remove an entry", err);
+        let e = storage("cannot remove an entry");
         let old = self
             .entries
             .remove(id)
-            .map_err(e)?
+            .map_err(&e)?
             .map(|g| EntryMeta::decode(g.value()));
-        let had_result = self.results.remove(id).map_err(e)?.is_some();
+        let had_result = self.results.remove(id).map_err(&e)?.is_some();
         match old {
             Some(Some(meta)) => {
-                self.by_function.remove(meta.fn_key, id).map_err(e)?;
+                self.by_function.remove(meta.fn_key, id).map_err(&e)?;
+                self.unindex(id, &meta)?;
                 let delta = self.delta(meta.fn_key);
                 delta.entries -= 1;
                 delta.bytes -= meta.size as i64;
@@ -159,20 +297,20 @@ impl<'t> Tx<'t> {
 
     /// The ids of a function's entries.
     pub(crate) fn ids_of(&self, fn_key: u64) -> Result<Vec<[u8; 16]>, Error> {
-        let e = |err: redb::StorageError| engine_error("cannot list a function's entries", err);
+        let e = storage("cannot list a function's entries");
         let mut ids = Vec::new();
-        for id in self.by_function.get(fn_key).map_err(e)? {
-            ids.push(*id.map_err(e)?.value());
+        for id in self.by_function.get(fn_key).map_err(&e)? {
+            ids.push(*id.map_err(&e)?.value());
         }
         Ok(ids)
     }
 
-    /// Every function key with a row.
+    /// Every function key with a row, with its newest code version.
     pub(crate) fn function_keys(&self) -> Result<Vec<(u64, u64)>, Error> {
-        let e = |err: redb::StorageError| engine_error("cannot list functions", err);
+        let e = storage("cannot list functions");
         let mut out = Vec::new();
-        for row in self.functions.iter().map_err(e)? {
-            let (k, v) = row.map_err(e)?;
+        for row in self.functions.iter().map_err(&e)? {
+            let (k, v) = row.map_err(&e)?;
             let code_version = FunctionRecord::decode(v.value()).map_or(0, |r| r.code_version);
             out.push((k.value(), code_version));
         }
@@ -187,13 +325,19 @@ impl<'t> Tx<'t> {
             slot.0 += 1;
             slot.1 = slot.1.max(a.at_ms);
         }
+        let reorder = self.by_access.is_some() || self.by_hits.is_some();
         for (id, (hits, last)) in by_id {
-            if let Some(mut meta) = self.meta(&id)? {
+            if let Some(old) = self.meta(&id)? {
+                let mut meta = old;
                 meta.hits = meta.hits.saturating_add(hits);
                 meta.last_access_ms = meta.last_access_ms.max(last);
                 self.entries
                     .insert(&id, &meta.encode())
-                    .map_err(|e| engine_error("cannot record accesses", e))?;
+                    .map_err(storage("cannot record accesses"))?;
+                if reorder {
+                    self.unindex(&id, &old)?;
+                    self.index(&id, &meta)?;
+                }
             }
         }
         Ok(())
@@ -208,18 +352,185 @@ impl<'t> Tx<'t> {
         self.delta(function.key()).identity = Some(function.clone());
     }
 
+    /// Entries and stored bytes of the whole store, as this transaction leaves them so far.
+    fn totals(&self) -> Result<(i64, i64), Error> {
+        let e = storage("cannot read function rows");
+        let (mut entries, mut bytes) = (0i64, 0i64);
+        for row in self.functions.iter().map_err(&e)? {
+            let (_, v) = row.map_err(&e)?;
+            let r = FunctionRecord::decode(v.value())
+                .ok_or_else(|| Error::corrupted("a function row is not one ckpt wrote"))?;
+            entries += r.entries as i64;
+            bytes += r.bytes as i64;
+        }
+        for d in self.deltas.values() {
+            entries += d.entries;
+            bytes += d.bytes;
+        }
+        Ok((entries, bytes))
+    }
+
+    fn evict(&mut self, id: &[u8; 16], cause: EvictionCause) -> Result<Option<Victim>, Error> {
+        let Some(meta) = self.delete(id)? else {
+            return Ok(None);
+        };
+        self.delta(meta.fn_key).evictions.add(cause);
+        Ok(Some(Victim {
+            id: *id,
+            fn_key: meta.fn_key,
+            size: meta.size,
+            cause,
+        }))
+    }
+
+    /// Up to `n` ids from the start of an order index, with keys after `after` and, when
+    /// `below` is set, below it.
+    fn first_ids(
+        &self,
+        which: u8,
+        after: Option<&[u8]>,
+        below: Option<u64>,
+        n: usize,
+    ) -> Result<Vec<(Vec<u8>, [u8; 16])>, Error> {
+        let e = storage("cannot read an order index");
+        let mut out = Vec::new();
+        macro_rules! scan {
+            ($table:expr, $n:literal) => {{
+                let Some(t) = $table.as_ref() else {
+                    return Err(Error::corrupted("an order index is missing"));
+                };
+                let start: [u8; $n] = match after {
+                    Some(k) => <[u8; $n]>::try_from(k).unwrap_or([0xff; $n]),
+                    None => [0; $n],
+                };
+                for row in t.range::<&[u8; $n]>(&start..).map_err(&e)? {
+                    let (k, _) = row.map_err(&e)?;
+                    let key = k.value();
+                    if after.is_some_and(|a| a == &key[..]) {
+                        continue;
+                    }
+                    if below.is_some_and(|b| key[..8] >= b.to_be_bytes()[..]) {
+                        break;
+                    }
+                    out.push((key.to_vec(), id_of_key(key)));
+                    if out.len() >= n {
+                        break;
+                    }
+                }
+            }};
+        }
+        match which {
+            CREATED => scan!(self.by_created, 24),
+            ACCESS => scan!(self.by_access, 24),
+            _ => scan!(self.by_hits, 32),
+        }
+        Ok(out)
+    }
+
+    /// Removes every entry whose index key (its first 8 bytes, a time) is below `cutoff`.
+    fn expire_below(
+        &mut self,
+        which: u8,
+        cutoff: u64,
+        cause: EvictionCause,
+        victims: &mut Vec<Victim>,
+    ) -> Result<(), Error> {
+        loop {
+            let batch = self.first_ids(which, None, Some(cutoff), 256)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for (_, id) in batch {
+                victims.extend(self.evict(&id, cause)?);
+            }
+        }
+    }
+
+    /// Applies `limits`: expires by age and idleness, then, if over a cap, evicts in the
+    /// policy's order down to the low-water mark. Cost is proportional to what is removed (plus
+    /// one pass over the function rows when there are caps).
+    pub(crate) fn enforce(&mut self, limits: &Limits) -> Result<Vec<Victim>, Error> {
+        let mut victims = Vec::new();
+        if let Some(age) = limits.max_age_value() {
+            let cutoff = self.now_ms.saturating_sub(duration_ms(age));
+            self.expire_below(CREATED, cutoff, EvictionCause::Age, &mut victims)?;
+        }
+        if let Some(idle) = limits.max_idle_value() {
+            let cutoff = self.now_ms.saturating_sub(duration_ms(idle));
+            self.expire_below(ACCESS, cutoff, EvictionCause::Idle, &mut victims)?;
+        }
+        if !limits.has_caps() {
+            return Ok(victims);
+        }
+        let (mut entries, mut bytes) = self.totals()?;
+        let max_e = limits.max_entries_value().map(|m| m as i64);
+        let max_b = limits.max_bytes_value().map(|m| m as i64);
+        let over = |cap: Option<i64>, v: i64| cap.is_some_and(|c| v > c);
+        if !over(max_e, entries) && !over(max_b, bytes) {
+            return Ok(victims);
+        }
+        let low = limits.low_water_value();
+        let target = |cap: Option<i64>| cap.map(|c| (c as f64 * low).floor() as i64);
+        let (target_e, target_b) = (target(max_e), target(max_b));
+        let which = match limits.eviction_policy().kind() {
+            PolicyKind::Lru => ACCESS,
+            PolicyKind::Lfu => HITS,
+            PolicyKind::Fifo => CREATED,
+        };
+        // First every entry but this transaction's saves, then those (in the same order).
+        let mut deferred = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        let mut order_done = false;
+        while over(target_e, entries) || over(target_b, bytes) {
+            let batch = if order_done {
+                if deferred.is_empty() {
+                    break;
+                }
+                std::mem::take(&mut deferred)
+            } else {
+                let batch = self.first_ids(which, after.as_deref(), None, 256)?;
+                if batch.is_empty() {
+                    order_done = true;
+                    continue;
+                }
+                after = batch.last().map(|(k, _)| k.clone());
+                let (now, other): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|(_, id)| self.saved_now.contains(id));
+                deferred.extend(now);
+                other
+            };
+            for (_, id) in batch {
+                if !(over(target_e, entries) || over(target_b, bytes)) {
+                    break;
+                }
+                let cause = if over(target_b, bytes) {
+                    EvictionCause::Size
+                } else {
+                    EvictionCause::Count
+                };
+                if let Some(v) = self.evict(&id, cause)? {
+                    entries -= 1;
+                    bytes -= v.size as i64;
+                    victims.push(v);
+                }
+            }
+        }
+        Ok(victims)
+    }
+
     /// Writes the accumulated function-row changes.
     pub(crate) fn finish(mut self) -> Result<(), Error> {
-        let e = |err: redb::StorageError| engine_error("cannot update function statistics", err);
+        let e = storage("cannot update function statistics");
         for (key, delta) in std::mem::take(&mut self.deltas) {
             let existing = self
                 .functions
                 .get(key)
-                .map_err(e)?
+                .map_err(&e)?
                 .map(|g| g.value().to_vec());
             let mut record = match existing {
-                Some(bytes) => FunctionRecord::decode(&bytes)
-                    .ok_or_else(|| Error::corrupted("a function row is not one ckpt wrote"))?,
+                Some(bytes) => FunctionRecord::decode(&bytes).ok_or_else(|| {
+                    Error::corrupted("a function row is not one ckpt wrote")
+                })?,
                 None => FunctionRecord::default(),
             };
             if let Some(f) = &delta.identity {
@@ -232,9 +543,10 @@ impl<'t> Tx<'t> {
             record.entries = record.entries.saturating_add_signed(delta.entries);
             record.bytes = record.bytes.saturating_add_signed(delta.bytes);
             record.calls = record.calls.plus(&delta.calls);
+            record.evictions = record.evictions.plus(&delta.evictions);
             self.functions
                 .insert(key, record.encode().as_slice())
-                .map_err(e)?;
+                .map_err(&e)?;
         }
         Ok(())
     }
