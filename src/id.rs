@@ -345,7 +345,8 @@ fn skip_literal(chars: &[char], i: usize) -> usize {
         Some('\'') => {
             // A character literal ('a', '\n', ' '), not a lifetime ('a).
             if at(j + 1) == Some('\\') {
-                let mut k = j + 2;
+                // Past the escaped character, which may itself be a quote: '\''.
+                let mut k = j + 3;
                 while k < chars.len() && chars[k] != '\'' {
                     k += 1;
                 }
@@ -383,6 +384,7 @@ mod tests {
             "fn f<'a>(x:&'a str)"
         );
         assert_eq!(normalize_code(r"'\n' + 1"), r"'\n'+1");
+        assert_eq!(normalize_code(r"['\'',' ']"), r"['\'',' ']");
     }
 
     #[test]

@@ -120,6 +120,12 @@ fn is_set_type<I>() -> bool {
             break;
         }
     }
+    // A slice (`[T]`, reached through `&[T]`, `Box<[T]>`, `Vec`'s deref...) is ordered whatever
+    // its elements are: without this, `[HashSet<u8>]` would pass for a set, its base name
+    // `[std::collections::hash::set::HashSet` ending in `Set`.
+    if name.starts_with('[') {
+        return false;
+    }
     let base = name.split('<').next().unwrap_or(name);
     let last = base.rsplit("::").next().unwrap_or(base);
     last.ends_with("Set")
@@ -617,6 +623,8 @@ mod tests {
         assert!(is_set_type::<&BTreeSet<Vec<u8>>>());
         assert!(!is_set_type::<&Vec<HashSet<u32>>>());
         assert!(!is_set_type::<&[u32]>());
+        assert!(!is_set_type::<&[HashSet<u32>]>());
+        assert!(!is_set_type::<&[BTreeSet<u32>]>());
         assert!(!is_set_type::<&HashMap<u32, u32>>());
     }
 

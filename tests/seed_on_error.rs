@@ -1,0 +1,224 @@
+//! The seed's `on_error` policies, for each way a checkpointed call can fail: the arguments
+//! cannot be identified (their `Serialize` fails), the cache cannot be read, the result cannot be
+//! saved. `Raise` returns the error; `Warn` reports it through the warning hook and runs the
+//! function; `Ignore` runs it silently. Every failure is counted either way.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ckpt::{
+    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, ErrorKind, Function,
+    MemoryCache, OnError,
+};
+use serde::{Serialize, Serializer};
+
+/// Counts how often a body ran.
+#[derive(Default)]
+struct Runs(AtomicUsize);
+
+impl Runs {
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The warning hook is process-global: every test that may warn, or that checks nothing warned,
+/// holds this lock while its hook is installed.
+static HOOK: Mutex<()> = Mutex::new(());
+
+/// Runs `body` with this process's warnings collected; returns its result and the warnings.
+fn with_warnings<R>(body: impl FnOnce() -> R) -> (R, Vec<(ErrorKind, String)>) {
+    let _guard = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    ckpt::set_warning_hook(move |e| sink.lock().unwrap().push((e.kind(), e.to_string())));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(body));
+    ckpt::reset_warning_hook();
+    let result = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let warnings = seen.lock().unwrap().clone();
+    (result, warnings)
+}
+
+/// An argument whose `Serialize` implementation fails.
+struct Unidentifiable;
+
+impl Serialize for Unidentifiable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this argument refuses to be serialized",
+        ))
+    }
+}
+
+#[test]
+fn identification_failures_follow_the_policy() {
+    for policy in [OnError::Raise, OnError::Warn, OnError::Ignore] {
+        let cache = MemoryCache::new();
+        let d = DecoratorCheckpoint::new(Function::new("seed", "unid"), AutoIdentifier, &cache)
+            .with_on_error(policy);
+        let runs = Runs::default();
+        let (results, warnings) = with_warnings(|| {
+            (0..2)
+                .map(|_| {
+                    d.call(Unidentifiable, |_| {
+                        runs.bump();
+                        7u8
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        assert!(cache.is_empty(), "{policy:?}: nothing is stored");
+        assert_eq!(d.stats().errors, 2, "{policy:?}");
+        match policy {
+            OnError::Raise => {
+                for r in &results {
+                    let e = r.as_ref().unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::Identify);
+                    assert!(e.to_string().contains("refuses to be serialized"), "{e}");
+                }
+                assert_eq!(runs.get(), 0, "raise does not run the function");
+                assert!(warnings.is_empty());
+            }
+            OnError::Warn | OnError::Ignore => {
+                assert!(results.iter().all(|r| matches!(r, Ok(7))), "{results:?}");
+                assert_eq!(runs.get(), 2, "{policy:?}: runs, uncached, every time");
+                assert_eq!(d.stats().misses, 2);
+                if policy == OnError::Warn {
+                    assert_eq!(warnings.len(), 2, "{warnings:?}");
+                    assert!(warnings.iter().all(|(k, m)| *k == ErrorKind::Identify
+                        && m.contains("refuses to be serialized")));
+                } else {
+                    assert!(warnings.is_empty(), "ignore is silent: {warnings:?}");
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A cache whose retrieve and/or save fail, over a working memory cache.
+#[derive(Default)]
+pub struct FailingCache {
+    fail_retrieve: bool,
+    fail_save: bool,
+    inner: MemoryCache,
+}
+
+impl FailingCache {
+    pub fn failing(fail_retrieve: bool, fail_save: bool) -> Self {
+        FailingCache {
+            fail_retrieve,
+            fail_save,
+            inner: MemoryCache::new(),
+        }
+    }
+}
+
+impl Cache for FailingCache {
+    fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), ckpt::Error> {
+        if self.fail_save {
+            return Err(ckpt::Error::cache(
+                "save failed",
+                std::io::Error::other("disk full"),
+            ));
+        }
+        self.inner.save(id, entry)
+    }
+
+    fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, ckpt::Error> {
+        if self.fail_retrieve {
+            return Err(ckpt::Error::cache(
+                "retrieve failed",
+                std::io::Error::other("unreachable"),
+            ));
+        }
+        self.inner.retrieve(id)
+    }
+}
+
+#[test]
+fn cache_failures_follow_the_policy() {
+    // (fail retrieve, fail save) -> errors per call
+    for (fail_retrieve, fail_save) in [(true, true), (false, true), (true, false)] {
+        let failures = usize::from(fail_retrieve) + usize::from(fail_save);
+        for policy in [OnError::Raise, OnError::Warn, OnError::Ignore] {
+            let what =
+                format!("{policy:?}, retrieve fails: {fail_retrieve}, save fails: {fail_save}");
+            let d = DecoratorCheckpoint::new(
+                Function::new("seed", "cache_failure"),
+                AutoIdentifier,
+                FailingCache::failing(fail_retrieve, fail_save),
+            )
+            .with_on_error(policy);
+            let runs = Runs::default();
+            let (result, warnings) = with_warnings(|| {
+                d.call(3u32, |x| {
+                    runs.bump();
+                    x * 5
+                })
+            });
+            let stored = d.cache().inner.len();
+            match policy {
+                OnError::Raise => {
+                    assert_eq!(result.unwrap_err().kind(), ErrorKind::Cache, "{what}");
+                    assert_eq!(stored, 0, "{what}");
+                    // A failed retrieve stops the call; a failed save comes after the run.
+                    assert_eq!(runs.get(), usize::from(!fail_retrieve), "{what}");
+                    assert_eq!(d.stats().errors, 1, "{what}");
+                    assert!(warnings.is_empty());
+                }
+                OnError::Warn | OnError::Ignore => {
+                    assert_eq!(result.unwrap(), 15, "{what}");
+                    assert_eq!(runs.get(), 1, "{what}");
+                    assert_eq!(stored, usize::from(!fail_save), "{what}");
+                    assert_eq!(d.stats().errors as usize, failures, "{what}");
+                    let expected = if policy == OnError::Warn { failures } else { 0 };
+                    assert_eq!(warnings.len(), expected, "{what}: {warnings:?}");
+                    assert!(warnings.iter().all(|(k, _)| *k == ErrorKind::Cache));
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+mod broken {
+    use crate::FailingCache;
+
+    ckpt::checkpoint! {
+        #[checkpoint(cache = FailingCache::failing(true, true), on_error = raise)]
+        pub fn raising(x: u64) -> std::io::Result<u64> { Ok(x) }
+    }
+
+    ckpt::checkpoint! {
+        #[checkpoint(cache = FailingCache::failing(true, true))]
+        pub fn warning(x: u64) -> u64 { x }
+    }
+
+    ckpt::checkpoint! {
+        #[checkpoint(cache = FailingCache::failing(true, true), on_error = ignore)]
+        pub fn ignoring(x: u64) -> u64 { x }
+    }
+}
+
+#[test]
+fn macro_on_error_policies() {
+    let (results, warnings) = with_warnings(|| {
+        let raised = broken::raising(1).unwrap_err();
+        let inner = raised
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<ckpt::Error>())
+            .expect("the checkpoint error inside the io::Error");
+        assert_eq!(inner.kind(), ErrorKind::Cache);
+        (broken::warning(2), broken::ignoring(3))
+    });
+    assert_eq!(results, (2, 3));
+    // Only `warning` warns: once for the retrieve, once for the save.
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(broken::ignoring::stats().errors, 2);
+    assert_eq!(broken::raising::stats().errors, 1);
+}
