@@ -79,12 +79,17 @@ fn main() {
         }
     }
     let base = median(&mut results[0].clone());
-    println!("durable saves/s, 256-byte values, {rounds} interleaved rounds of {saves} saves per thread");
+    println!(
+        "durable saves/s, 256-byte values, {rounds} interleaved rounds of {saves} saves per thread"
+    );
     println!("| threads | median saves/s | × one thread |");
     println!("|---:|---:|---:|");
     for (k, &threads) in counts.iter().enumerate() {
         let m = median(&mut results[k]);
         println!("| {threads} | {m:.0} | {:.2} |", m / base);
     }
-    println!("(took {:?})", Duration::from_secs(started.elapsed().as_secs()));
+    println!(
+        "(took {:?})",
+        Duration::from_secs(started.elapsed().as_secs())
+    );
 }

@@ -202,12 +202,21 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         self.execute(id, Mode::Rerun, || f(args), |r| r.as_ref().ok(), Ok)
     }
 
-    /// The stored result for `id`, if there is a sound one of type `R`; never runs anything.
+    /// The stored result for `id`, if there is a sound one of type `R`; never runs anything,
+    /// and counts nothing (neither a hit nor a miss).
     ///
     /// # Errors
     /// Under [`OnError::Raise`], when the cache could not be read.
     pub fn peek<R: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<R>, Error> {
-        self.fetch(id)
+        let mut decoded = None;
+        let found = self
+            .cache
+            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<R>(bytes)));
+        if let Err(e) = found {
+            self.fail(e)?;
+            return Ok(None);
+        }
+        Ok(decoded.and_then(|d| d.ok()).map(|(value, _)| value))
     }
 
     /// The engine behind every call: `keep` picks what of `run`'s result to store (`None`: store
@@ -242,6 +251,12 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         }
         match self.flights.join(id) {
             Joined::Leader(flight) => {
+                // A leader that finished between our lookup and our join has left the map
+                // already: its result is stored, so look once more before computing again.
+                if let Some(v) = self.fetch(&id)? {
+                    flight.land(Landing::Stored);
+                    return Ok(lift(v));
+                }
                 self.counters.record(Event::Miss);
                 // On an error or a panic the guard drops unlanded and lands as Abandoned.
                 let (r, stored) = self.run_and_save(&id, run, &keep)?;

@@ -76,9 +76,9 @@ pub use identifier::{
 pub use macros::__private;
 pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
 pub use store::{
-    Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo, EvictMode, EvictionPolicy,
-    EvictionReport, Evicted, FunctionStats, Limits, ManualClock, Store, StoreBuilder, StoreStats,
-    SystemClock,
+    Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo, EvictMode, Evicted,
+    EvictionPolicy, EvictionReport, FunctionStats, Limits, ManualClock, Store, StoreBuilder,
+    StoreStats, SystemClock,
 };
 pub use warn::{reset_warning_hook, set_warning_hook};
 

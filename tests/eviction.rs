@@ -89,7 +89,9 @@ impl Model {
         }
         let target = |cap: Option<u64>| cap.map(|c| (c as f64 * self.low).floor() as u64);
         let (te, tb) = (target(self.max_entries), target(self.max_bytes));
-        let mut order: Vec<([u8; 16], (u64, u64, [u8; 16]))> = self
+        // (id, the policy's sort key).
+        type Keyed = ([u8; 16], (u64, u64, [u8; 16]));
+        let mut order: Vec<Keyed> = self
             .entries
             .iter()
             .map(|(id, m)| {
@@ -153,8 +155,7 @@ impl Harness {
     }
 
     fn now(&self) -> u64 {
-        self.clock
-            .now_ms_for_test()
+        self.clock.now_ms_for_test()
     }
 
     /// Calls the function for `key`: a hit if stored, else computed and saved.
@@ -168,7 +169,10 @@ impl Harness {
         assert_eq!(value.len(), size);
         let hit = self.deco.stats().hits > before;
         let model_hit = self.model.hit(id, now);
-        assert_eq!(hit, model_hit, "hit/miss disagrees with the model for key {key}");
+        assert_eq!(
+            hit, model_hit,
+            "hit/miss disagrees with the model for key {key}"
+        );
         if !hit {
             self.model.save(id, record_size_of_bytes(size), now);
         }
@@ -185,7 +189,11 @@ impl Harness {
             );
         }
         if let Some(cap) = self.limits.max_entries_value() {
-            assert!(stats.entries <= cap, "entries {} > cap {cap}", stats.entries);
+            assert!(
+                stats.entries <= cap,
+                "entries {} > cap {cap}",
+                stats.entries
+            );
         }
         let entries = self.store.entries().unwrap();
         let stored: BTreeSet<[u8; 16]> = entries.iter().map(|e| *e.id.as_bytes()).collect();
@@ -196,7 +204,10 @@ impl Harness {
             self.model.policy
         );
         let sum: u64 = entries.iter().map(|e| e.size).sum();
-        assert_eq!(sum, stats.stored_bytes, "entry sizes disagree with the totals");
+        assert_eq!(
+            sum, stats.stored_bytes,
+            "entry sizes disagree with the totals"
+        );
         assert_eq!(stats.entries, entries.len() as u64);
     }
 }
@@ -353,7 +364,11 @@ fn set_limits_on_an_open_store_evicts_at_once_and_dry_run_changes_nothing() {
     let dry = store.evict_with(&fifo, EvictMode::DryRun).unwrap();
     assert_eq!(dry.evicted.len(), 41, "down to floor(10 × 0.9) = 9 entries");
     assert!(dry.evicted.iter().all(|e| e.cause == EvictionCause::Count));
-    assert_eq!(store.stats().unwrap().entries, 50, "a dry run removes nothing");
+    assert_eq!(
+        store.stats().unwrap().entries,
+        50,
+        "a dry run removes nothing"
+    );
 
     let report = store.set_limits(fifo).unwrap();
     assert_eq!(report.evicted.len(), 41);
@@ -369,8 +384,9 @@ fn set_limits_on_an_open_store_evicts_at_once_and_dry_run_changes_nothing() {
 fn compact_gives_back_space_and_stats_report_it() {
     let dir = TempDir::new("evict-compact");
     let store = Store::open(dir.store()).unwrap();
-    let deco = DecoratorCheckpoint::new(Function::new("e", "compact"), AutoIdentifier, store.clone())
-        .with_on_error(OnError::Raise);
+    let deco =
+        DecoratorCheckpoint::new(Function::new("e", "compact"), AutoIdentifier, store.clone())
+            .with_on_error(OnError::Raise);
     for i in 0..200u64 {
         deco.call(i, |_| vec![3u8; 20_000]).unwrap();
     }
@@ -388,5 +404,8 @@ fn compact_gives_back_space_and_stats_report_it() {
     assert!(after.reclaimable_bytes < before.reclaimable_bytes);
     // Still a working store.
     deco.call(1u64, |_| vec![1u8; 10]).unwrap();
-    assert_eq!(deco.call(1u64, |_| -> Vec<u8> { unreachable!() }).unwrap(), vec![1u8; 10]);
+    assert_eq!(
+        deco.call(1u64, |_| -> Vec<u8> { unreachable!() }).unwrap(),
+        vec![1u8; 10]
+    );
 }

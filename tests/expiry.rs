@@ -4,12 +4,17 @@ mod util;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use ckpt::{
-    AutoIdentifier, DecoratorCheckpoint, Function, Limits, ManualClock, OnError, Store,
-};
+use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Limits, ManualClock, OnError, Store};
 use util::TempDir;
 
-fn setup(limits: Limits) -> (TempDir, ManualClock, Store, DecoratorCheckpoint<AutoIdentifier, Store>) {
+fn setup(
+    limits: Limits,
+) -> (
+    TempDir,
+    ManualClock,
+    Store,
+    DecoratorCheckpoint<AutoIdentifier, Store>,
+) {
     let dir = TempDir::new("expiry");
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let store = Store::builder()
@@ -17,8 +22,9 @@ fn setup(limits: Limits) -> (TempDir, ManualClock, Store, DecoratorCheckpoint<Au
         .clock(clock.clone())
         .open(dir.store())
         .unwrap();
-    let deco = DecoratorCheckpoint::new(Function::new("expiry", "f"), AutoIdentifier, store.clone())
-        .with_on_error(OnError::Raise);
+    let deco =
+        DecoratorCheckpoint::new(Function::new("expiry", "f"), AutoIdentifier, store.clone())
+            .with_on_error(OnError::Raise);
     (dir, clock, store, deco)
 }
 
@@ -39,7 +45,11 @@ fn an_entry_older_than_max_age_is_a_miss_then_removed_by_the_next_write() {
 
     clock.advance(Duration::from_secs(1801));
     // Entry 1 is now 60m01s old, entry 2 is 30m01s old.
-    assert_eq!(store.stats().unwrap().entries, 2, "nothing collected without a write");
+    assert_eq!(
+        store.stats().unwrap().entries,
+        2,
+        "nothing collected without a write"
+    );
     let id1 = deco.identify(&1u32).unwrap();
     let created_before = store.entry(&id1).unwrap().unwrap().created;
     assert!(!hit(&deco, 1), "expired: a miss even before collection");

@@ -31,8 +31,12 @@ fn child(test: &str, role: &str, path: &Path, index: u32) -> Command {
 }
 
 fn deco(store: Store) -> DecoratorCheckpoint<AutoIdentifier, Store> {
-    DecoratorCheckpoint::new(Function::new("multi_process", "work"), AutoIdentifier, store)
-        .with_on_error(OnError::Raise)
+    DecoratorCheckpoint::new(
+        Function::new("multi_process", "work"),
+        AutoIdentifier,
+        store,
+    )
+    .with_on_error(OnError::Raise)
 }
 
 fn value(process: u32, i: u32) -> String {
@@ -91,7 +95,10 @@ fn four_processes_share_one_store_in_multi_process_mode() {
         "4 processes x {SAVES} saves in multi-process mode took {:?}",
         started.elapsed()
     );
-    assert!(seen_midway > 0, "the parent saw the children's commits while they ran");
+    assert!(
+        seen_midway > 0,
+        "the parent saw the children's commits while they ran"
+    );
 
     let d = deco(parent.clone());
     let stats = parent.stats().unwrap();
@@ -104,7 +111,11 @@ fn four_processes_share_one_store_in_multi_process_mode() {
         }
     }
     let f = stats.functions.iter().find(|f| f.name == "work").unwrap();
-    assert_eq!(f.calls.saves, 4 * SAVES as u64, "every process's counts reached the file");
+    assert_eq!(
+        f.calls.saves,
+        4 * SAVES as u64,
+        "every process's counts reached the file"
+    );
     assert_eq!(f.calls.misses, 4 * SAVES as u64);
 }
 

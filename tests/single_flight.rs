@@ -66,7 +66,11 @@ fn eight_threads_one_id_run_the_body_once() {
         }
     });
     assert_eq!(results, vec![420; 8]);
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran more than once");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the body ran more than once"
+    );
     let stats = deco.stats();
     assert_eq!((stats.misses, stats.hits), (1, 7));
 }
@@ -107,7 +111,12 @@ fn eight_threads_a_thousand_ids_run_each_body_once() {
         }
     });
     for (i, r) in runs.iter().enumerate() {
-        assert_eq!(r.load(Ordering::SeqCst), 1, "id {i} ran {} times", r.load(Ordering::SeqCst));
+        assert_eq!(
+            r.load(Ordering::SeqCst),
+            1,
+            "id {i} ran {} times",
+            r.load(Ordering::SeqCst)
+        );
     }
     let stats = deco.stats();
     assert_eq!(stats.misses, 1000);
@@ -138,9 +147,17 @@ ckpt::checkpoint! {
 fn recursive_fib_90_through_the_store_returns() {
     let v = within(120, || fib(90));
     assert_eq!(v, 2_880_067_194_370_816_120);
-    assert_eq!(FIB_BODIES.load(Ordering::SeqCst), 91, "each n computed once");
+    assert_eq!(
+        FIB_BODIES.load(Ordering::SeqCst),
+        91,
+        "each n computed once"
+    );
     assert_eq!(within(60, || fib_sum(90)), 7_540_113_804_746_346_428);
-    assert_eq!(FIB_BODIES.load(Ordering::SeqCst), 91, "fib_sum is served by fib's entries");
+    assert_eq!(
+        FIB_BODIES.load(Ordering::SeqCst),
+        91,
+        "fib_sum is served by fib's entries"
+    );
     assert!(fib::stats().hits >= 89);
 }
 

@@ -63,7 +63,10 @@ impl Flusher {
         self.wake.notify_one();
     }
 
-    pub(crate) fn spawn(store: Weak<Shared>, flusher: std::sync::Arc<Flusher>) -> Option<JoinHandle<()>> {
+    pub(crate) fn spawn(
+        store: Weak<Shared>,
+        flusher: std::sync::Arc<Flusher>,
+    ) -> Option<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("ckpt-flusher".into())
             .spawn(move || flusher.run(store))
@@ -86,11 +89,9 @@ impl Flusher {
                         state.flush_wanted = false;
                         break (sync, flush);
                     }
-                    let next = state
-                        .sync_by
-                        .map_or(last_flush + BOOKKEEPING_EVERY, |t| {
-                            t.min(last_flush + BOOKKEEPING_EVERY)
-                        });
+                    let next = state.sync_by.map_or(last_flush + BOOKKEEPING_EVERY, |t| {
+                        t.min(last_flush + BOOKKEEPING_EVERY)
+                    });
                     self.wake.wait_until(&mut state, next);
                 }
             };

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
-use super::schema::{BY_FUNCTION, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
+use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
 use super::write::{Tx, Victim, engine_error};
 use super::{Commit, Store};
 use crate::error::Error;
@@ -45,7 +45,8 @@ pub struct FunctionStats {
     pub module: String,
     /// Name.
     pub name: String,
-    /// Code version of the newest registration or save; entries of other versions are stale.
+    /// Code version first seen most recently (by a registration or a save); entries of other
+    /// versions are stale.
     pub code_version: u64,
     /// Code hash of that version, if it had one.
     pub code_hash: Option<u64>,
@@ -178,7 +179,8 @@ impl Store {
             let stats = txn
                 .stats()
                 .map_err(|e| engine_error("cannot read storage statistics", e))?;
-            txn.abort().map_err(|e| engine_error("cannot roll back", e))?;
+            txn.abort()
+                .map_err(|e| engine_error("cannot roll back", e))?;
             Ok(stats)
         })?;
         let used = stats.allocated_pages() * stats.page_size() as u64;
@@ -268,6 +270,22 @@ impl Store {
     /// # Errors
     /// When the file cannot be read, or a metadata row is damaged.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, Error> {
+        self.entries_where(|_| true)
+    }
+
+    /// The entries of one function, in id order (one scan of the metadata table).
+    ///
+    /// # Errors
+    /// As [`entries`](Self::entries).
+    pub fn entries_of(&self, function: &Function) -> Result<Vec<EntryInfo>, Error> {
+        let key = function.key();
+        self.entries_where(|m| m.fn_key == key)
+    }
+
+    fn entries_where(
+        &self,
+        mut keep: impl FnMut(&EntryMeta) -> bool,
+    ) -> Result<Vec<EntryInfo>, Error> {
         let txn = self.begin_read()?;
         let rows = Store::function_rows(&txn)?;
         let e = |err: redb::StorageError| engine_error("cannot list entries", err);
@@ -279,33 +297,8 @@ impl Store {
             let (k, v) = row.map_err(e)?;
             let meta = EntryMeta::decode(v.value())
                 .ok_or_else(|| Error::corrupted("an entry's metadata row is not one ckpt wrote"))?;
-            out.push(Store::info(*k.value(), meta, &rows));
-        }
-        Ok(out)
-    }
-
-    /// The entries of one function.
-    ///
-    /// # Errors
-    /// As [`entries`](Self::entries).
-    pub fn entries_of(&self, function: &Function) -> Result<Vec<EntryInfo>, Error> {
-        let txn = self.begin_read()?;
-        let rows = Store::function_rows(&txn)?;
-        let e = |err: redb::StorageError| engine_error("cannot list entries", err);
-        let index = txn
-            .open_multimap_table(BY_FUNCTION)
-            .map_err(|err| engine_error("cannot open the function index", err))?;
-        let table = txn
-            .open_table(ENTRIES)
-            .map_err(|err| engine_error("cannot open the entries table", err))?;
-        let mut out = Vec::new();
-        for id in index.get(function.key()).map_err(e)? {
-            let id = *id.map_err(e)?.value();
-            if let Some(row) = table.get(&id).map_err(e)? {
-                let meta = EntryMeta::decode(row.value()).ok_or_else(|| {
-                    Error::corrupted("an entry's metadata row is not one ckpt wrote")
-                })?;
-                out.push(Store::info(id, meta, &rows));
+            if keep(&meta) {
+                out.push(Store::info(*k.value(), meta, &rows));
             }
         }
         Ok(out)
@@ -340,8 +333,9 @@ impl Store {
     /// # Errors
     /// When the write fails (nothing is removed then).
     pub fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
-        self.shared()
-            .write(Commit::Yes, |tx| tx.delete(id.as_bytes()).map(|m| m.is_some()))
+        self.shared().write(Commit::Yes, |tx| {
+            tx.delete(id.as_bytes()).map(|m| m.is_some())
+        })
     }
 
     /// Removes every entry of `function` (all code versions); returns how many.
@@ -349,12 +343,13 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn remove_function(&self, function: &Function) -> Result<u64, Error> {
+        let key = function.key();
         self.shared().write(Commit::Yes, |tx| {
-            let ids = tx.ids_of(function.key())?;
-            for id in &ids {
+            let doomed = tx.select(|m| m.fn_key == key)?;
+            for (id, _) in &doomed {
                 tx.delete(id)?;
             }
-            Ok(ids.len() as u64)
+            Ok(doomed.len() as u64)
         })
     }
 
@@ -364,9 +359,10 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn remove_stale(&self, function: &Function) -> Result<u64, Error> {
-        let current = function.code_version();
-        self.shared()
-            .write(Commit::Yes, |tx| remove_stale_of(tx, function.key(), current))
+        let (key, current) = (function.key(), function.code_version());
+        self.shared().write(Commit::Yes, |tx| {
+            remove_where(tx, |m| m.fn_key == key && m.code_version != current)
+        })
     }
 
     /// Removes, for every function, the entries of code versions other than its newest recorded
@@ -376,11 +372,12 @@ impl Store {
     /// As [`remove`](Self::remove).
     pub fn remove_all_stale(&self) -> Result<u64, Error> {
         self.shared().write(Commit::Yes, |tx| {
-            let mut removed = 0;
-            for (key, current) in tx.function_keys()? {
-                removed += remove_stale_of(tx, key, current)?;
-            }
-            Ok(removed)
+            let newest: HashMap<u64, u64> = tx.function_keys()?.into_iter().collect();
+            remove_where(tx, |m| {
+                newest
+                    .get(&m.fn_key)
+                    .is_some_and(|&current| m.code_version != current)
+            })
         })
     }
 
@@ -389,26 +386,16 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn clear(&self) -> Result<u64, Error> {
-        self.shared().write(Commit::Yes, |tx| {
-            let mut removed = 0;
-            for (key, _) in tx.function_keys()? {
-                for id in tx.ids_of(key)? {
-                    tx.delete(&id)?;
-                    removed += 1;
-                }
-            }
-            Ok(removed)
-        })
+        self.shared()
+            .write(Commit::Yes, |tx| remove_where(tx, |_| true))
     }
 }
 
-fn remove_stale_of(tx: &mut Tx<'_>, key: u64, current: u64) -> Result<u64, Error> {
-    let mut removed = 0;
-    for id in tx.ids_of(key)? {
-        if tx.meta(&id)?.is_some_and(|m| m.code_version != current) {
-            tx.delete(&id)?;
-            removed += 1;
-        }
+/// Removes the entries `which` picks; returns how many.
+fn remove_where(tx: &mut Tx<'_>, which: impl FnMut(&EntryMeta) -> bool) -> Result<u64, Error> {
+    let doomed = tx.select(which)?;
+    for (id, _) in &doomed {
+        tx.delete(id)?;
     }
-    Ok(removed)
+    Ok(doomed.len() as u64)
 }

@@ -9,8 +9,8 @@ mod schema;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -443,10 +443,12 @@ impl Shared {
         let mut txn = db
             .begin_write()
             .map_err(|e| engine_error("cannot begin a write", e))?;
-        let relaxed = commit == Commit::Yes && matches!(self.durability, Durability::Relaxed { .. });
+        let relaxed =
+            commit == Commit::Yes && matches!(self.durability, Durability::Relaxed { .. });
         if relaxed {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| Error::with_source(ErrorKind::Unsupported, "cannot relax durability", e))?;
+            txn.set_durability(redb::Durability::None).map_err(|e| {
+                Error::with_source(ErrorKind::Unsupported, "cannot relax durability", e)
+            })?;
         }
         let indexes = self.indexes_for(&txn)?;
         let limits = *self.limits.read();

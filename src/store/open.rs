@@ -10,8 +10,8 @@ use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError};
 
 use super::options::ConcurrencyMode;
 use super::schema::{
-    BY_FUNCTION, ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INDEXES_KEY, INFO, RESULTS,
-    SCHEMA_KEY, SCHEMA_VERSION, indexes,
+    ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INDEXES_KEY, INFO, RESULTS, SCHEMA_KEY,
+    SCHEMA_VERSION, indexes,
 };
 use crate::error::{OpenError, OpenErrorKind};
 
@@ -117,7 +117,6 @@ fn build_empty(tmp: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
             txn.open_table(RESULTS)?;
             txn.open_table(ENTRIES)?;
             txn.open_table(FUNCTIONS)?;
-            txn.open_multimap_table(BY_FUNCTION)?;
         }
         txn.commit()?;
         Ok(())
@@ -214,8 +213,6 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
     txn.open_table(ENTRIES).map_err(|e| missing("entries", e))?;
     txn.open_table(FUNCTIONS)
         .map_err(|e| missing("functions", e))?;
-    txn.open_multimap_table(BY_FUNCTION)
-        .map_err(|e| missing("by_function", e))?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The store's tables and the encoding of their rows. ARCHITECTURE.md, "The file", documents the
 //! same layout; a change here is a schema change (bump `SCHEMA_VERSION` and migrate).
 
-use redb::{MultimapTableDefinition, TableDefinition};
+use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{CallStats, EvictionStats};
@@ -20,9 +20,6 @@ pub(crate) const ENTRIES: TableDefinition<'static, &[u8; 16], &[u8; 64]> =
 /// function key -> function record (postcard `FunctionRecord`).
 pub(crate) const FUNCTIONS: TableDefinition<'static, u64, &[u8]> =
     TableDefinition::new("ckpt_functions");
-/// function key -> the ids of its entries.
-pub(crate) const BY_FUNCTION: MultimapTableDefinition<'static, u64, &[u8; 16]> =
-    MultimapTableDefinition::new("ckpt_by_function");
 
 /// Order indexes, kept only while some limit needs them (see `indexes`). Keys are big-endian so
 /// that byte order is numeric order; the id breaks ties.
@@ -163,9 +160,39 @@ pub(crate) struct FunctionRecord {
     pub evictions: EvictionStats,
     pub entries: u64,
     pub bytes: u64,
+    /// Code versions seen, with when each was first seen (ms), oldest first; at most
+    /// `MAX_VERSIONS`. The newest is the one first seen last, so a process still running old
+    /// code does not make the new version's entries stale by saving after it.
+    pub versions: Vec<(u64, u64)>,
 }
 
+/// How many code versions a function row remembers.
+pub(crate) const MAX_VERSIONS: usize = 32;
+
 impl FunctionRecord {
+    /// Records that `function` registered or saved at `now_ms`; makes it the newest version if
+    /// it was never seen before.
+    pub(crate) fn saw(&mut self, function: &crate::id::Function, now_ms: u64) {
+        let known = self
+            .versions
+            .iter()
+            .any(|(v, _)| *v == function.code_version());
+        if known && !self.name.is_empty() {
+            return;
+        }
+        if !known {
+            if self.versions.len() >= MAX_VERSIONS {
+                self.versions.remove(0);
+            }
+            self.versions.push((function.code_version(), now_ms));
+        }
+        self.module = function.module().to_string();
+        self.name = function.name().to_string();
+        self.code_version = function.code_version();
+        self.code_hash = function.code_hash();
+        self.version = function.version().map(str::to_string);
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         // Serializing plain integers, strings and options into a Vec cannot fail.
         postcard::to_allocvec(self).unwrap_or_default()

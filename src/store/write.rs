@@ -6,14 +6,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
-use redb::{MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::access::Access;
 use super::options::{Limits, PolicyKind, duration_ms};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
-    BY_FUNCTION, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
-    ORDER_CREATED, ORDER_HITS, RESULTS, id_of_key,
+    ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS, ORDER_CREATED,
+    ORDER_HITS, RESULTS, id_of_key,
 };
 use crate::error::{Error, ErrorKind};
 use crate::id::Function;
@@ -88,12 +88,14 @@ pub(crate) struct Victim {
 
 type OrderTable<'t, const N: usize> = Table<'t, &'static [u8; N], ()>;
 
+/// Order-index keys with the ids they end in.
+type KeyedIds = Vec<(Vec<u8>, [u8; 16])>;
+
 /// The tables of one write transaction, and the function-row changes it accumulates.
 pub(crate) struct Tx<'t> {
     txn: &'t WriteTransaction,
     results: Table<'t, &'static [u8; 16], &'static [u8]>,
     entries: Table<'t, &'static [u8; 16], &'static [u8; 64]>,
-    by_function: MultimapTable<'t, u64, &'static [u8; 16]>,
     functions: Table<'t, u64, &'static [u8]>,
     by_created: Option<OrderTable<'t, 24>>,
     by_access: Option<OrderTable<'t, 24>>,
@@ -114,12 +116,15 @@ fn table_error(e: redb::TableError) -> Error {
 
 impl<'t> Tx<'t> {
     /// Opens the tables, and the order indexes in `indexes` (see `schema::indexes`).
-    pub(crate) fn open(txn: &'t WriteTransaction, now_ms: u64, indexes: u8) -> Result<Tx<'t>, Error> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        now_ms: u64,
+        indexes: u8,
+    ) -> Result<Tx<'t>, Error> {
         Ok(Tx {
             txn,
             results: txn.open_table(RESULTS).map_err(table_error)?,
             entries: txn.open_table(ENTRIES).map_err(table_error)?,
-            by_function: txn.open_multimap_table(BY_FUNCTION).map_err(table_error)?,
             functions: txn.open_table(FUNCTIONS).map_err(table_error)?,
             by_created: (indexes & CREATED != 0)
                 .then(|| txn.open_table(ORDER_CREATED))
@@ -141,8 +146,11 @@ impl<'t> Tx<'t> {
 
     /// The order indexes this transaction maintains.
     pub(crate) fn indexes(&self) -> u8 {
-        (if self.by_created.is_some() { CREATED } else { 0 })
-            | (if self.by_access.is_some() { ACCESS } else { 0 })
+        (if self.by_created.is_some() {
+            CREATED
+        } else {
+            0
+        }) | (if self.by_access.is_some() { ACCESS } else { 0 })
             | (if self.by_hits.is_some() { HITS } else { 0 })
     }
 
@@ -257,7 +265,6 @@ impl<'t> Tx<'t> {
         let e = storage("cannot save a result");
         self.results.insert(&op.id, op.bytes).map_err(&e)?;
         self.entries.insert(&op.id, &meta.encode()).map_err(&e)?;
-        self.by_function.insert(fn_key, &op.id).map_err(&e)?;
         self.index(&op.id, &meta)?;
         self.saved_now.insert(op.id);
         let delta = self.delta(fn_key);
@@ -280,7 +287,6 @@ impl<'t> Tx<'t> {
         let had_result = self.results.remove(id).map_err(&e)?.is_some();
         match old {
             Some(Some(meta)) => {
-                self.by_function.remove(meta.fn_key, id).map_err(&e)?;
                 self.unindex(id, &meta)?;
                 let delta = self.delta(meta.fn_key);
                 delta.entries -= 1;
@@ -295,14 +301,24 @@ impl<'t> Tx<'t> {
         }
     }
 
-    /// The ids of a function's entries.
-    pub(crate) fn ids_of(&self, fn_key: u64) -> Result<Vec<[u8; 16]>, Error> {
-        let e = storage("cannot list a function's entries");
-        let mut ids = Vec::new();
-        for id in self.by_function.get(fn_key).map_err(&e)? {
-            ids.push(*id.map_err(&e)?.value());
+    /// The ids and metadata of the entries `keep` accepts (one scan of the metadata table: a
+    /// per-function index would cost every save a third B-tree, for the sake of rare
+    /// administrative calls).
+    pub(crate) fn select(
+        &self,
+        mut keep: impl FnMut(&EntryMeta) -> bool,
+    ) -> Result<Vec<([u8; 16], EntryMeta)>, Error> {
+        let e = storage("cannot scan entries");
+        let mut out = Vec::new();
+        for row in self.entries.iter().map_err(&e)? {
+            let (k, v) = row.map_err(&e)?;
+            let meta = EntryMeta::decode(v.value())
+                .ok_or_else(|| Error::corrupted("an entry's metadata row is not one ckpt wrote"))?;
+            if keep(&meta) {
+                out.push((*k.value(), meta));
+            }
         }
-        Ok(ids)
+        Ok(out)
     }
 
     /// Every function key with a row, with its newest code version.
@@ -391,7 +407,7 @@ impl<'t> Tx<'t> {
         after: Option<&[u8]>,
         below: Option<u64>,
         n: usize,
-    ) -> Result<Vec<(Vec<u8>, [u8; 16])>, Error> {
+    ) -> Result<KeyedIds, Error> {
         let e = storage("cannot read an order index");
         let mut out = Vec::new();
         macro_rules! scan {
@@ -494,8 +510,9 @@ impl<'t> Tx<'t> {
                     continue;
                 }
                 after = batch.last().map(|(k, _)| k.clone());
-                let (now, other): (Vec<_>, Vec<_>) =
-                    batch.into_iter().partition(|(_, id)| self.saved_now.contains(id));
+                let (now, other): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .partition(|(_, id)| self.saved_now.contains(id));
                 deferred.extend(now);
                 other
             };
@@ -528,17 +545,12 @@ impl<'t> Tx<'t> {
                 .map_err(&e)?
                 .map(|g| g.value().to_vec());
             let mut record = match existing {
-                Some(bytes) => FunctionRecord::decode(&bytes).ok_or_else(|| {
-                    Error::corrupted("a function row is not one ckpt wrote")
-                })?,
+                Some(bytes) => FunctionRecord::decode(&bytes)
+                    .ok_or_else(|| Error::corrupted("a function row is not one ckpt wrote"))?,
                 None => FunctionRecord::default(),
             };
             if let Some(f) = &delta.identity {
-                record.module = f.module().to_string();
-                record.name = f.name().to_string();
-                record.code_version = f.code_version();
-                record.code_hash = f.code_hash();
-                record.version = f.version().map(str::to_string);
+                record.saw(f, self.now_ms);
             }
             record.entries = record.entries.saturating_add_signed(delta.entries);
             record.bytes = record.bytes.saturating_add_signed(delta.bytes);

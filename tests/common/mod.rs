@@ -7,10 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
-    TableDefinition,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// A fresh folder under the system temp dir, unique to this process and this test, removed with
 /// everything in it on drop.
@@ -53,18 +50,14 @@ pub const RESULTS: TableDefinition<'static, &[u8; 16], &[u8]> =
     TableDefinition::new("ckpt_results");
 pub const ENTRIES: TableDefinition<'static, &[u8; 16], &[u8; 64]> =
     TableDefinition::new("ckpt_entries");
-pub const BY_FUNCTION: MultimapTableDefinition<'static, u64, &[u8; 16]> =
-    MultimapTableDefinition::new("ckpt_by_function");
 
-/// Everything in the three entry tables of a closed store file.
+/// Everything in the two entry tables of a closed store file.
 #[derive(Debug, Default)]
 pub struct Rows {
     /// id -> record bytes.
     pub results: Vec<([u8; 16], Vec<u8>)>,
     /// id -> 64-byte metadata row.
     pub entries: Vec<([u8; 16], [u8; 64])>,
-    /// (function key, id) pairs of the index.
-    pub by_function: Vec<(u64, [u8; 16])>,
 }
 
 /// Reads the entry tables of the store file at `path`. The file must not be open in ckpt.
@@ -79,17 +72,6 @@ pub fn read_rows(path: &Path) -> Rows {
     for row in txn.open_table(ENTRIES).unwrap().iter().unwrap() {
         let (k, v) = row.unwrap();
         rows.entries.push((*k.value(), *v.value()));
-    }
-    for row in txn
-        .open_multimap_table(BY_FUNCTION)
-        .unwrap()
-        .iter()
-        .unwrap()
-    {
-        let (k, ids) = row.unwrap();
-        for id in ids {
-            rows.by_function.push((k.value(), *id.unwrap().value()));
-        }
     }
     rows
 }
