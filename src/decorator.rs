@@ -214,9 +214,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<R>(bytes)));
         if let Err(e) = found {
             self.fail(e)?;
-            return Ok(None);
         }
-        Ok(decoded.and_then(|d| d.ok()).map(|(value, _)| value))
+        Ok(decoded.and_then(Result::ok).map(|(value, _)| value))
     }
 
     /// The engine behind every call: `keep` picks what of `run`'s result to store (`None`: store
@@ -253,7 +252,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             Joined::Leader(flight) => {
                 // A leader that finished between our lookup and our join has left the map
                 // already: its result is stored, so look once more before computing again.
-                if let Some(v) = self.fetch(&id)? {
+                if let Some(v) = self.fetch_again(&id) {
                     flight.land(Landing::Stored);
                     return Ok(lift(v));
                 }
@@ -269,7 +268,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             }
             Joined::Waiter(flight) => {
                 if flight.wait() == Landing::Stored
-                    && let Some(v) = self.fetch(&id)?
+                    && let Some(v) = self.fetch_again(&id)
                 {
                     return Ok(lift(v));
                 }
@@ -336,6 +335,24 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// A second look after a miss (another thread may have saved meanwhile): counts a hit, but
+    /// not again the failures the first look counted.
+    fn fetch_again<V: DeserializeOwned>(&self, id: &CheckpointId) -> Option<V> {
+        let mut decoded = None;
+        let found = self
+            .cache
+            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<V>(bytes)));
+        match (found, decoded) {
+            (Ok(true), Some(Ok((value, header)))) => {
+                self.counters.record(Event::Hit {
+                    saved_nanos: header.compute_nanos,
+                });
+                Some(value)
+            }
+            _ => None,
         }
     }
 

@@ -249,9 +249,9 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Stores a result and its metadata, replacing any earlier entry under the id.
+    /// Stores a result and its metadata, replacing any earlier entry under the id: two B-tree
+    /// inserts, whose displaced values say what was replaced.
     pub(crate) fn put(&mut self, op: &SaveOp<'_>) -> Result<(), Error> {
-        self.delete(&op.id)?;
         let fn_key = op.function.key();
         let meta = EntryMeta {
             fn_key,
@@ -263,14 +263,37 @@ impl<'t> Tx<'t> {
             compute_nanos: op.compute_nanos,
         };
         let e = storage("cannot save a result");
-        self.results.insert(&op.id, op.bytes).map_err(&e)?;
-        self.entries.insert(&op.id, &meta.encode()).map_err(&e)?;
+        let old = self
+            .entries
+            .insert(&op.id, &meta.encode())
+            .map_err(&e)?
+            .map(|g| EntryMeta::decode(g.value()));
+        let had_result = self.results.insert(&op.id, op.bytes).map_err(&e)?.is_some();
+        match old {
+            Some(Some(old)) => {
+                self.unindex(&op.id, &old)?;
+                let delta = self.delta(old.fn_key);
+                delta.entries -= 1;
+                delta.bytes -= old.size as i64;
+            }
+            Some(None) => {
+                return Err(Error::corrupted(
+                    "an entry's metadata row is not one ckpt wrote",
+                ));
+            }
+            None if had_result => return Err(Error::corrupted("a result has no metadata row")),
+            None => {}
+        }
         self.index(&op.id, &meta)?;
         self.saved_now.insert(op.id);
         let delta = self.delta(fn_key);
         delta.entries += 1;
         delta.bytes += op.bytes.len() as i64;
-        if delta.identity.as_ref() != Some(op.function) {
+        if delta
+            .identity
+            .as_ref()
+            .is_none_or(|f| f.digest() != op.function.digest())
+        {
             delta.identity = Some(op.function.clone());
         }
         Ok(())
