@@ -4,6 +4,7 @@ mod access;
 mod inspect;
 mod open;
 mod schema;
+mod snapshot;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -11,12 +12,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase};
+use redb::Database;
 
 pub use inspect::{EntryInfo, FunctionStats, StoreStats};
 
 use self::access::{Access, AccessLog};
-use self::schema::RESULTS;
+use self::snapshot::Snapshots;
 use self::write::{GROUP_COMMIT_MAX_BYTES, Queue, QueuedSave, Registry, SaveOp, Tx, engine_error};
 use crate::cache::{Cache, Entry};
 use crate::error::{Error, OpenError};
@@ -53,6 +54,8 @@ pub struct Store {
 }
 
 pub(crate) struct Shared {
+    /// Declared before `db`: snapshots must be gone before the database closes.
+    snapshots: Snapshots,
     db: Database,
     path: PathBuf,
     access: AccessLog,
@@ -121,6 +124,7 @@ impl StoreBuilder {
         )?;
         Ok(Store {
             shared: Arc::new(Shared {
+                snapshots: Snapshots::new(),
                 db,
                 path: path.to_path_buf(),
                 access: AccessLog::new(self.access_log),
@@ -206,7 +210,10 @@ impl Shared {
             tx.finish()?;
             out
         };
-        txn.commit().map_err(|e| engine_error("cannot commit", e))?;
+        let committed = txn.commit();
+        // Before returning: a hit that follows this write must not read an older snapshot.
+        self.snapshots.invalidate();
+        committed.map_err(|e| engine_error("cannot commit", e))?;
         self.registry.lock().confirm(plan);
         Ok(out)
     }
@@ -262,20 +269,19 @@ impl Shared {
     }
 
     fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| engine_error("cannot begin a read", e))?;
-        let table = txn
-            .open_table(RESULTS)
-            .map_err(|e| engine_error("cannot open the results table", e))?;
-        let Some(row) = table
-            .get(id.as_bytes())
-            .map_err(|e| engine_error("cannot read a result", e))?
-        else {
+        let found = self.snapshots.with_results(&self.db, |table| {
+            let Some(row) = table
+                .get(id.as_bytes())
+                .map_err(|e| engine_error("cannot read a result", e))?
+            else {
+                return Ok(false);
+            };
+            read(row.value());
+            Ok(true)
+        })?;
+        if !found {
             return Ok(false);
-        };
-        read(row.value());
+        }
         self.access.record(Access {
             id: *id.as_bytes(),
             at_ms: now_ms(),
@@ -301,6 +307,7 @@ impl Drop for Shared {
         // Best effort: errors have nowhere to go from a destructor (use `Store::close` to see
         // them), and a panic here must not escape.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.flush()));
+        self.snapshots.release();
     }
 }
 
