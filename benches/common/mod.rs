@@ -127,15 +127,19 @@ pub fn ckpt_fill(d: &Ckpt, entries: u64, size: usize) {
 
 /// Runs `save(n)` for every `n` in `0..entries` from 32 threads.
 pub fn parallel_fill(entries: u64, save: impl Fn(u64) + Sync) {
-    const THREADS: u64 = 32;
+    parallel_fill_with(32, entries, save);
+}
+
+/// Runs `save(n)` for every `n` in `0..entries` from `threads` threads.
+pub fn parallel_fill_with(threads: u64, entries: u64, save: impl Fn(u64) + Sync) {
     std::thread::scope(|scope| {
-        for t in 0..THREADS {
+        for t in 0..threads {
             let save = &save;
             scope.spawn(move || {
                 let mut n = t;
                 while n < entries {
                     save(n);
-                    n += THREADS;
+                    n += threads;
                 }
             });
         }
