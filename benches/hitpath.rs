@@ -6,6 +6,7 @@
 //! cargo bench --bench hitpath -- ab 4096            # ... with 4 KiB values
 //! # instruction counts of N hits (the store is filled natively first, then reused):
 //! cargo bench --bench hitpath -- profile ckpt 0     # creates the fixture, runs nothing
+//! # (a 4th argument sets the value size, default 256)
 //! valgrind --tool=callgrind --toggle-collect='*measured_loop*' \
 //!     target/release/deps/hitpath-HASH profile ckpt 100000
 //! ```
@@ -41,26 +42,29 @@ struct Systems {
     cached: Cached,
     moka: Moka,
     size: usize,
+    entries: u64,
     _scratch: Scratch,
 }
 
 fn systems(size: usize) -> Systems {
+    let entries = entries_for(size);
     let scratch = Scratch::new("hitpath");
     let store = ckpt_store(&scratch.file("ckpt.redb"));
     let ckpt = ckpt_decorator(&store, "work");
-    ckpt_fill(&ckpt, ENTRIES, size);
+    ckpt_fill(&ckpt, entries, size);
     store.flush().expect("flush");
     let raw = RawRedb::open(&scratch.file("raw.redb"));
-    raw.fill(ENTRIES, size);
-    let cached = cached_fill(scratch.path(), "hitpath", ENTRIES, size, true);
+    raw.fill(entries, size);
+    let cached = cached_fill(scratch.path(), "hitpath", entries, size, true);
     let moka = moka_new();
-    moka_fill(&moka, ENTRIES, size);
+    moka_fill(&moka, entries, size);
     Systems {
         ckpt,
         raw,
         cached,
         moka,
         size,
+        entries,
         _scratch: scratch,
     }
 }
@@ -69,13 +73,14 @@ type Op<'a> = (&'static str, Box<dyn Fn(u64) + 'a>);
 
 fn ops(s: &Systems) -> Vec<Op<'_>> {
     let size = s.size;
+    let entries = s.entries;
     let f = Function::new("bench", "work");
     vec![
         (
             "raw_redb hit",
             Box::new(move |i| {
                 black_box(s.raw.call(
-                    scattered(i, ENTRIES),
+                    scattered(i, entries),
                     black_box(ARG),
                     size,
                     Durability::Immediate,
@@ -87,7 +92,7 @@ fn ops(s: &Systems) -> Vec<Op<'_>> {
             Box::new(move |i| {
                 black_box(ckpt_call(
                     &s.ckpt,
-                    scattered(i, ENTRIES),
+                    scattered(i, entries),
                     black_box(ARG),
                     size,
                 ));
@@ -98,7 +103,7 @@ fn ops(s: &Systems) -> Vec<Op<'_>> {
             Box::new(move |i| {
                 black_box(cached_call(
                     &s.cached,
-                    scattered(i, ENTRIES),
+                    scattered(i, entries),
                     black_box(ARG),
                     size,
                 ));
@@ -109,7 +114,7 @@ fn ops(s: &Systems) -> Vec<Op<'_>> {
             Box::new(move |i| {
                 black_box(moka_call(
                     &s.moka,
-                    scattered(i, ENTRIES),
+                    scattered(i, entries),
                     black_box(ARG),
                     size,
                 ));
@@ -135,8 +140,11 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn ab(size: usize, rounds: usize, calls: u64) {
+fn ab(size: usize, rounds: usize) {
+    // About 5 MB of values per system per round: 19,531 calls of 256 B, 50 of 1 MiB.
+    let calls = (5_000_000 / size as u64).clamp(50, 20_000);
     let s = systems(size);
+    let entries = s.entries;
     let ops = ops(&s);
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); ops.len()];
     let mut i = 0u64;
@@ -154,8 +162,9 @@ fn ab(size: usize, rounds: usize, calls: u64) {
         }
     }
     println!(
-        "interleaved: {rounds} rounds x {calls} calls each, {size}-byte values, {ENTRIES} entries"
+        "interleaved: {rounds} rounds x {calls} calls each, {size}-byte values, {entries} entries"
     );
+    let mut json = Vec::new();
     println!("| system | median ns/call | median per-round ratio to raw_redb (hit or key) |");
     println!("|---|---:|---:|");
     for (k, (name, _)) in ops.iter().enumerate() {
@@ -163,10 +172,18 @@ fn ab(size: usize, rounds: usize, calls: u64) {
         let mut ratios: Vec<f64> = ns[k].iter().zip(&ns[base]).map(|(a, b)| a / b).collect();
         let m = median(&mut ns[k].clone());
         println!("| {name} | {m:.0} | {:.2} |", median(&mut ratios));
+        json.push(format!(
+            "{{\"case\":\"interleaved\",\"size\":{size},\"system\":\"{name}\",\
+             \"median_ns\":{m:.1},\"ratio_to_raw\":{:.4},\"rounds\":{rounds},\"calls\":{calls}}}",
+            median(&mut ratios)
+        ));
+    }
+    for line in json {
+        println!("{line}");
     }
     assert_eq!(
         s.ckpt.stats().misses,
-        ENTRIES,
+        entries,
         "every timed ckpt call was a hit"
     );
 }
@@ -187,13 +204,12 @@ fn measured_loop(op: &dyn Fn(u64), calls: u64) {
     }
 }
 
-fn profile(system: &str, calls: u64) {
+fn profile(system: &str, calls: u64, size: usize) {
     let dir = fixture_dir();
-    let size = 256;
     let f = Function::new("bench", "work");
     match system {
         "ckpt" => {
-            let store = ckpt_store(&dir.join("hitpath-ckpt.redb"));
+            let store = ckpt_store(&dir.join(format!("hitpath-ckpt-{size}.redb")));
             let d = ckpt_decorator(&store, "work");
             if calls == 0 {
                 ckpt_fill(&d, ENTRIES, size);
@@ -209,7 +225,7 @@ fn profile(system: &str, calls: u64) {
             assert_eq!(d.stats().misses, before, "the fixture holds every key");
         }
         "raw" => {
-            let path = dir.join("hitpath-raw.redb");
+            let path = dir.join(format!("hitpath-raw-{size}.redb"));
             let fresh = !path.exists();
             let raw = RawRedb::open(&path);
             if fresh {
@@ -254,12 +270,13 @@ fn main() {
         None | Some("ab") => {
             let size = arg(1).map_or(256, |s| s.parse().expect("a value size in bytes"));
             let rounds = arg(2).map_or(15, |s| s.parse().expect("a round count"));
-            ab(size, rounds, 20_000);
+            ab(size, rounds);
         }
         Some("profile") => {
             let system = arg(1).expect("profile SYSTEM CALLS");
             let calls = arg(2).map_or(100_000, |s| s.parse().expect("a call count"));
-            profile(system, calls);
+            let size = arg(3).map_or(256, |s| s.parse().expect("a value size in bytes"));
+            profile(system, calls, size);
         }
         Some(other) => panic!("unknown mode {other}: ab or profile"),
     }
