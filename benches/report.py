@@ -5,7 +5,7 @@ usage: report.py CRITERION_DIR EXTRA_DIR > benches/REPORT.md
 
 Every number comes from files under CRITERION_DIR (criterion's `new/estimates.json` and
 `new/benchmark.json` of each benchmark) and EXTRA_DIR (`extra.jsonl`: memory and file sizes,
-`hitpath.md`: the interleaved table, and the machine notes report.sh wrote).
+the interleaved rows, and the machine notes report.sh wrote).
 """
 
 import json
@@ -35,6 +35,12 @@ def load_criterion(root):
             "when": bench.stat().st_mtime,
         }
     return results
+
+
+def count_of(label):
+    """'10k' -> 10000, '1M' -> 1000000."""
+    mult = {"k": 1_000, "M": 1_000_000}.get(label[-1:], 1)
+    return int(label.rstrip("kM")) * mult
 
 
 def fmt_ns(ns):
@@ -97,6 +103,12 @@ def main():
     ej = Path(extra) / "extra.jsonl"
     if ej.exists():
         extras = [json.loads(line) for line in ej.read_text().splitlines() if line.strip()]
+
+    inter = {(e["size"], e["system"]): e for e in extras if e.get("case") == "interleaved"}
+
+    def inter_ratio(size, system):
+        e = inter.get((size, system))
+        return e["ratio_to_raw"] if e else None
 
     def get(group, function, value):
         e = r.get((group, function, value))
@@ -212,7 +224,7 @@ def main():
         w("")
 
     # ---- scale
-    scale_vals = sorted({v for (g, _, v) in r if g == "hit_by_entries"}, key=lambda s: (len(s), s))
+    scale_vals = sorted({v for (g, _, v) in r if g == "hit_by_entries"}, key=count_of)
     if scale_vals:
         group_table(
             "hit_by_entries", ["ckpt", "raw_redb"], scale_vals,
@@ -280,9 +292,26 @@ def main():
         shown = shown or fmt_ratio(value)
         w(f"| {name} | {shown} | {'met' if ok else 'MISSED'} |")
 
+    size_bytes = {"256B": 256, "4KiB": 4096, "1MiB": 1 << 20}
+
+    def both(name, crit_ratio, inter_value, limit):
+        """A hit target: met only if the criterion ratio and the interleaved one both are."""
+        if crit_ratio is None and inter_value is None:
+            w(f"| {name} | not measured | — |")
+            return
+        vals = [x for x in (crit_ratio, inter_value) if x is not None]
+        ok = all(x <= limit for x in vals)
+        w(f"| {name} | criterion {fmt_ratio(crit_ratio)}, interleaved {fmt_ratio(inter_value)} | "
+          f"{'met' if ok else 'MISSED'} |")
+
     for v in sizes:
-        target(f"hit {v}: ckpt ≤ 1.3× raw redb", ratio(get("hit", "ckpt", v), get("hit", "raw_redb", v)), 1.3)
-        target(f"hit {v}: ckpt ≤ 0.4× cached", ratio(get("hit", "ckpt", v), get("hit", "cached", v)), 0.4)
+        b = size_bytes[v]
+        both(f"hit {v}: ckpt ≤ 1.3× raw redb", ratio(get("hit", "ckpt", v), get("hit", "raw_redb", v)),
+             inter_ratio(b, "ckpt hit"), 1.3)
+        ic = inter.get((b, "ckpt hit"))
+        icached = inter.get((b, "cached hit"))
+        both(f"hit {v}: ckpt ≤ 0.4× cached", ratio(get("hit", "ckpt", v), get("hit", "cached", v)),
+             ratio(ic["median_ns"], icached["median_ns"]) if ic and icached else None, 0.4)
     for v in sizes:
         target(f"miss + durable save {v}: ≤ 1.1× raw redb",
                ratio(get("miss_durable", "ckpt", v), get("miss_durable", "raw_redb", v)), 1.1)
@@ -298,11 +327,22 @@ def main():
         target(f"opening the {big}-entry store ≤ 50 ms", None if o is None else o / 1e6, 50,
                shown=fmt_ns(o))
     ck = {e["entries"]: e for e in mem if e["system"] == "ckpt"}
+    rk = {e["entries"]: e for e in mem if e["system"] == "raw"}
     if len(ck) >= 2:
         lo, hi = ck[min(ck)], ck[max(ck)]
         growth = hi["peak_rss"] - lo["peak_rss"]
-        target(f"memory growth {min(ck):,} → {max(ck):,} entries ≤ page cache ({hi['page_cache'] / MIB:.0f} MiB)",
-               growth, hi["page_cache"], shown=f"{growth / MIB:+.0f} MiB")
+        cache = hi["page_cache"]
+        raw_growth = None
+        if min(ck) in rk and max(ck) in rk:
+            raw_growth = rk[max(ck)]["peak_rss"] - rk[min(ck)]["peak_rss"]
+        # redb's cache may overshoot its limit a little (raw redb's own growth shows by how much);
+        # ckpt must not grow beyond what redb's page cache itself takes.
+        limit = max(cache, raw_growth or 0)
+        shown = f"{growth / MIB:+.0f} MiB" + (
+            f" (raw redb {raw_growth / MIB:+.0f} MiB)" if raw_growth is not None else "")
+        target(f"memory growth {min(ck):,} → {max(ck):,} entries ≤ redb's page cache "
+               f"({cache / MIB:.0f} MiB limit, or raw redb's own growth if larger)",
+               growth, limit, shown=shown)
     ident = get("identify", "ckpt", "u64+str32")
     target("identify (u64, 32-byte String) ≤ 60 ns", ident, 60, shown=fmt_ns(ident))
     w("| identify: zero heap allocations | `tests/alloc_free_identify.rs` (counting allocator) | "
@@ -320,14 +360,18 @@ def main():
     w("| hot tier hit ≤ 2× moka | no hot tier yet | not measurable |")
     w("")
 
-    hp = Path(extra) / "hitpath.md"
-    if hp.exists():
+    if inter:
         w("## Interleaved hit path")
         w("")
-        w("`cargo bench --bench hitpath -- ab 256 15`: every system makes 20,000 calls per round,")
-        w("rounds alternate, so load from other processes falls on all alike.")
+        w("`cargo bench --bench hitpath -- ab SIZE 15`: in each round every system makes the same")
+        w("number of calls back to back (about 5 MB of values), rounds alternate, so load from other")
+        w("processes falls on all alike. Median ns per call, and the median of per-round ratios to")
+        w("raw redb (for identify: to raw redb's key, postcard + xxh3-128).")
         w("")
-        out.extend(hp.read_text().strip().splitlines())
+        w("| value | system | median per call | ratio to raw redb |")
+        w("|---|---|---:|---:|")
+        for (size, system), e in sorted(inter.items()):
+            w(f"| {size:,} B | {system} | {fmt_ns(e['median_ns'])} | {e['ratio_to_raw']:.2f}× |")
         w("")
     print("\n".join(out))
 

@@ -36,11 +36,14 @@ if [[ -z "${CKPT_REPORT_ONLY:-}" ]]; then
         cargo bench --bench "$b" -- --noplot 2>&1 | tee "$out/$b.log" >&2
     done
 
-    echo "== interleaved hit path (cargo bench --bench hitpath -- ab 256 15)" >&2
-    cargo bench --bench hitpath -- ab 256 15 | tee "$out/hitpath.md" >&2
+    : >"$out/extra.jsonl"
+    for size in 256 4096 1048576; do
+        echo "== interleaved hit path (cargo bench --bench hitpath -- ab $size 15)" >&2
+        cargo bench --bench hitpath -- ab "$size" 15 | tee "$out/hitpath-$size.txt" >&2
+        grep '^{' "$out/hitpath-$size.txt" >>"$out/extra.jsonl"
+    done
 
     # Memory and file sizes, each in a fresh process.
-    : >"$out/extra.jsonl"
     if [[ " $benches " == *" scale "* ]]; then
         scale=$(bench_bin scale)
         for sys in ckpt raw; do
