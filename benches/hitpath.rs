@@ -11,6 +11,9 @@
 //!     target/release/deps/hitpath-HASH profile ckpt 100000
 //! ```
 //!
+//! `abmiss SIZE ROUNDS` does the same for misses with a durable save (ckpt, raw redb,
+//! cached); `profile ckpt-miss|raw-miss CALLS` profiles misses.
+//!
 //! `ab` runs rounds; in each round every system does the same number of calls back to back, so
 //! load from other processes hits them alike. It prints each system's median ns per call and its
 //! median per-round ratio to raw redb.
@@ -188,6 +191,68 @@ fn ab(size: usize, rounds: usize) {
     );
 }
 
+/// Misses with a durable save, interleaved: ckpt, raw redb and cached alternate, `calls`
+/// fresh keys each per round, so a slow stretch of the shared disk falls on all three alike.
+fn ab_miss(size: usize, rounds: usize) {
+    let calls = 20;
+    let scratch = Scratch::new("hitpath-miss");
+    let store = ckpt_store(&scratch.file("ckpt.redb"));
+    let ckpt = ckpt_decorator(&store, "work");
+    let raw = RawRedb::open(&scratch.file("raw.redb"));
+    let cached = cached_open(scratch.path(), "miss", true);
+    type MissOp<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let ops: Vec<MissOp<'_>> = vec![
+        (
+            "raw_redb miss+durable save",
+            Box::new(|| {
+                black_box(raw.call(fresh(), ARG, size, Durability::Immediate));
+            }),
+        ),
+        (
+            "ckpt miss+durable save",
+            Box::new(|| {
+                black_box(ckpt_call(&ckpt, fresh(), ARG, size));
+            }),
+        ),
+        (
+            "cached miss+durable save",
+            Box::new(|| {
+                black_box(cached_call(&cached, fresh(), ARG, size));
+            }),
+        ),
+    ];
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); ops.len()];
+    for round in 0..rounds + 1 {
+        for (k, (_, op)) in ops.iter().enumerate() {
+            let start = Instant::now();
+            for _ in 0..calls {
+                op();
+            }
+            if round > 0 {
+                ns[k].push(start.elapsed().as_nanos() as f64 / calls as f64);
+            }
+        }
+    }
+    println!("interleaved misses: {rounds} rounds x {calls} calls each, {size}-byte values");
+    println!("| system | median ns/call | median per-round ratio to raw_redb |");
+    println!("|---|---:|---:|");
+    let mut json = Vec::new();
+    for (k, (name, _)) in ops.iter().enumerate() {
+        let mut ratios: Vec<f64> = ns[k].iter().zip(&ns[0]).map(|(a, b)| a / b).collect();
+        let m = median(&mut ns[k].clone());
+        let r = median(&mut ratios);
+        println!("| {name} | {m:.0} | {r:.2} |");
+        json.push(format!(
+            "{{\"case\":\"interleaved\",\"size\":{size},\"system\":\"{name}\",\
+             \"median_ns\":{m:.1},\"ratio_to_raw\":{r:.4},\"rounds\":{rounds},\"calls\":{calls}}}"
+        ));
+    }
+    for line in json {
+        println!("{line}");
+    }
+    assert_eq!(ckpt.stats().hits, 0, "every ckpt call was a miss");
+}
+
 /// The loop a profiler looks at, after one untimed pass over every key (so the engine's page
 /// cache is warm and one-time setup is out of the count).
 fn profile_loop(op: &dyn Fn(u64), calls: u64) {
@@ -243,6 +308,27 @@ fn profile(system: &str, calls: u64, size: usize) {
                 calls,
             );
         }
+        "ckpt-miss" => {
+            let scratch = Scratch::new("profile-miss");
+            let store = ckpt_store(&scratch.file("ckpt.redb"));
+            let d = ckpt_decorator(&store, "work");
+            measured_loop(
+                &|_| {
+                    black_box(ckpt_call(&d, fresh(), ARG, size));
+                },
+                calls,
+            );
+        }
+        "raw-miss" => {
+            let scratch = Scratch::new("profile-miss");
+            let raw = RawRedb::open(&scratch.file("raw.redb"));
+            measured_loop(
+                &|_| {
+                    black_box(raw.call(fresh(), ARG, size, Durability::Immediate));
+                },
+                calls,
+            );
+        }
         "identify" => profile_loop(
             &|i| {
                 black_box(AutoIdentifier.id_of(&f, &(i, black_box(ARG))).unwrap());
@@ -255,7 +341,9 @@ fn profile(system: &str, calls: u64, size: usize) {
             },
             calls,
         ),
-        other => panic!("unknown system {other}: ckpt, raw, identify or rawkey"),
+        other => {
+            panic!("unknown system {other}: ckpt, raw, ckpt-miss, raw-miss, identify or rawkey")
+        }
     }
 }
 
@@ -272,12 +360,17 @@ fn main() {
             let rounds = arg(2).map_or(15, |s| s.parse().expect("a round count"));
             ab(size, rounds);
         }
+        Some("abmiss") => {
+            let size = arg(1).map_or(256, |s| s.parse().expect("a value size in bytes"));
+            let rounds = arg(2).map_or(15, |s| s.parse().expect("a round count"));
+            ab_miss(size, rounds);
+        }
         Some("profile") => {
             let system = arg(1).expect("profile SYSTEM CALLS");
             let calls = arg(2).map_or(100_000, |s| s.parse().expect("a call count"));
             let size = arg(3).map_or(256, |s| s.parse().expect("a value size in bytes"));
             profile(system, calls, size);
         }
-        Some(other) => panic!("unknown mode {other}: ab or profile"),
+        Some(other) => panic!("unknown mode {other}: ab, abmiss or profile"),
     }
 }

@@ -42,6 +42,11 @@ if [[ -z "${CKPT_REPORT_ONLY:-}" ]]; then
         cargo bench --bench hitpath -- ab "$size" 15 | tee "$out/hitpath-$size.txt" >&2
         grep '^{' "$out/hitpath-$size.txt" >>"$out/extra.jsonl"
     done
+    for size in 256 4096; do
+        echo "== interleaved misses (cargo bench --bench hitpath -- abmiss $size 15)" >&2
+        cargo bench --bench hitpath -- abmiss "$size" 15 | tee "$out/hitpath-miss-$size.txt" >&2
+        grep '^{' "$out/hitpath-miss-$size.txt" >>"$out/extra.jsonl"
+    done
 
     # Memory and file sizes, each in a fresh process.
     if [[ " $benches " == *" scale "* ]]; then
