@@ -4,8 +4,8 @@
 usage: report.py CRITERION_DIR EXTRA_DIR > benches/REPORT.md
 
 Every number comes from files under CRITERION_DIR (criterion's `new/estimates.json` and
-`new/benchmark.json` of each benchmark) and EXTRA_DIR (`extra.jsonl`: memory and file sizes,
-the interleaved rows, and the machine notes report.sh wrote).
+`new/benchmark.json` of each benchmark) and EXTRA_DIR (`scale.jsonl`, `large.jsonl`: memory and file sizes; `interleaved.jsonl`:
+the interleaved rows; and the machine notes report.sh wrote).
 """
 
 import json
@@ -100,9 +100,10 @@ def main():
     crit, extra = sys.argv[1], sys.argv[2]
     r = load_criterion(crit)
     extras = []
-    ej = Path(extra) / "extra.jsonl"
-    if ej.exists():
-        extras = [json.loads(line) for line in ej.read_text().splitlines() if line.strip()]
+    for part in ["interleaved", "scale", "large"]:
+        ej = Path(extra) / f"{part}.jsonl"
+        if ej.exists():
+            extras += [json.loads(line) for line in ej.read_text().splitlines() if line.strip()]
 
     inter = {(e["size"], e["system"]): e for e in extras if e.get("case") == "interleaved"}
 

@@ -36,34 +36,36 @@ if [[ -z "${CKPT_REPORT_ONLY:-}" ]]; then
         cargo bench --bench "$b" -- --noplot 2>&1 | tee "$out/$b.log" >&2
     done
 
-    : >"$out/extra.jsonl"
+    : >"$out/interleaved.jsonl"
     for size in 256 4096 1048576; do
         echo "== interleaved hit path (cargo bench --bench hitpath -- ab $size 15)" >&2
         cargo bench --bench hitpath -- ab "$size" 15 | tee "$out/hitpath-$size.txt" >&2
-        grep '^{' "$out/hitpath-$size.txt" >>"$out/extra.jsonl"
+        grep '^{' "$out/hitpath-$size.txt" >>"$out/interleaved.jsonl"
     done
     for size in 256 4096; do
         echo "== interleaved misses (cargo bench --bench hitpath -- abmiss $size 15)" >&2
         cargo bench --bench hitpath -- abmiss "$size" 15 | tee "$out/hitpath-miss-$size.txt" >&2
-        grep '^{' "$out/hitpath-miss-$size.txt" >>"$out/extra.jsonl"
+        grep '^{' "$out/hitpath-miss-$size.txt" >>"$out/interleaved.jsonl"
     done
 
     # Memory and file sizes, each in a fresh process.
     if [[ " $benches " == *" scale "* ]]; then
+        : >"$out/scale.jsonl"
         scale=$(bench_bin scale)
         for sys in ckpt raw; do
             for n in 10000 "${CKPT_BENCH_ENTRIES:-1000000}"; do
                 echo "== $scale mem $sys $n" >&2
-                "$scale" mem "$sys" "$n" | tee -a "$out/extra.jsonl" >&2
+                "$scale" mem "$sys" "$n" | tee -a "$out/scale.jsonl" >&2
             done
         done
     fi
     if [[ " $benches " == *" large "* ]]; then
+        : >"$out/large.jsonl"
         large=$(bench_bin large)
         for sys in ckpt raw; do
             for op in save load; do
                 echo "== $large mem $op $sys" >&2
-                "$large" mem "$op" "$sys" | tee -a "$out/extra.jsonl" >&2
+                "$large" mem "$op" "$sys" | tee -a "$out/large.jsonl" >&2
             done
         done
     fi
