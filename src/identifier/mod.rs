@@ -2,6 +2,8 @@
 
 pub(crate) mod canonical;
 
+use canonical::Sink;
+
 use serde::{Serialize, Serializer};
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -118,9 +120,9 @@ impl AutoIdentifier {
         function: &Function,
         args: &A,
     ) -> Result<CheckpointId, Error> {
-        let mut h = Xxh3Default::new();
-        h.update(&AUTO_TAG);
-        h.update(&function.digest().to_le_bytes());
+        let mut h = canonical::Hasher128::new();
+        h.put(&AUTO_TAG);
+        h.put(&function.digest().to_le_bytes());
         canonical::encode(&mut h, args).map_err(|e| {
             Error::with_source(
                 ErrorKind::Identify,

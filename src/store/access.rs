@@ -25,7 +25,8 @@ pub(crate) struct AccessLog {
 }
 
 /// A small number each thread keeps, to spread threads over shards.
-fn thread_slot() -> usize {
+#[inline]
+pub(crate) fn thread_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local!(static SLOT: Cell<usize> = const { Cell::new(usize::MAX) });
     SLOT.with(|s| {

@@ -6,6 +6,7 @@ mod inspect;
 mod open;
 mod options;
 mod schema;
+mod snapshot;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use self::access::{Access, AccessLog};
 use self::flusher::Flusher;
 use self::options::{duration_ms, to_ms};
 use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
+use self::snapshot::Snapshots;
 use self::write::{
     GROUP_COMMIT_MAX_BYTES, Queue, QueuedSave, Registry, SaveOp, Tx, Victim, engine_error,
 };
@@ -81,6 +83,9 @@ impl Drop for Handle {
 }
 
 pub(crate) struct Shared {
+    /// Results-table snapshots kept between hits (single-process mode only). Declared before
+    /// `db`: snapshots must be gone before the database closes.
+    snapshots: Snapshots,
     /// Read-locked for the length of each transaction; write-locked only by `compact`, which
     /// needs the database to itself.
     db: RwLock<Database>,
@@ -213,6 +218,7 @@ impl StoreBuilder {
         let indexes = open::read_indexes(path, &db)?;
         let flusher = Arc::new(Flusher::default());
         let shared = Arc::new(Shared {
+            snapshots: Snapshots::new(),
             db: RwLock::new(db),
             path: path.to_path_buf(),
             clock: Arc::clone(&self.clock),
@@ -369,6 +375,9 @@ impl Store {
         let before = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
         {
             let mut db = shared.db.write();
+            // No reader holds the read lock now, so every snapshot can be dropped: redb refuses
+            // to compact while a read transaction (which a snapshot is) is open.
+            shared.snapshots.invalidate();
             for _ in 0..64 {
                 let more = db
                     .compact()
@@ -490,7 +499,10 @@ impl Shared {
                 .map_err(|e| engine_error("cannot roll back", e))?;
             return Ok(out);
         }
-        txn.commit().map_err(|e| engine_error("cannot commit", e))?;
+        let committed = txn.commit();
+        // Before returning: a hit that follows this write must not read an older snapshot.
+        self.snapshots.invalidate();
+        committed.map_err(|e| engine_error("cannot commit", e))?;
         drop(db);
         if let Some(plan) = plan {
             self.registry.lock().confirm(plan);
@@ -576,24 +588,46 @@ impl Shared {
 
     fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
         let db = self.db.read();
-        let txn = db
-            .begin_read()
-            .map_err(|e| engine_error("cannot begin a read", e))?;
-        let table = txn
-            .open_table(RESULTS)
-            .map_err(|e| engine_error("cannot open the results table", e))?;
-        let Some(row) = table
-            .get(id.as_bytes())
-            .map_err(|e| engine_error("cannot read a result", e))?
-        else {
-            return Ok(false);
-        };
         let now = self.now_ms();
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
-        if max_age != 0 && self.expired(&txn, id, now, max_age)? {
+        let found = if max_age == 0 && self.concurrency == ConcurrencyMode::SingleProcess {
+            // The fast path: a snapshot kept since an earlier hit, valid until the next commit
+            // of this process (the only writer in this mode).
+            self.snapshots.with_results(&db, |table| {
+                let Some(row) = table
+                    .get(id.as_bytes())
+                    .map_err(|e| engine_error("cannot read a result", e))?
+                else {
+                    return Ok(false);
+                };
+                read(row.value());
+                Ok(true)
+            })?
+        } else {
+            // Another process may have committed, or the entry's age must be read from the same
+            // transaction: a fresh read transaction.
+            let txn = db
+                .begin_read()
+                .map_err(|e| engine_error("cannot begin a read", e))?;
+            let table = txn
+                .open_table(RESULTS)
+                .map_err(|e| engine_error("cannot open the results table", e))?;
+            let Some(row) = table
+                .get(id.as_bytes())
+                .map_err(|e| engine_error("cannot read a result", e))?
+            else {
+                return Ok(false);
+            };
+            if max_age != 0 && self.expired(&txn, id, now, max_age)? {
+                return Ok(false);
+            }
+            read(row.value());
+            true
+        };
+        drop(db);
+        if !found {
             return Ok(false);
         }
-        read(row.value());
         if !self.access.record(Access {
             id: *id.as_bytes(),
             at_ms: now,
@@ -641,6 +675,7 @@ impl Drop for Shared {
         // Best effort: errors have nowhere to go from a destructor (use `Store::close` to see
         // them), and a panic here must not escape.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync()));
+        self.snapshots.release();
     }
 }
 

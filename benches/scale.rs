@@ -1,0 +1,203 @@
+//! A store of 1,000,000 entries against one of 10,000: hit time, open time, memory.
+//!
+//! The stores are built once and kept under `target/ckpt-bench-fixtures` (ckpt's through its
+//! own API: calls from 32 threads, which group commit batches; raw redb's in one transaction).
+//! `CKPT_BENCH_ENTRIES` changes the large count.
+//!
+//! ```text
+//! cargo bench --bench scale                      # criterion: hit_by_entries, open_by_entries
+//! target/release/deps/scale-HASH mem ckpt 1000000  # peak RSS of 200,000 hits, one JSON line
+//! ```
+
+mod common;
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group};
+use redb::Durability;
+
+use common::*;
+
+const SIZE: usize = 256;
+const SMALL: u64 = 10_000;
+
+fn large_count() -> u64 {
+    std::env::var("CKPT_BENCH_ENTRIES").map_or(1_000_000, |v| v.parse().expect("a count"))
+}
+
+fn label(entries: u64) -> String {
+    if entries.is_multiple_of(1_000_000) {
+        format!("{}M", entries / 1_000_000)
+    } else if entries.is_multiple_of(1000) {
+        format!("{}k", entries / 1000)
+    } else {
+        entries.to_string()
+    }
+}
+
+fn fixture(system: &str, entries: u64) -> PathBuf {
+    let dir = std::env::var_os("CKPT_BENCH_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/ckpt-bench-fixtures"));
+    std::fs::create_dir_all(&dir).expect("create the fixture folder");
+    let path = dir.join(format!("scale-{system}-{entries}.redb"));
+    let done = path.with_extension("done");
+    if !done.exists() {
+        let _ = std::fs::remove_file(&path);
+        let start = Instant::now();
+        match system {
+            "ckpt" => {
+                let store = ckpt_store(&path);
+                let d = ckpt_decorator(&store, "work_256");
+                ckpt_fill(&d, entries, SIZE);
+                drop(d);
+                store.close().expect("close");
+            }
+            "raw" => {
+                let raw = RawRedb::open(&path);
+                let mut n = 0;
+                while n < entries {
+                    let end = (n + 100_000).min(entries);
+                    raw.put_many(
+                        (n..end).map(|n| (raw_key(n, ARG), compute(n, ARG, SIZE).0)),
+                        Durability::Immediate,
+                    );
+                    n = end;
+                }
+            }
+            other => panic!("unknown system {other}"),
+        }
+        eprintln!(
+            "built {} ({entries} entries) in {:.1} s",
+            path.display(),
+            start.elapsed().as_secs_f64()
+        );
+        std::fs::write(&done, b"").expect("mark the fixture done");
+    }
+    path
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn hit_by_entries(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hit_by_entries");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    for entries in [SMALL, large_count()] {
+        let store = ckpt_store(&fixture("ckpt", entries));
+        let d = ckpt_decorator(&store, "work_256");
+        g.bench_function(BenchmarkId::new("ckpt", label(entries)), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i += 1;
+                black_box(ckpt_call(&d, scattered(i, entries), black_box(ARG), SIZE))
+            })
+        });
+        assert_eq!(d.stats().misses, 0, "the fixture holds every key");
+        drop(d);
+        drop(store);
+        let raw = RawRedb::open(&fixture("raw", entries));
+        g.bench_function(BenchmarkId::new("raw_redb", label(entries)), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i += 1;
+                let n = scattered(i, entries);
+                black_box(raw.get(raw_key(n, black_box(ARG))).expect("a hit"))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn open_by_entries(c: &mut Criterion) {
+    let mut g = c.benchmark_group("open_by_entries");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    for entries in [SMALL, large_count()] {
+        let ckpt = fixture("ckpt", entries);
+        let raw = fixture("raw", entries);
+        eprintln!(
+            "file sizes, {entries} entries of {SIZE} bytes: ckpt {} bytes, raw redb {} bytes",
+            file_size(&ckpt),
+            file_size(&raw)
+        );
+        g.bench_function(BenchmarkId::new("ckpt", label(entries)), |b| {
+            b.iter(|| drop(black_box(ckpt_store(&ckpt))))
+        });
+        g.bench_function(BenchmarkId::new("raw_redb", label(entries)), |b| {
+            b.iter(|| drop(black_box(RawRedb::open(&raw))))
+        });
+    }
+    g.finish();
+}
+
+/// Peak and current resident memory of this process, in bytes (Linux).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// One JSON line: the memory of a process that opened a store of `entries` and made 200,000
+/// hits on scattered keys.
+fn mem(system: &str, entries: u64) {
+    const HITS: u64 = 200_000;
+    let path = fixture(system, entries);
+    let (_, before) = rss();
+    match system {
+        "ckpt" => {
+            let store = ckpt_store(&path);
+            let d = ckpt_decorator(&store, "work_256");
+            for i in 0..HITS {
+                black_box(ckpt_call(&d, scattered(i, entries), ARG, SIZE));
+            }
+            assert_eq!(d.stats().misses, 0);
+            let (peak, now) = rss();
+            print_mem(system, entries, before, peak, now);
+        }
+        _ => {
+            let raw = RawRedb::open(&path);
+            for i in 0..HITS {
+                black_box(raw.get(raw_key(scattered(i, entries), ARG)).expect("a hit"));
+            }
+            let (peak, now) = rss();
+            print_mem(system, entries, before, peak, now);
+        }
+    }
+}
+
+fn print_mem(system: &str, entries: u64, before: u64, peak: u64, now: u64) {
+    println!(
+        "{{\"case\":\"mem_by_entries\",\"system\":\"{system}\",\"entries\":{entries},\
+         \"rss_before\":{before},\"peak_rss\":{peak},\"rss_after\":{now},\"page_cache\":{REDB_CACHE}}}"
+    );
+}
+
+criterion_group!(benches, hit_by_entries, open_by_entries);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("mem") {
+        let system = args.get(1).map_or("ckpt", String::as_str);
+        let entries = args
+            .get(2)
+            .map_or(large_count(), |v| v.parse().expect("a count"));
+        mem(system, entries);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

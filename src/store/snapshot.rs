@@ -1,0 +1,191 @@
+//! Snapshots of the results table kept between hits.
+//!
+//! Opening a read transaction and then the results table costs about half of a hit (the
+//! engine registers the transaction under its lock, walks its table directory, and decodes the
+//! table's type names). A hit instead reads from a snapshot kept open since an earlier hit, as
+//! long as nothing was committed since: every commit of this store goes through
+//! [`Shared::write`](super::Shared::write), which calls [`Snapshots::invalidate`] after it, so a
+//! snapshot taken at the current generation sees every committed write.
+//!
+//! Snapshots live in a few shards (one `try_lock` each, like the access log): a thread whose
+//! shard is busy opens a one-off transaction instead of waiting, so hits never queue behind
+//! each other. A snapshot pins the pages it can reach, so `invalidate` drops the stale ones it
+//! can lock right away; one in use is replaced at its shard's next hit, or dropped by the
+//! next commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
+
+use super::access::thread_slot;
+use super::schema::RESULTS;
+use super::write::engine_error;
+use crate::error::Error;
+
+type Results = ReadOnlyTable<&'static [u8; 16], &'static [u8]>;
+
+struct Snapshot {
+    generation: u64,
+    table: Results,
+}
+
+pub(crate) struct Snapshots {
+    /// Bumped after every commit: a snapshot of an older generation may miss it.
+    generation: AtomicU64,
+    shards: Box<[Mutex<Option<Snapshot>>]>,
+}
+
+fn open(db: &Database) -> Result<Results, Error> {
+    db.begin_read()
+        .map_err(|e| engine_error("cannot begin a read", e))?
+        .open_table(RESULTS)
+        .map_err(|e| engine_error("cannot open the results table", e))
+}
+
+impl Snapshots {
+    pub(crate) fn new() -> Snapshots {
+        let shards = std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .clamp(2, 64)
+            .next_power_of_two();
+        Snapshots {
+            generation: AtomicU64::new(0),
+            shards: (0..shards).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// Runs `f` on a snapshot of the results table that sees every commit made before this
+    /// call.
+    #[inline]
+    pub(crate) fn with_results<T>(
+        &self,
+        db: &Database,
+        f: impl FnOnce(&Results) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        // Read before opening: a snapshot opened now sees at least this generation's commits.
+        let generation = self.generation.load(Ordering::Acquire);
+        let shard = &self.shards[thread_slot() & (self.shards.len() - 1)];
+        let Some(mut slot) = shard.try_lock() else {
+            return f(&open(db)?);
+        };
+        match &*slot {
+            Some(s) if s.generation == generation => {}
+            _ => {
+                // Drop the stale snapshot before opening the next: it pins old pages.
+                *slot = None;
+                *slot = Some(Snapshot {
+                    generation,
+                    table: open(db)?,
+                });
+            }
+        }
+        match &*slot {
+            Some(s) => f(&s.table),
+            // invariant: the match above left a snapshot in the slot.
+            None => f(&open(db)?),
+        }
+    }
+
+    /// Marks every snapshot stale; call after each commit, before the writer returns.
+    pub(crate) fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.release();
+    }
+
+    /// Drops the snapshots not in use (those in use are replaced when next used).
+    pub(crate) fn release(&self) {
+        for shard in self.shards.iter() {
+            if let Some(mut slot) = shard.try_lock() {
+                *slot = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{AutoIdentifier, DecoratorCheckpoint, Function, OnError, Store};
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ckpt-snapshot-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn hits_see_every_write_made_before_them() {
+        let dir = scratch("fresh");
+        let store = Store::open(dir.join("s.redb")).unwrap();
+        let d = DecoratorCheckpoint::new(Function::new("t", "f"), AutoIdentifier, store.clone())
+            .with_on_error(OnError::Raise);
+        for n in 0..20u64 {
+            // A save after hits have cached a snapshot: the next hit must see it.
+            assert_eq!(d.call(n, |n| n * 2).unwrap(), n * 2);
+            assert_eq!(
+                d.call(n, |_| -> u64 { unreachable!("a hit") }).unwrap(),
+                n * 2
+            );
+            let id = d.identify(&n).unwrap();
+            assert_eq!(d.peek::<u64>(&id).unwrap(), Some(n * 2));
+            // A rerun overwrites: the next hit reads the new value.
+            assert_eq!(d.rerun(n, |n| n * 3).unwrap(), n * 3);
+            assert_eq!(d.peek::<u64>(&id).unwrap(), Some(n * 3));
+        }
+        // Removals are seen at once too.
+        let id = d.identify(&3u64).unwrap();
+        assert!(store.remove(&id).unwrap());
+        assert_eq!(d.peek::<u64>(&id).unwrap(), None);
+        assert_eq!(store.clear().unwrap(), 19);
+        assert_eq!(d.peek::<u64>(&d.identify(&4u64).unwrap()).unwrap(), None);
+        drop((d, store));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_dropped_store_releases_its_file_despite_snapshots() {
+        let dir = scratch("reopen");
+        let path = dir.join("s.redb");
+        for round in 0..3u64 {
+            let store = Store::open(&path).unwrap();
+            let d = DecoratorCheckpoint::new(Function::new("t", "g"), AutoIdentifier, store)
+                .with_on_error(OnError::Raise);
+            // Every round after the first hits what the earlier round saved.
+            assert_eq!(d.call(7u64, |n| n + 1).unwrap(), 8);
+            assert_eq!(d.stats().hits, u64::from(round > 0));
+            let other = std::thread::spawn(move || {
+                d.call(7u64, |_| -> u64 { unreachable!("a hit") }).unwrap();
+                d
+            });
+            drop(other.join().unwrap());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn threads_see_each_others_saves() {
+        let dir = scratch("threads");
+        let store = Store::open(dir.join("s.redb")).unwrap();
+        let d = DecoratorCheckpoint::new(Function::new("t", "h"), AutoIdentifier, store)
+            .with_on_error(OnError::Raise);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let d = &d;
+                s.spawn(move || {
+                    for n in 0..50u64 {
+                        assert_eq!(d.call(n, |n| n * 10).unwrap(), n * 10, "thread {t}");
+                        // Whoever saved it, this thread's next call must hit.
+                        let hits = d.stats().hits;
+                        assert_eq!(
+                            d.call(n, |_| -> u64 { unreachable!("a hit") }).unwrap(),
+                            n * 10
+                        );
+                        assert!(d.stats().hits > hits);
+                    }
+                });
+            }
+        });
+        drop(d);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
