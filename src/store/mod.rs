@@ -2,6 +2,7 @@
 
 mod access;
 mod flusher;
+mod group_commit;
 mod inspect;
 mod open;
 mod options;
@@ -25,12 +26,11 @@ pub use options::{
 
 use self::access::{Access, AccessLog};
 use self::flusher::Flusher;
+use self::group_commit::Queue;
 use self::options::{duration_ms, to_ms};
 use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
 use self::snapshot::Snapshots;
-use self::write::{
-    GROUP_COMMIT_MAX_BYTES, Queue, QueuedSave, Registry, SaveOp, Tx, Victim, engine_error,
-};
+use self::write::{GROUP_COMMIT_MAX_BYTES, QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
 use crate::cache::{Cache, Entry};
 use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::{CheckpointId, Function};

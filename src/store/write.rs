@@ -2,10 +2,8 @@
 //! (accesses and call counts) together; concurrent saves share transactions (group commit).
 
 use std::collections::{HashMap, HashSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::access::Access;
@@ -22,8 +20,6 @@ use crate::stats::{CallStats, Counters, EvictionCause, EvictionStats};
 /// Saves larger than this skip the queue and write their own transaction from the caller's
 /// thread, so a big value is never copied.
 pub(crate) const GROUP_COMMIT_MAX_BYTES: usize = 256 * 1024;
-/// The most saves one group-commit transaction takes.
-const MAX_BATCH: usize = 1024;
 
 /// Converts an engine error into ours, keeping the engine's error as the source.
 pub(crate) fn engine_error(context: &str, e: impl Into<redb::Error>) -> Error {
@@ -706,68 +702,6 @@ impl Registry {
             reg.trackers.retain(|t| {
                 Arc::strong_count(&t.counters) > 1 || t.counters.snapshot() != t.flushed
             });
-        }
-    }
-}
-
-/// Group commit: savers queue up; whoever finds no commit running becomes the leader, commits
-/// everything queued in one transaction, and wakes the others with their results.
-#[derive(Default)]
-pub(crate) struct Queue {
-    state: Mutex<QueueState>,
-    done: Condvar,
-}
-
-#[derive(Default)]
-struct QueueState {
-    pending: Vec<(u64, QueuedSave)>,
-    leading: bool,
-    next_ticket: u64,
-    results: HashMap<u64, Result<(), Error>>,
-}
-
-impl Queue {
-    /// Queues `save` and returns once it is committed (or failed). `commit` writes one batch and
-    /// returns each ticket's result.
-    pub(crate) fn submit(
-        &self,
-        save: QueuedSave,
-        commit: impl Fn(&[(u64, QueuedSave)]) -> Vec<(u64, Result<(), Error>)>,
-    ) -> Result<(), Error> {
-        let mut state = self.state.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.pending.push((ticket, save));
-        loop {
-            if let Some(result) = state.results.remove(&ticket) {
-                return result;
-            }
-            if !state.leading {
-                state.leading = true;
-                let take = state.pending.len().min(MAX_BATCH);
-                let batch: Vec<_> = state.pending.drain(..take).collect();
-                let results = parking_lot::MutexGuard::unlocked(&mut state, || {
-                    catch_unwind(AssertUnwindSafe(|| commit(&batch))).unwrap_or_else(|_| {
-                        batch
-                            .iter()
-                            .map(|(t, _)| {
-                                (
-                                    *t,
-                                    Err(Error::new(
-                                        ErrorKind::Storage,
-                                        "the storage engine panicked while saving",
-                                    )),
-                                )
-                            })
-                            .collect()
-                    })
-                });
-                state.results.extend(results);
-                state.leading = false;
-                self.done.notify_all();
-                continue;
-            }
-            self.done.wait(&mut state);
         }
     }
 }
