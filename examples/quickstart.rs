@@ -35,8 +35,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let primes = count_primes(limit);
         let took = t.elapsed();
-        let how = if took > Duration::from_millis(5) { "computed" } else { "from disk" };
-        println!("  count_primes({limit:>9}) = {primes:>6}   {how:<9} in {}", human(took));
+        let how = if took > Duration::from_millis(5) {
+            "computed"
+        } else {
+            "from disk"
+        };
+        println!(
+            "  count_primes({limit:>9}) = {primes:>6}   {how:<9} in {}",
+            human(took)
+        );
     }
     println!("\n  all calls: {}", human(started.elapsed()));
 

@@ -59,6 +59,9 @@ mod macros;
 mod record;
 mod stats;
 mod store;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod testing;
 mod warn;
 
 pub use cache::{Cache, Entry, MemoryCache};
@@ -75,7 +78,7 @@ pub use identifier::{
 #[doc(hidden)]
 pub use macros::__private;
 pub use stats::{CallStats, Counters};
-pub use store::{EntryInfo, FunctionStats, Store, StoreBuilder, StoreStats};
+pub use store::{EntryInfo, FunctionStats, Store, StoreBuilder, StoreStats, VerifyReport};
 pub use warn::{reset_warning_hook, set_warning_hook};
 
 /// `Result` with ckpt's [`Error`].

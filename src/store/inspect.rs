@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableTable};
 
 use super::Store;
 use super::schema::{BY_FUNCTION, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
@@ -112,10 +112,12 @@ fn at(ms: u64) -> SystemTime {
 
 impl Store {
     fn begin_read(&self) -> Result<ReadTransaction, Error> {
-        self.shared()
-            .db()
-            .begin_read()
-            .map_err(|e| engine_error("cannot begin a read", e))
+        self.shared().engine().begin_read()
+    }
+
+    /// Runs a read-only inspection behind the engine's guard (see `engine.rs`).
+    fn inspect<T>(&self, what: &str, body: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        self.shared().engine().guard(what, body)
     }
 
     fn function_rows(txn: &ReadTransaction) -> Result<HashMap<u64, FunctionRecord>, Error> {
@@ -138,6 +140,10 @@ impl Store {
     /// # Errors
     /// When the file cannot be read.
     pub fn stats(&self) -> Result<StoreStats, Error> {
+        self.inspect("cannot read statistics", || self.stats_inner())
+    }
+
+    fn stats_inner(&self) -> Result<StoreStats, Error> {
         let txn = self.begin_read()?;
         let mut rows = Store::function_rows(&txn)?;
         let unflushed = self.shared().registry().lock().unflushed();
@@ -197,6 +203,10 @@ impl Store {
     /// # Errors
     /// When the file cannot be read, or a metadata row is damaged.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, Error> {
+        self.inspect("cannot list entries", || self.entries_inner())
+    }
+
+    fn entries_inner(&self) -> Result<Vec<EntryInfo>, Error> {
         let txn = self.begin_read()?;
         let rows = Store::function_rows(&txn)?;
         let e = |err: redb::StorageError| engine_error("cannot list entries", err);
@@ -218,6 +228,10 @@ impl Store {
     /// # Errors
     /// As [`entries`](Self::entries).
     pub fn entries_of(&self, function: &Function) -> Result<Vec<EntryInfo>, Error> {
+        self.inspect("cannot list entries", || self.entries_of_inner(function))
+    }
+
+    fn entries_of_inner(&self, function: &Function) -> Result<Vec<EntryInfo>, Error> {
         let txn = self.begin_read()?;
         let rows = Store::function_rows(&txn)?;
         let e = |err: redb::StorageError| engine_error("cannot list entries", err);
@@ -245,6 +259,10 @@ impl Store {
     /// # Errors
     /// As [`entries`](Self::entries).
     pub fn entry(&self, id: &CheckpointId) -> Result<Option<EntryInfo>, Error> {
+        self.inspect("cannot read an entry", || self.entry_inner(id))
+    }
+
+    fn entry_inner(&self, id: &CheckpointId) -> Result<Option<EntryInfo>, Error> {
         let txn = self.begin_read()?;
         let rows = Store::function_rows(&txn)?;
         let table = txn

@@ -1,9 +1,13 @@
 //! [`Store`]: every checkpoint in one transactional redb file.
 
 mod access;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod backend;
+mod engine;
 mod inspect;
 mod open;
-mod schema;
+pub(crate) mod schema;
+mod verify;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -11,13 +15,15 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase};
 
 pub use inspect::{EntryInfo, FunctionStats, StoreStats};
+pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};
+use self::engine::{Engine, Opener};
 use self::schema::RESULTS;
-use self::write::{GROUP_COMMIT_MAX_BYTES, Queue, QueuedSave, Registry, SaveOp, Tx, engine_error};
+pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
+use self::write::{Queue, QueuedSave, Registry, SaveOp, Tx, engine_error};
 use crate::cache::{Cache, Entry};
 use crate::error::{Error, OpenError};
 use crate::id::{CheckpointId, Function};
@@ -53,7 +59,7 @@ pub struct Store {
 }
 
 pub(crate) struct Shared {
-    db: Database,
+    engine: Engine,
     path: PathBuf,
     access: AccessLog,
     registry: Mutex<Registry>,
@@ -75,6 +81,7 @@ pub(crate) struct Shared {
 pub struct StoreBuilder {
     cache_bytes: usize,
     access_log: usize,
+    verify_on_open: bool,
 }
 
 impl Default for StoreBuilder {
@@ -82,6 +89,7 @@ impl Default for StoreBuilder {
         StoreBuilder {
             cache_bytes: 256 << 20,
             access_log: 64 * 1024,
+            verify_on_open: true,
         }
     }
 }
@@ -105,6 +113,26 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether opening checks the integrity of the whole file (default: yes).
+    ///
+    /// The check reads every page of the file and verifies its checksum, so a file damaged or
+    /// altered outside ckpt is repaired (rolled back to its last sound commit) or refused with
+    /// [`OpenErrorKind::Corrupted`](crate::OpenErrorKind::Corrupted), instead of being trusted.
+    /// Turning it off makes opening a large store faster, at a price: the storage engine trusts
+    /// the file's structure, and a damaged one can then make operations fail or, at worst,
+    /// loop; ckpt still never returns a stored value that fails its own checksum.
+    pub fn verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
+        self
+    }
+
+    fn engine_options(&self) -> open::EngineOptions {
+        open::EngineOptions {
+            cache_bytes: self.cache_bytes,
+            verify: self.verify_on_open,
+        }
+    }
+
     /// Opens the store at `path`, creating the file (and its folder, readable by the owner
     /// only) if missing.
     ///
@@ -112,17 +140,19 @@ impl StoreBuilder {
     /// An [`OpenError`] naming the file and saying what to do: held by another process, not a
     /// ckpt store, a newer schema, corrupted, permission denied, a directory.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Store, OpenError> {
-        let path = path.as_ref();
-        let db = open::open(
-            path,
-            &open::EngineOptions {
-                cache_bytes: self.cache_bytes,
-            },
-        )?;
+        let path = path.as_ref().to_path_buf();
+        let engine = self.engine_options();
+        let at = path.clone();
+        self.open_with(path, Box::new(move || open::open(&at, &engine)))
+    }
+
+    /// Opens a store whose database `opener` opens (and opens again after a failure).
+    fn open_with(&self, path: PathBuf, opener: Opener) -> Result<Store, OpenError> {
+        let db = opener()?;
         Ok(Store {
             shared: Arc::new(Shared {
-                db,
-                path: path.to_path_buf(),
+                engine: Engine::new(db, &path, opener),
+                path,
                 access: AccessLog::new(self.access_log),
                 registry: Mutex::default(),
                 queue: Queue::default(),
@@ -185,8 +215,16 @@ impl Shared {
         &self,
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let txn = self
-            .db
+        self.engine.guard("cannot write", || self.write_inner(body))
+    }
+
+    fn write_inner<T>(
+        &self,
+        body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        // Held until the commit: a reopen or a verify waits for the transaction to end.
+        let db = self.engine.db()?;
+        let txn = db
             .begin_write()
             .map_err(|e| engine_error("cannot begin a write", e))?;
         // Taken after begin_write, which serializes writers: no two plans overlap.
@@ -262,10 +300,26 @@ impl Shared {
     }
 
     fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| engine_error("cannot begin a read", e))?;
+        // A panic of the caller's `read` is the caller's: carried past the engine's guard and
+        // resumed.
+        let mut caller_panic = None;
+        let found = self.engine.guard("cannot read", || {
+            self.read_inner(id, &mut |bytes| {
+                if let Err(p) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(bytes)))
+                {
+                    caller_panic = Some(p);
+                }
+            })
+        });
+        if let Some(p) = caller_panic {
+            std::panic::resume_unwind(p);
+        }
+        found
+    }
+
+    fn read_inner(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+        let txn = self.engine.begin_read()?;
         let table = txn
             .open_table(RESULTS)
             .map_err(|e| engine_error("cannot open the results table", e))?;
@@ -283,8 +337,8 @@ impl Shared {
         Ok(true)
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub(crate) fn registry(&self) -> &Mutex<Registry> {
