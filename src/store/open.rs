@@ -290,7 +290,10 @@ fn from_storage_error(path: &Path, e: StorageError) -> OpenError {
 }
 
 fn io_open_error(path: &Path, io: io::Error) -> OpenError {
-    if io.kind() == io::ErrorKind::UnexpectedEof {
+    if io.kind() == io::ErrorKind::InvalidData {
+        // redb 4.5 reports a file without its magic number as invalid data.
+        OpenError::with_source(path, OpenErrorKind::NotAStore, io)
+    } else if io.kind() == io::ErrorKind::UnexpectedEof {
         // A file shorter than its own header says: truncated.
         OpenError::with_source(path, OpenErrorKind::Corrupted, io)
     } else {
