@@ -78,7 +78,7 @@ fn a_text_file_is_not_a_store() {
     let dir = TempDir::new("text");
     let path = dir.join("notes.txt");
     for bytes in [
-        b"hello, this is not a database\n".repeat(1),
+        b"hello, this is not a database\n".to_vec(),
         b"x".repeat(100_000),
         vec![0u8; 4096],
         vec![0xffu8; 9000],
