@@ -39,7 +39,14 @@ fn value(key: Key) -> Val {
 }
 
 fn function(thread: u64) -> Function {
-    Function::new("crash", if thread.is_multiple_of(2) { "even" } else { "odd" })
+    Function::new(
+        "crash",
+        if thread.is_multiple_of(2) {
+            "even"
+        } else {
+            "odd"
+        },
+    )
 }
 
 fn deco(store: &Store, thread: u64) -> DecoratorCheckpoint<AutoIdentifier, Store> {
