@@ -78,7 +78,7 @@ fn id(key: u8) -> CheckpointId {
 }
 
 fn function(f: u8) -> Function {
-    Function::new("fuzz", if f % 2 == 0 { "even" } else { "odd" })
+    Function::new("fuzz", if f.is_multiple_of(2) { "even" } else { "odd" })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ pub fn ops(data: &[u8]) {
         let Some(store) = run.store() else { continue };
         match op {
             0..=2 => {
-                let len = if arg % 16 == 0 {
+                let len = if arg.is_multiple_of(16) {
                     GROUP_COMMIT_MAX_BYTES + 1
                 } else {
                     usize::from(arg) * 5
@@ -374,7 +374,7 @@ pub fn image() -> &'static Image {
 pub fn open(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let bytes = if mode % 2 == 0 {
+    let bytes = if mode.is_multiple_of(2) {
         input.rest().to_vec()
     } else {
         let mut bytes = image().bytes.clone();
