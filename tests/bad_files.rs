@@ -255,6 +255,19 @@ fn store_files_and_folders_are_private() {
     assert_eq!(names, ["checkpoints.redb"]);
 }
 
+#[cfg(unix)]
+#[test]
+fn the_default_folder_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("default-folder");
+    // Where `default_store` puts its file under a working directory (or `CKPT_DIR`).
+    let path = dir.join(ckpt::DEFAULT_DIR).join(ckpt::DEFAULT_FILE);
+    Store::open(&path).unwrap().close().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join(ckpt::DEFAULT_DIR)), 0o700);
+    assert_eq!(mode(&path), 0o600);
+}
+
 #[test]
 fn a_truncated_store_is_refused_or_repaired_never_wrong() {
     let dir = TempDir::new("truncated");

@@ -186,8 +186,9 @@ fn to_usize(n: u64) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))
 }
 
-/// Memory backends refuse to grow past this, as a disk would fill up.
-const MEMORY_LIMIT: u64 = 1 << 32;
+/// Memory backends refuse to grow past this (a disk would fill up), so a hostile header claiming
+/// a huge file cannot make a test or fuzz run allocate gigabytes.
+const MEMORY_LIMIT: u64 = 1 << 28;
 
 impl Backend for MemoryBackend {
     fn len(&self) -> io::Result<u64> {
