@@ -82,7 +82,7 @@ fn big_record(key: u8) -> Vec<u8> {
             .map(|k| record(GROUP_COMMIT_MAX_BYTES + 1, k))
             .collect()
     })[usize::from(key % 16)]
-        .clone()
+    .clone()
 }
 
 fn id(key: u8) -> CheckpointId {
@@ -379,14 +379,121 @@ pub fn image() -> &'static Image {
     })
 }
 
-/// Opens arbitrary bytes as a store: raw (first byte even), or a sound store image with byte
-/// patches and an optional truncation (first byte odd). Open fails with a typed error, or
-/// succeeds and then every operation returns a right value, a miss, or a typed error.
+/// The storage engine's backend trait over a memory backend, to build hostile stores with the
+/// engine directly.
+#[derive(Debug)]
+struct EngineBytes(MemoryBackend);
+
+impl redb::StorageBackend for EngineBytes {
+    fn len(&self) -> std::io::Result<u64> {
+        testing::Backend::len(&self.0)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        testing::Backend::read(&self.0, offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        testing::Backend::set_len(&self.0, len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        testing::Backend::write(&self.0, offset, data)
+    }
+}
+
+/// A sound redb file whose ckpt tables hold rows the input chooses: sound records or any bytes,
+/// metadata rows well-formed or not, function rows and index rows pointing anywhere.
+fn hostile_tables(input: &mut Input<'_>) -> Vec<u8> {
+    use redb::{MultimapTableDefinition, TableDefinition};
+    const INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("ckpt_info");
+    const RESULTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("ckpt_results");
+    const ENTRIES: TableDefinition<&[u8; 16], &[u8; 64]> = TableDefinition::new("ckpt_entries");
+    const FUNCTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("ckpt_functions");
+    const BY_FUNCTION: MultimapTableDefinition<u64, &[u8; 16]> =
+        MultimapTableDefinition::new("ckpt_by_function");
+    let mem = MemoryBackend::new();
+    let db = redb::Builder::new()
+        .create_with_backend(EngineBytes(mem.clone()))
+        .unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut info = txn.open_table(INFO).unwrap();
+        info.insert("format", &b"ckpt"[..]).unwrap();
+        let schema: u32 = if input.u8() == 0xff { input.u32() } else { 1 };
+        info.insert("schema", &schema.to_le_bytes()[..]).unwrap();
+        let mut results = txn.open_table(RESULTS).unwrap();
+        let mut entries = txn.open_table(ENTRIES).unwrap();
+        let mut functions = txn.open_table(FUNCTIONS).unwrap();
+        let mut index = txn.open_multimap_table(BY_FUNCTION).unwrap();
+        let fn_key = |k: u8| function(k).key();
+        for _ in 0..24 {
+            if input.is_empty() {
+                break;
+            }
+            let op = input.u8();
+            let key = input.u8() % 16;
+            let arg = input.u8();
+            let id = *id(key).as_bytes();
+            match op % 6 {
+                0 => {
+                    let rec = record(usize::from(arg), key);
+                    results.insert(&id, rec.as_slice()).unwrap();
+                }
+                1 => {
+                    let n = usize::from(arg) % 48;
+                    let raw: Vec<u8> = (0..n).map(|_| input.u8()).collect();
+                    results.insert(&id, raw.as_slice()).unwrap();
+                }
+                2 => {
+                    // A well-formed metadata row (format in ckpt's schema.rs).
+                    let mut row = [0u8; 64];
+                    row[0] = 1;
+                    let size = if arg & 1 == 0 {
+                        u64::from(arg) + 32
+                    } else {
+                        u64::from(input.u32())
+                    };
+                    let words = [fn_key(arg >> 1), 0, 1, 2, u64::from(arg), size, 3];
+                    for (i, w) in words.iter().enumerate() {
+                        row[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+                    }
+                    entries.insert(&id, &row).unwrap();
+                }
+                3 => {
+                    let mut row = [0u8; 64];
+                    for b in row.iter_mut().take(usize::from(arg) % 65) {
+                        *b = input.u8();
+                    }
+                    entries.insert(&id, &row).unwrap();
+                }
+                4 => {
+                    index.insert(fn_key(arg), &id).unwrap();
+                }
+                _ => {
+                    let n = usize::from(arg) % 40;
+                    let raw: Vec<u8> = (0..n).map(|_| input.u8()).collect();
+                    functions.insert(fn_key(key), raw.as_slice()).unwrap();
+                }
+            }
+        }
+    }
+    txn.commit().unwrap();
+    drop(db);
+    mem.to_bytes()
+}
+
+/// Opens arbitrary bytes as a store: raw bytes (first byte 0 mod 3); a sound store image with
+/// byte patches and an optional truncation (1 mod 3); or a sound redb file whose ckpt tables hold
+/// hostile rows (2 mod 3). Open fails with a typed error, or succeeds and then every operation
+/// returns a right value, a miss, or a typed error, and repair leaves a store that verifies.
 pub fn open(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let bytes = if mode.is_multiple_of(2) {
+    let bytes = if mode % 3 == 0 {
         input.rest().to_vec()
+    } else if mode % 3 == 2 {
+        hostile_tables(&mut input)
     } else {
         let mut bytes = image().bytes.clone();
         if mode & 2 != 0 {
@@ -420,7 +527,24 @@ pub fn open(data: &[u8]) {
         }
         Ok(s) => s,
     };
-    for (id, want) in &image().entries {
+    let deco = ckpt::DecoratorCheckpoint::new(function(0), ckpt::AutoIdentifier, store.clone())
+        .with_on_error(ckpt::OnError::Raise);
+    for key in 0..16 {
+        // A damaged value is a miss (and removed), never an error or a wrong value.
+        match deco.peek::<Vec<u8>>(&id(key)) {
+            // Every value ever stored under id(key) has bytes i ^ key.
+            Ok(Some(v)) => assert!(
+                v.iter().enumerate().all(|(i, b)| *b == (i as u8) ^ key),
+                "a wrong value for key {key}"
+            ),
+            Ok(None) => {}
+            Err(e) => typed(&e),
+        }
+    }
+    drop(deco);
+    // Only a patched image has known contents.
+    let known: &[(CheckpointId, Vec<u8>)] = if mode % 3 == 1 { &image().entries } else { &[] };
+    for (id, want) in known {
         match store.retrieve(id) {
             Ok(Some(bytes)) => {
                 if let Decoded::Value(v, _) = testing::decode_record::<Vec<u8>>(&bytes) {
@@ -441,10 +565,24 @@ pub fn open(data: &[u8]) {
     {
         typed(&r);
     }
+    for r in [
+        store.remove(&id(1)).err(),
+        store.remove_function(&function(1)).err(),
+        store.remove_all_stale().err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        typed(&r);
+    }
     match store.repair() {
         Ok(_) => {
             if let Ok(report) = store.verify() {
                 assert_eq!(report.problems(), 0, "after repair: {report}");
+            }
+            // A repaired store works: stats agree with entries, clearing works.
+            if let (Ok(stats), Ok(entries)) = (store.stats(), store.entries()) {
+                assert_eq!(stats.entries, entries.len() as u64);
             }
         }
         Err(e) => typed(&e),
