@@ -490,7 +490,7 @@ fn hostile_tables(input: &mut Input<'_>) -> Vec<u8> {
 pub fn open(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let bytes = if mode % 3 == 0 {
+    let bytes = if mode.is_multiple_of(3) {
         input.rest().to_vec()
     } else if mode % 3 == 2 {
         hostile_tables(&mut input)
