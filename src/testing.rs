@@ -34,6 +34,12 @@ pub fn entry<'a>(function: &'a Function, bytes: &'a [u8], compute: Duration) -> 
     Entry::new(function, bytes, compute)
 }
 
+/// Marks the store's engine handle broken, as an I/O failure or a contained panic does: the next
+/// operation closes the handle and reopens the store.
+pub fn break_engine(store: &crate::Store) {
+    store.shared().engine().mark_broken();
+}
+
 /// Encodes `value` as the decorator does before saving it.
 ///
 /// # Errors

@@ -1,7 +1,7 @@
 //! A proptest state-machine test of the store against an in-memory model: random sequences of
 //! saves (small, and large enough to bypass group commit), retrieves, removes, decorated calls
 //! (hits go through a deliberately tiny access log), flushes, verifies and reopens, checked after
-//! every step. `PROPTEST_CASES` sets the number of sequences (default 32).
+//! every step. `PROPTEST_CASES` sets the number of sequences (default 64).
 
 mod common;
 
@@ -236,7 +236,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(32)
+        .unwrap_or(64)
 }
 
 proptest! {
