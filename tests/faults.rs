@@ -271,7 +271,7 @@ fn a_broken_handle_on_a_file_reopens_under_load() {
                         Ok(None) => panic!("entry {i} missing"),
                         Err(e) => assert_typed(&e, &mut 0),
                     }
-                    if n % 10 == 0 {
+                    if n.is_multiple_of(10) {
                         let _ = save(&store, 1000 + t * 100_000 + n);
                     }
                     n += 1;
