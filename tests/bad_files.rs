@@ -558,3 +558,99 @@ fn length_fields_claiming_gigabytes_stay_bounded() {
     }
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// Every kind of inconsistency between ckpt's tables, made with the storage engine directly:
+/// verify counts each, the operations it breaks say to repair, repair fixes all of them in one
+/// transaction, and the sound entries survive.
+#[test]
+fn verify_and_repair_fix_every_kind_of_inconsistency() {
+    use redb::{MultimapTableDefinition, ReadableTable, TableDefinition};
+    const RESULTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("ckpt_results");
+    const ENTRIES: TableDefinition<&[u8; 16], &[u8; 64]> = TableDefinition::new("ckpt_entries");
+    const FUNCTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("ckpt_functions");
+    const BY_FUNCTION: MultimapTableDefinition<u64, &[u8; 16]> =
+        MultimapTableDefinition::new("ckpt_by_function");
+
+    let dir = TempDir::new("repair");
+    let path = dir.join("checkpoints.redb");
+    let expected = build_store(&path, 12);
+    let ids: Vec<CheckpointId> = expected.keys().copied().collect();
+    let other = Function::new("reliability", "other");
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut results = txn.open_table(RESULTS).unwrap();
+            let mut entries = txn.open_table(ENTRIES).unwrap();
+            let mut functions = txn.open_table(FUNCTIONS).unwrap();
+            let mut index = txn.open_multimap_table(BY_FUNCTION).unwrap();
+            // A result without metadata, and metadata without a result.
+            entries.remove(ids[0].as_bytes()).unwrap();
+            results.remove(ids[1].as_bytes()).unwrap();
+            // A damaged record (bit rot in a value).
+            let mut bad = results
+                .get(ids[2].as_bytes())
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x40;
+            results.insert(ids[2].as_bytes(), bad.as_slice()).unwrap();
+            // A metadata row of an unknown format, and one with a wrong size.
+            let mut row = *entries.get(ids[3].as_bytes()).unwrap().unwrap().value();
+            row[0] = 9;
+            entries.insert(ids[3].as_bytes(), &row).unwrap();
+            let mut row = *entries.get(ids[4].as_bytes()).unwrap().unwrap().value();
+            row[48] ^= 1;
+            entries.insert(ids[4].as_bytes(), &row).unwrap();
+            // A dangling index row, and a missing one.
+            index.insert(other.key(), &[0xee; 16]).unwrap();
+            index.remove(function().key(), ids[5].as_bytes()).unwrap();
+            // A function row that does not decode.
+            functions
+                .insert(other.key(), &[0xff, 0xff, 0xff][..])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let report = store.verify().unwrap();
+    eprintln!("{report}");
+    assert!(!report.engine_repaired);
+    assert_eq!(report.entries_checked, 12);
+    assert_eq!(report.results_without_meta, 1, "{report}");
+    assert_eq!(report.meta_without_result, 1, "{report}");
+    assert_eq!(report.bad_records, 1, "{report}");
+    assert_eq!(report.bad_meta, 1, "{report}");
+    assert_eq!(report.size_mismatches, 1, "{report}");
+    assert!(report.index_mismatches >= 2, "{report}");
+    assert_eq!(report.bad_function_rows, 1, "{report}");
+    assert_eq!(report.function_count_mismatches, 1, "{report}");
+    assert!(!report.repaired);
+    assert!(report.to_string().contains("run Store::repair"), "{report}");
+    // What the damage breaks says what to do.
+    let e = store.stats().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupted);
+    assert!(e.to_string().contains("run Store::repair"), "{e}");
+
+    let fixed = store.repair().unwrap();
+    assert!(fixed.repaired, "{fixed}");
+    assert_eq!(fixed.problems(), report.problems());
+    let after = store.verify().unwrap();
+    assert!(after.is_clean(), "{after}");
+    // Sound entries are intact; dropped ones are misses.
+    let (hits, misses, errors) = check_values(&store, &expected);
+    assert_eq!((hits, misses, errors), (8, 4, 0));
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.entries, 8);
+    assert_eq!(stats.entries, store.entries().unwrap().len() as u64);
+    assert_eq!(store.entries_of(&function()).unwrap().len(), 8);
+    // And it works as before.
+    let deco = DecoratorCheckpoint::new(function(), AutoIdentifier, store.clone())
+        .with_on_error(OnError::Raise);
+    assert_eq!(deco.call(0u64, value).unwrap(), value(0));
+    assert_eq!(deco.stats().misses, 1);
+    assert_eq!(deco.call(0u64, value).unwrap(), value(0));
+    assert_eq!(deco.stats().hits, 1);
+}
