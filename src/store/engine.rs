@@ -185,3 +185,12 @@ impl Engine {
         }
     }
 }
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the database can panic too on a damaged file; a destructor must not.
+        if let Some(db) = self.slot.get_mut().take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}
