@@ -57,3 +57,9 @@ fn decode_regressions() {
 fn open_regressions() {
     replay("open", harness::open);
 }
+
+/// The open inputs again with `verify_on_open(false)` (`CKPT_FUZZ_TRUST=1` in the fuzzer).
+#[test]
+fn open_trusting_regressions() {
+    replay("open", harness::open_trusting);
+}

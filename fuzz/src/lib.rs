@@ -50,9 +50,7 @@ pub fn allow_contained_panics() {
     static CONTAINED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::panic::set_hook(Box::new(|info| {
         let n = CONTAINED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n < 20 || n.is_power_of_two() {
-            eprintln!("panic #{n} (contained by ckpt unless the run aborts next): {info}");
-        }
+        eprintln!("panic #{n} (contained by ckpt unless the run aborts next): {info}");
     }));
 }
 
@@ -496,6 +494,15 @@ fn hostile_tables(input: &mut Input<'_>) -> Vec<u8> {
 /// hostile rows (2 mod 3). Open fails with a typed error, or succeeds and then every operation
 /// returns a right value, a miss, or a typed error, and repair leaves a store that verifies.
 pub fn open(data: &[u8]) {
+    open_with(data, trust());
+}
+
+/// As [`open`], with `verify_on_open(false)`.
+pub fn open_trusting(data: &[u8]) {
+    open_with(data, true);
+}
+
+fn open_with(data: &[u8], trust: bool) {
     let mut input = Input::new(data);
     let mode = input.u8();
     let bytes = if mode.is_multiple_of(3) {
@@ -527,7 +534,7 @@ pub fn open(data: &[u8]) {
     let mem = MemoryBackend::from_bytes(bytes);
     let opened = Store::builder()
         .cache_size(64 << 10)
-        .verify_on_open(!trust())
+        .verify_on_open(!trust)
         .open_backend("mem:fuzz-open", move || Ok(mem.clone()));
     let store = match opened {
         Err(e) => {
@@ -586,7 +593,12 @@ pub fn open(data: &[u8]) {
     }
     match store.repair() {
         Ok(_) => {
-            if let Ok(report) = store.verify() {
+            // Once the engine's check passed, repair leaves consistent tables. (Trusting an
+            // unverified file, the engine's damaged structure can defeat the repair: a row that
+            // iteration yields and removal cannot find.)
+            if let Ok(report) = store.verify()
+                && !trust
+            {
                 assert_eq!(report.problems(), 0, "after repair: {report}");
             }
             // A repaired store works: stats agree with entries, clearing works.

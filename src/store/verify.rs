@@ -153,9 +153,17 @@ impl Store {
                 let engine_repaired = match db.check_integrity() {
                     Ok(clean) => !clean,
                     Err(DatabaseError::TransactionInProgress) => return Ok(None),
-                    Err(e) => {
+                    Err(DatabaseError::Storage(redb::StorageError::Corrupted(msg))) => {
                         // The engine discards its allocator state when the check fails: the
                         // handle must be reopened.
+                        engine.mark_broken();
+                        return Err(Error::corrupted(format!(
+                            "{what}: the file is damaged beyond the storage engine's repair \
+                             ({msg}); Store::repair cannot fix it: delete the file (checkpoints \
+                             are recomputable) or restore it from a backup"
+                        )));
+                    }
+                    Err(e) => {
                         engine.mark_broken();
                         return Err(engine_error(what, e));
                     }
