@@ -202,8 +202,10 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         self.execute(id, Mode::Rerun, || f(args), |r| r.as_ref().ok(), Ok)
     }
 
-    /// The stored result for `id`, if there is a sound one of type `R`; never runs anything,
-    /// and counts nothing (neither a hit nor a miss).
+    /// The stored result for `id`, if there is a sound one of type `R`; never runs anything.
+    ///
+    /// A peek is not a call: it counts no hit, miss or type mismatch. A damaged record it finds
+    /// is still counted (in [`CallStats::corrupt`]) and removed, as a call would.
     ///
     /// # Errors
     /// Under [`OnError::Raise`], when the cache could not be read.
@@ -215,7 +217,23 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         if let Err(e) = found {
             self.fail(e)?;
         }
-        Ok(decoded.and_then(Result::ok).map(|(value, _)| value))
+        match decoded {
+            Some(Ok((value, _))) => Ok(Some(value)),
+            Some(Err(Rejected::Corrupt)) => {
+                self.drop_corrupt(id)?;
+                Ok(None)
+            }
+            Some(Err(Rejected::TypeMismatch)) | None => Ok(None),
+        }
+    }
+
+    /// Counts a damaged record and removes it.
+    fn drop_corrupt(&self, id: &CheckpointId) -> Result<(), Error> {
+        self.counters.record(Event::Corrupt);
+        if let Err(e) = self.cache.remove(id) {
+            self.fail(e)?;
+        }
+        Ok(())
     }
 
     /// The engine behind every call: `keep` picks what of `run`'s result to store (`None`: store
@@ -329,10 +347,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 Ok(None)
             }
             Some(Err(Rejected::Corrupt)) => {
-                self.counters.record(Event::Corrupt);
-                if let Err(e) = self.cache.remove(id) {
-                    self.fail(e)?;
-                }
+                self.drop_corrupt(id)?;
                 Ok(None)
             }
         }

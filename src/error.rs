@@ -94,7 +94,15 @@ impl Error {
         Error::with_source(ErrorKind::Storage, message, source)
     }
 
+    /// A damaged store; the message gets the advice of what to do unless it has its own.
     pub(crate) fn corrupted(message: impl Into<String>) -> Error {
+        let mut message = message.into();
+        if !message.contains("Store::") {
+            message.push_str(
+                "; run Store::repair to drop what is damaged, or delete the store file \
+                 (checkpoints are recomputable)",
+            );
+        }
         Error::new(ErrorKind::Corrupted, message)
     }
 }

@@ -59,6 +59,9 @@ mod macros;
 mod record;
 mod stats;
 mod store;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod testing;
 mod warn;
 
 pub use cache::{Cache, Entry, MemoryCache};
@@ -77,8 +80,8 @@ pub use macros::__private;
 pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
 pub use store::{
     Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo, EvictMode, Evicted,
-    EvictionPolicy, EvictionReport, FunctionStats, Limits, ManualClock, Store, StoreBuilder,
-    StoreStats, SystemClock,
+    EvictionPolicy, EvictionReport, FunctionStats, Limits, ManualClock, OpenCheck, Store,
+    StoreBuilder, StoreStats, SystemClock, VerifyReport,
 };
 pub use warn::{reset_warning_hook, set_warning_hook};
 

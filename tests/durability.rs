@@ -1,14 +1,14 @@
 //! What a crash (SIGKILL) can lose in each durability mode: nothing acknowledged in the
 //! immediate mode; only saves younger than the bound in the relaxed mode.
 
-mod util;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ckpt::{AutoIdentifier, DecoratorCheckpoint, Durability, Function, OnError, Store};
-use util::TempDir;
+use common::TempDir;
 
 const ROLE: &str = "CKPT_DUR_ROLE";
 const PATH: &str = "CKPT_DUR_PATH";
@@ -52,7 +52,7 @@ fn kill_after(role: &str, marker: &str) -> TempDir {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
-        .env(PATH, dir.store())
+        .env(PATH, dir.store_path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -72,7 +72,7 @@ fn kill_after(role: &str, marker: &str) -> TempDir {
 }
 
 fn assert_all_present(dir: &TempDir) {
-    let store = Store::open(dir.store()).expect("the store opens after a crash");
+    let store = Store::open(dir.store_path()).expect("the store opens after a crash");
     let d = deco(store.clone());
     for i in 0..COUNT {
         let id = d.identify(&i).unwrap();
@@ -100,7 +100,7 @@ fn relaxed_saves_are_visible_at_once_and_durable_after_flush() {
         .durability(Durability::Relaxed {
             within: Duration::from_secs(3600),
         })
-        .open(dir.store())
+        .open(dir.store_path())
         .unwrap();
     let d = deco(store.clone());
     d.call(1u64, |x| x + 1).unwrap();
@@ -108,7 +108,7 @@ fn relaxed_saves_are_visible_at_once_and_durable_after_flush() {
     store.flush().unwrap();
     drop(d);
     drop(store);
-    let reopened = Store::open(dir.store()).unwrap();
+    let reopened = Store::open(dir.store_path()).unwrap();
     assert_eq!(reopened.stats().unwrap().entries, 1);
 }
 
@@ -120,7 +120,7 @@ fn relaxed_durability_is_refused_in_multi_process_mode() {
             within: Duration::from_secs(1),
         })
         .concurrency(ckpt::ConcurrencyMode::MultiProcess)
-        .open(dir.store())
+        .open(dir.store_path())
         .unwrap_err();
     assert_eq!(*err.kind(), ckpt::OpenErrorKind::Unsupported);
     assert!(err.to_string().contains("relaxed durability"), "{err}");

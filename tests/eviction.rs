@@ -1,7 +1,7 @@
 //! Caps hold at every commit, and the survivors are the ones each policy says, checked against a
 //! model that applies the documented rules.
 
-mod util;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use ckpt::{
     AutoIdentifier, CheckpointId, DecoratorCheckpoint, Durability, EvictMode, EvictionCause,
     EvictionPolicy, Function, Limits, ManualClock, OnError, Store,
 };
-use util::{Rng, TempDir, record_size_of_bytes};
+use common::{Rng, TempDir, record_size_of_bytes};
 
 #[derive(Debug, Clone, Copy)]
 struct Meta {
@@ -135,7 +135,7 @@ impl Harness {
             .durability(Durability::Relaxed {
                 within: Duration::from_secs(5),
             })
-            .open(dir.store())
+            .open(dir.store_path())
             .unwrap();
         let deco = DecoratorCheckpoint::new(
             Function::new("eviction", "value"),
@@ -300,7 +300,7 @@ fn cap_holds_under_concurrent_group_commits() {
     let cap = 64 * 1024;
     let store = Store::builder()
         .limits(Limits::new().max_bytes(cap))
-        .open(dir.store())
+        .open(dir.store_path())
         .unwrap();
     std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -334,7 +334,7 @@ fn a_value_larger_than_the_cap_is_refused_not_stored() {
     let dir = TempDir::new("evict-too-large");
     let store = Store::builder()
         .limits(Limits::new().max_bytes(1000))
-        .open(dir.store())
+        .open(dir.store_path())
         .unwrap();
     let deco = DecoratorCheckpoint::new(Function::new("e", "big"), AutoIdentifier, store.clone())
         .with_on_error(OnError::Raise);
@@ -350,11 +350,17 @@ fn a_value_larger_than_the_cap_is_refused_not_stored() {
 #[test]
 fn set_limits_on_an_open_store_evicts_at_once_and_dry_run_changes_nothing() {
     let dir = TempDir::new("evict-set");
-    let store = Store::open(dir.store()).unwrap();
+    // One millisecond between saves, so that "newest" is well defined.
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let store = Store::builder()
+        .clock(clock.clone())
+        .open(dir.store_path())
+        .unwrap();
     let deco = DecoratorCheckpoint::new(Function::new("e", "set"), AutoIdentifier, store.clone())
         .with_on_error(OnError::Raise);
     let mut ids = Vec::new();
     for i in 0..50u64 {
+        clock.advance(Duration::from_millis(1));
         deco.call(i, |_| vec![1u8; 1000]).unwrap();
         ids.push(deco.identify(&i).unwrap());
     }
@@ -383,7 +389,7 @@ fn set_limits_on_an_open_store_evicts_at_once_and_dry_run_changes_nothing() {
 #[test]
 fn compact_gives_back_space_and_stats_report_it() {
     let dir = TempDir::new("evict-compact");
-    let store = Store::open(dir.store()).unwrap();
+    let store = Store::open(dir.store_path()).unwrap();
     let deco =
         DecoratorCheckpoint::new(Function::new("e", "compact"), AutoIdentifier, store.clone())
             .with_on_error(OnError::Raise);

@@ -1,11 +1,11 @@
 //! Expiry by age and idleness, driven by an injected clock: no sleeps.
 
-mod util;
+mod common;
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Limits, ManualClock, OnError, Store};
-use util::TempDir;
+use common::TempDir;
 
 fn setup(
     limits: Limits,
@@ -20,7 +20,7 @@ fn setup(
     let store = Store::builder()
         .limits(limits)
         .clock(clock.clone())
-        .open(dir.store())
+        .open(dir.store_path())
         .unwrap();
     let deco =
         DecoratorCheckpoint::new(Function::new("expiry", "f"), AutoIdentifier, store.clone())
@@ -115,7 +115,7 @@ fn limits_set_on_an_open_store_take_effect_and_survive_in_stats() {
     assert_eq!(store.stats().unwrap().entries, 5);
     drop(deco);
     drop(store);
-    let reopened = Store::open(dir.store()).unwrap();
+    let reopened = Store::open(dir.store_path()).unwrap();
     let stats = reopened.stats().unwrap();
     assert_eq!(stats.entries, 5);
     assert_eq!(stats.evictions.age, 5);

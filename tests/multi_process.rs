@@ -3,7 +3,7 @@
 //! The children are this test binary itself, re-run with `--exact <child test>` and an
 //! environment variable saying what to do; without it the child tests do nothing.
 
-mod util;
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ckpt::{
     AutoIdentifier, ConcurrencyMode, DecoratorCheckpoint, Function, OnError, OpenErrorKind, Store,
 };
-use util::TempDir;
+use common::TempDir;
 
 const ROLE: &str = "CKPT_MP_ROLE";
 const PATH: &str = "CKPT_MP_PATH";
@@ -67,7 +67,7 @@ fn child_saver() {
 #[test]
 fn four_processes_share_one_store_in_multi_process_mode() {
     let dir = TempDir::new("mp-share");
-    let path = dir.store();
+    let path = dir.store_path();
     // The parent holds the store open too, in the same mode, and reads while the children write.
     let parent = Store::builder()
         .concurrency(ConcurrencyMode::MultiProcess)
@@ -148,7 +148,7 @@ fn child_opener() {
 #[test]
 fn a_second_process_is_refused_at_once_in_the_default_mode() {
     let dir = TempDir::new("mp-refuse");
-    let path = dir.store();
+    let path = dir.store_path();
     let held = Store::open(&path).unwrap();
     for mode in [0, 1] {
         let out = child("child_opener", "opener", &path, mode)

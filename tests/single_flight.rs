@@ -1,35 +1,23 @@
 //! Concurrent callers of one id compute once; recursion does not deadlock; a panicking body
 //! releases its waiters.
 
-mod util;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Barrier, LazyLock};
 use std::time::Duration;
 
 use ckpt::{
     AutoIdentifier, DecoratorCheckpoint, Durability, Function, MemoryCache, OnError, Store,
 };
-use util::{Rng, TempDir};
-
-/// Runs `f` on a thread and fails the test if it has not finished within `secs`, so a deadlock
-/// is a failure rather than a hung CI job.
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .expect("deadlock: did not finish in time")
-}
+use common::{Rng, TempDir, within};
 
 fn store(dir: &TempDir) -> Store {
     Store::builder()
         .durability(Durability::Relaxed {
             within: Duration::from_secs(1),
         })
-        .open(dir.store())
+        .open(dir.store_path())
         .unwrap()
 }
 
@@ -42,7 +30,7 @@ fn eight_threads_one_id_run_the_body_once() {
     );
     let runs = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(8));
-    let results = within(60, {
+    let results = within(60, "8 threads on one id", {
         let (deco, runs) = (deco.clone(), runs.clone());
         move || {
             let handles: Vec<_> = (0..8)
@@ -83,7 +71,7 @@ fn eight_threads_a_thousand_ids_run_each_body_once() {
             .with_on_error(OnError::Raise),
     );
     let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..1000).map(|_| AtomicUsize::new(0)).collect());
-    within(120, {
+    within(120, "8 threads on 1,000 ids", {
         let (deco, runs) = (deco.clone(), runs.clone());
         move || {
             std::thread::scope(|s| {
@@ -124,7 +112,7 @@ fn eight_threads_a_thousand_ids_run_each_body_once() {
 }
 
 static FIB_DIR: LazyLock<TempDir> = LazyLock::new(|| TempDir::new("sf-fib"));
-static FIB_STORE: LazyLock<Store> = LazyLock::new(|| Store::open(FIB_DIR.store()).unwrap());
+static FIB_STORE: LazyLock<Store> = LazyLock::new(|| Store::open(FIB_DIR.store_path()).unwrap());
 static FIB_BODIES: AtomicUsize = AtomicUsize::new(0);
 
 ckpt::checkpoint! {
@@ -145,14 +133,17 @@ ckpt::checkpoint! {
 
 #[test]
 fn recursive_fib_90_through_the_store_returns() {
-    let v = within(120, || fib(90));
+    let v = within(120, "fib(90)", || fib(90));
     assert_eq!(v, 2_880_067_194_370_816_120);
     assert_eq!(
         FIB_BODIES.load(Ordering::SeqCst),
         91,
         "each n computed once"
     );
-    assert_eq!(within(60, || fib_sum(90)), 7_540_113_804_746_346_428);
+    assert_eq!(
+        within(60, "fib_sum(90)", || fib_sum(90)),
+        7_540_113_804_746_346_428
+    );
     assert_eq!(
         FIB_BODIES.load(Ordering::SeqCst),
         91,
@@ -169,7 +160,7 @@ fn a_recursive_call_with_the_same_id_runs_uncached_instead_of_deadlocking() {
         MemoryCache::new(),
     ));
     let inner_runs = Arc::new(AtomicUsize::new(0));
-    let v = within(30, {
+    let v = within(30, "a recursive call with its own id", {
         let (deco, inner_runs) = (deco.clone(), inner_runs.clone());
         move || {
             deco.call(7u8, |x| {
@@ -199,7 +190,7 @@ fn a_panicking_body_releases_its_waiters_and_leaves_nothing_behind() {
     );
     let attempts = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(6));
-    let outcomes = within(60, {
+    let outcomes = within(60, "waiters of a panicking leader", {
         let (deco, attempts) = (deco.clone(), attempts.clone());
         move || {
             let handles: Vec<_> = (0..6)

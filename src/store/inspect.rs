@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{ReadTransaction, ReadableTable};
 
 use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
 use super::write::{Tx, Victim, engine_error};
@@ -165,9 +165,12 @@ fn at(ms: u64) -> SystemTime {
 
 impl Store {
     fn begin_read(&self) -> Result<ReadTransaction, Error> {
-        self.shared()
-            .with_db(|db| db.begin_read())
-            .map_err(|e| engine_error("cannot begin a read", e))
+        self.shared().engine().begin_read()
+    }
+
+    /// Runs a read-only inspection behind the engine's guard (see `engine.rs`).
+    fn inspect<T>(&self, what: &str, body: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        self.shared().engine().guard(what, body)
     }
 
     /// Bytes of the file holding no live page.
@@ -182,7 +185,7 @@ impl Store {
             txn.abort()
                 .map_err(|e| engine_error("cannot roll back", e))?;
             Ok(stats)
-        })?;
+        })??;
         let used = stats.allocated_pages() * stats.page_size() as u64;
         Ok(file_bytes.saturating_sub(used) + stats.fragmented_bytes())
     }
@@ -207,6 +210,10 @@ impl Store {
     /// # Errors
     /// When the file cannot be read.
     pub fn stats(&self) -> Result<StoreStats, Error> {
+        self.inspect("cannot read statistics", || self.stats_inner())
+    }
+
+    fn stats_inner(&self) -> Result<StoreStats, Error> {
         let txn = self.begin_read()?;
         let mut rows = Store::function_rows(&txn)?;
         let unflushed = self.shared().registry().lock().unflushed();
@@ -270,7 +277,7 @@ impl Store {
     /// # Errors
     /// When the file cannot be read, or a metadata row is damaged.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, Error> {
-        self.entries_where(|_| true)
+        self.inspect("cannot list entries", || self.entries_where(|_| true))
     }
 
     /// The entries of one function, in id order (one scan of the metadata table).
@@ -279,7 +286,9 @@ impl Store {
     /// As [`entries`](Self::entries).
     pub fn entries_of(&self, function: &Function) -> Result<Vec<EntryInfo>, Error> {
         let key = function.key();
-        self.entries_where(|m| m.fn_key == key)
+        self.inspect("cannot list entries", || {
+            self.entries_where(|m| m.fn_key == key)
+        })
     }
 
     fn entries_where(
@@ -309,6 +318,10 @@ impl Store {
     /// # Errors
     /// As [`entries`](Self::entries).
     pub fn entry(&self, id: &CheckpointId) -> Result<Option<EntryInfo>, Error> {
+        self.inspect("cannot read an entry", || self.entry_inner(id))
+    }
+
+    fn entry_inner(&self, id: &CheckpointId) -> Result<Option<EntryInfo>, Error> {
         let txn = self.begin_read()?;
         let rows = Store::function_rows(&txn)?;
         let table = txn

@@ -1,13 +1,17 @@
 //! [`Store`]: every checkpoint in one transactional redb file.
 
 mod access;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod backend;
+mod engine;
 mod flusher;
 mod group_commit;
 mod inspect;
 mod open;
 mod options;
-mod schema;
+pub(crate) mod schema;
 mod snapshot;
+mod verify;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -21,16 +25,18 @@ use redb::{Database, ReadableDatabase, ReadableTable as _, WriteTransaction};
 
 pub use inspect::{CompactReport, EntryInfo, Evicted, EvictionReport, FunctionStats, StoreStats};
 pub use options::{
-    Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, SystemClock,
+    Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck, SystemClock,
 };
+pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};
+use self::engine::{Engine, Opener};
 use self::flusher::Flusher;
 use self::group_commit::Queue;
 use self::options::{duration_ms, to_ms};
 use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
-use self::snapshot::Snapshots;
-use self::write::{GROUP_COMMIT_MAX_BYTES, QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
+pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
+use self::write::{QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
 use crate::cache::{Cache, Entry};
 use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::{CheckpointId, Function};
@@ -83,12 +89,9 @@ impl Drop for Handle {
 }
 
 pub(crate) struct Shared {
-    /// Results-table snapshots kept between hits (single-process mode only). Declared before
-    /// `db`: snapshots must be gone before the database closes.
-    snapshots: Snapshots,
-    /// Read-locked for the length of each transaction; write-locked only by `compact`, which
-    /// needs the database to itself.
-    db: RwLock<Database>,
+    /// The database (see `engine.rs`): shared by transactions, exclusive for `compact`,
+    /// `verify`, `repair` and the reopen after a failure; it also keeps the hits' snapshots.
+    engine: Engine,
     path: PathBuf,
     clock: Arc<dyn Clock>,
     durability: Durability,
@@ -129,6 +132,7 @@ pub struct StoreBuilder {
     durability: Durability,
     concurrency: ConcurrencyMode,
     clock: Arc<dyn Clock>,
+    open_check: OpenCheck,
 }
 
 impl Default for StoreBuilder {
@@ -140,6 +144,7 @@ impl Default for StoreBuilder {
             durability: Durability::default(),
             concurrency: ConcurrencyMode::default(),
             clock: Arc::new(SystemClock),
+            open_check: OpenCheck::default(),
         }
     }
 }
@@ -189,6 +194,20 @@ impl StoreBuilder {
         self
     }
 
+    /// What opening checks of the file (default [`OpenCheck::Full`]: every page).
+    pub fn open_check(mut self, check: OpenCheck) -> Self {
+        self.open_check = check;
+        self
+    }
+
+    fn engine_options(&self) -> open::EngineOptions {
+        open::EngineOptions {
+            cache_bytes: self.cache_bytes,
+            concurrency: self.concurrency,
+            check: self.open_check,
+        }
+    }
+
     /// Opens the store at `path`, creating the file (and its folder, readable by the owner
     /// only) if missing.
     ///
@@ -197,30 +216,30 @@ impl StoreBuilder {
     /// ckpt store, a newer schema, corrupted, permission denied, a directory, or options that
     /// cannot work together (relaxed durability in multi-process mode).
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Store, OpenError> {
-        let path = path.as_ref();
+        let path = path.as_ref().to_path_buf();
+        let engine = self.engine_options();
+        let at = path.clone();
+        self.open_with(path, Box::new(move || open::open(&at, &engine)))
+    }
+
+    /// Opens a store whose database `opener` opens (and opens again after a failure).
+    fn open_with(&self, path: PathBuf, opener: Opener) -> Result<Store, OpenError> {
         if self.concurrency == ConcurrencyMode::MultiProcess
             && matches!(self.durability, Durability::Relaxed { .. })
         {
             return Err(OpenError::with_source(
-                path,
+                &path,
                 OpenErrorKind::Unsupported,
                 "relaxed durability needs ConcurrencyMode::SingleProcess: other processes may \
                  only see commits that are on disk",
             ));
         }
-        let db = open::open(
-            path,
-            &open::EngineOptions {
-                cache_bytes: self.cache_bytes,
-                concurrency: self.concurrency,
-            },
-        )?;
-        let indexes = open::read_indexes(path, &db)?;
+        let db = opener()?;
+        let indexes = open::read_indexes(&path, &db)?;
         let flusher = Arc::new(Flusher::default());
         let shared = Arc::new(Shared {
-            snapshots: Snapshots::new(),
-            db: RwLock::new(db),
-            path: path.to_path_buf(),
+            engine: Engine::new(db, &path, opener),
+            path: path.clone(),
             clock: Arc::clone(&self.clock),
             durability: self.durability,
             concurrency: self.concurrency,
@@ -246,7 +265,7 @@ impl StoreBuilder {
             store
                 .shared()
                 .write(Commit::Yes, |_| Ok(()))
-                .map_err(|e| OpenError::with_source(path, OpenErrorKind::Io, e))?;
+                .map_err(|e| OpenError::with_source(&path, OpenErrorKind::Io, e))?;
         }
         Ok(store)
     }
@@ -373,20 +392,21 @@ impl Store {
         let shared = self.shared();
         shared.sync()?;
         let before = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
-        {
-            let mut db = shared.db.write();
-            // No reader holds the read lock now, so every snapshot can be dropped: redb refuses
-            // to compact while a read transaction (which a snapshot is) is open.
-            shared.snapshots.invalidate();
-            for _ in 0..64 {
-                let more = db
-                    .compact()
-                    .map_err(|e| engine_error("cannot compact", e))?;
-                if !more {
-                    break;
+        shared.engine.guard("cannot compact", || {
+            let mut rounds = 0;
+            shared.engine.exclusive("cannot compact", |db| {
+                // redb compacts in rounds, and refuses while a transaction is open (a hit
+                // finishing): the engine then calls again.
+                loop {
+                    match db.compact() {
+                        Ok(true) if rounds < 64 => rounds += 1,
+                        Ok(_) => return Ok(Some(())),
+                        Err(redb::CompactionError::TransactionInProgress) => return Ok(None),
+                        Err(e) => return Err(engine_error("cannot compact", e)),
+                    }
                 }
-            }
-        }
+            })
+        })?;
         let after = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
         Ok(CompactReport {
             file_bytes_before: before,
@@ -447,8 +467,18 @@ impl Shared {
         commit: Commit,
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.engine
+            .guard("cannot write", || self.write_inner(commit, body))
+    }
+
+    fn write_inner<T>(
+        &self,
+        commit: Commit,
+        body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let _writer = self.writer.lock();
-        let db = self.db.read();
+        // Held until the commit: a reopen, a verify or a compaction waits for it.
+        let db = self.engine.db()?;
         let mut txn = db
             .begin_write()
             .map_err(|e| engine_error("cannot begin a write", e))?;
@@ -501,7 +531,7 @@ impl Shared {
         }
         let committed = txn.commit();
         // Before returning: a hit that follows this write must not read an older snapshot.
-        self.snapshots.invalidate();
+        self.engine.snapshots().invalidate();
         committed.map_err(|e| engine_error("cannot commit", e))?;
         drop(db);
         if let Some(plan) = plan {
@@ -587,13 +617,32 @@ impl Shared {
     }
 
     fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        let db = self.db.read();
+        // A panic of the caller's `read` is the caller's: carried past the engine's guard and
+        // resumed.
+        let mut caller_panic = None;
+        let found = self.engine.guard("cannot read", || {
+            self.read_inner(id, &mut |bytes| {
+                if let Err(p) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(bytes)))
+                {
+                    caller_panic = Some(p);
+                }
+            })
+        });
+        if let Some(p) = caller_panic {
+            std::panic::resume_unwind(p);
+        }
+        found
+    }
+
+    fn read_inner(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+        let db = self.engine.db()?;
         let now = self.now_ms();
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
         let found = if max_age == 0 && self.concurrency == ConcurrencyMode::SingleProcess {
             // The fast path: a snapshot kept since an earlier hit, valid until the next commit
             // of this process (the only writer in this mode).
-            self.snapshots.with_results(&db, |table| {
+            self.engine.snapshots().with_results(&db, |table| {
                 let Some(row) = table
                     .get(id.as_bytes())
                     .map_err(|e| engine_error("cannot read a result", e))?
@@ -657,8 +706,13 @@ impl Shared {
         Ok(meta.is_none_or(|m| now.saturating_sub(m.created_ms) > max_age))
     }
 
-    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&Database) -> T) -> T {
-        f(&self.db.read())
+    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&Database) -> T) -> Result<T, Error> {
+        let db = self.engine.db()?;
+        Ok(f(&db))
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub(crate) fn registry(&self) -> &Mutex<Registry> {
@@ -675,7 +729,6 @@ impl Drop for Shared {
         // Best effort: errors have nowhere to go from a destructor (use `Store::close` to see
         // them), and a panic here must not escape.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync()));
-        self.snapshots.release();
     }
 }
 

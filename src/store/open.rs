@@ -6,9 +6,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use redb::backends::FileBackend;
-use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError};
+use redb::{Database, DatabaseError, ReadableDatabase, StorageBackend, StorageError, TableError};
 
-use super::options::ConcurrencyMode;
+use super::options::{ConcurrencyMode, OpenCheck};
 use super::schema::{
     ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INDEXES_KEY, INFO, RESULTS, SCHEMA_KEY,
     SCHEMA_VERSION, indexes,
@@ -20,6 +20,8 @@ use crate::error::{OpenError, OpenErrorKind};
 pub(crate) struct EngineOptions {
     pub cache_bytes: usize,
     pub concurrency: ConcurrencyMode,
+    /// Check the integrity of the whole file on open (see `StoreBuilder::open_check`).
+    pub check: OpenCheck,
 }
 
 /// Opens (creating if missing) the store at `path`.
@@ -48,13 +50,56 @@ pub(crate) fn open(path: &Path, engine: &EngineOptions) -> Result<Database, Open
             "the file is empty",
         ));
     }
-    let db = engine_open(path, file, engine)?;
-    check_schema(path, &db)?;
-    Ok(db)
+    let backend = FileBackend::new(file).map_err(|e| from_database_error(path, e))?;
+    open_checked(path, backend, engine)
 }
 
-fn engine_open(path: &Path, file: File, engine: &EngineOptions) -> Result<Database, OpenError> {
-    let backend = FileBackend::new(file).map_err(|e| from_database_error(path, e))?;
+/// Opens the database in `backend` and checks it is a ckpt store, containing any panic of the
+/// engine (a hostile file can make a plain open panic) as a typed error.
+fn open_checked(
+    path: &Path,
+    backend: impl StorageBackend,
+    engine: &EngineOptions,
+) -> Result<Database, OpenError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = engine_open(path, backend, engine, engine.check)?;
+        check_schema(path, &db)?;
+        Ok(db)
+    }))
+    .unwrap_or_else(|payload| {
+        Err(OpenError::with_source(
+            path,
+            OpenErrorKind::Corrupted,
+            format!(
+                "the storage engine panicked reading it: {}",
+                super::engine::panic_message(&*payload)
+            ),
+        ))
+    })
+}
+
+/// Opens (initializing an empty backend as a new store) the store in a custom backend.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn open_backend(
+    label: &Path,
+    backend: impl StorageBackend,
+    engine: &EngineOptions,
+) -> Result<Database, OpenError> {
+    let len = backend.len().map_err(|e| OpenError::from_io(label, e))?;
+    if len == 0 {
+        let db = engine_open(label, backend, engine, OpenCheck::Trust)?;
+        init_tables(&db).map_err(|e| OpenError::with_source(label, OpenErrorKind::Io, e))?;
+        return Ok(db);
+    }
+    open_checked(label, backend, engine)
+}
+
+fn engine_open(
+    path: &Path,
+    backend: impl StorageBackend,
+    engine: &EngineOptions,
+    check: OpenCheck,
+) -> Result<Database, OpenError> {
     let mode = match engine.concurrency {
         ConcurrencyMode::MultiProcess => redb::ConcurrencyMode::MultiWriter,
         _ => redb::ConcurrencyMode::ExclusiveWriter,
@@ -62,6 +107,7 @@ fn engine_open(path: &Path, file: File, engine: &EngineOptions) -> Result<Databa
     redb::Builder::new()
         .set_cache_size(engine.cache_bytes)
         .set_concurrency_mode(mode)
+        .set_check_integrity_on_open(check == OpenCheck::Full)
         .create_with_backend(backend)
         .map_err(|e| from_database_error(path, e))
 }
@@ -102,28 +148,32 @@ fn create(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
 
 fn build_empty(tmp: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
     let file = private_file(tmp).map_err(|e| OpenError::from_io(tmp, e))?;
-    // Nobody else can know the temporary name: build it in the exclusive mode.
+    let backend = FileBackend::new(file).map_err(|e| from_database_error(tmp, e))?;
+    // Nobody else can know the temporary name: build it in the exclusive mode, unchecked (it is
+    // empty).
     let exclusive = EngineOptions {
         concurrency: ConcurrencyMode::SingleProcess,
         ..engine.clone()
     };
-    let db = engine_open(tmp, file, &exclusive)?;
-    let init = || -> Result<(), redb::Error> {
-        let txn = db.begin_write()?;
-        {
-            let mut info = txn.open_table(INFO)?;
-            info.insert(FORMAT_KEY, FORMAT_VALUE)?;
-            info.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes()[..])?;
-            txn.open_table(RESULTS)?;
-            txn.open_table(ENTRIES)?;
-            txn.open_table(FUNCTIONS)?;
-        }
-        txn.commit()?;
-        Ok(())
-    };
-    init().map_err(|e| OpenError::with_source(tmp, OpenErrorKind::Io, e))?;
+    let db = engine_open(tmp, backend, &exclusive, OpenCheck::Trust)?;
+    init_tables(&db).map_err(|e| OpenError::with_source(tmp, OpenErrorKind::Io, e))?;
     db.close()
         .map_err(|e| OpenError::with_source(tmp, OpenErrorKind::Io, e))
+}
+
+/// Writes the tables of an empty store into a new database.
+fn init_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut info = txn.open_table(INFO)?;
+        info.insert(FORMAT_KEY, FORMAT_VALUE)?;
+        info.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes()[..])?;
+        txn.open_table(RESULTS)?;
+        txn.open_table(ENTRIES)?;
+        txn.open_table(FUNCTIONS)?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -273,7 +323,10 @@ fn from_storage_error(path: &Path, e: StorageError) -> OpenError {
 }
 
 fn io_open_error(path: &Path, io: io::Error) -> OpenError {
-    if io.kind() == io::ErrorKind::UnexpectedEof {
+    if io.kind() == io::ErrorKind::InvalidData {
+        // redb 4.5 reports a file without its magic number as invalid data.
+        OpenError::with_source(path, OpenErrorKind::NotAStore, io)
+    } else if io.kind() == io::ErrorKind::UnexpectedEof {
         // A file shorter than its own header says: truncated.
         OpenError::with_source(path, OpenErrorKind::Corrupted, io)
     } else {

@@ -335,3 +335,25 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
 pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// What opening a store checks of its file.
+///
+/// `Full` (the default) reads every page of the file and verifies its checksum, so a file
+/// damaged or altered outside ckpt is repaired (rolled back to its last sound commit) or refused
+/// with [`OpenErrorKind::Corrupted`](crate::OpenErrorKind::Corrupted) instead of being trusted.
+/// Its cost grows with the file: a few hundred milliseconds per GiB.
+///
+/// `Trust` skips that read and opens in constant time. The storage engine then trusts the
+/// file's structure: on a damaged or hostile file, operations can fail, or, in the worst case,
+/// not terminate (ckpt still never returns a stored value that fails its own checksum, and
+/// contains the engine's panics as errors). Use it for large stores that only ckpt writes, on
+/// storage you trust; run [`Store::verify`](crate::Store::verify) from a maintenance task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum OpenCheck {
+    /// Verify every page on open.
+    #[default]
+    Full,
+    /// Trust the file; open in constant time.
+    Trust,
+}

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: private temporary folders, and direct access to a
-//! store file through redb (to check its tables, or to tamper with them).
+//! Helpers shared by the integration tests: private temporary folders, a seeded generator, a
+//! deadline for code that could hang, and direct access to a store file through redb (to check
+//! its tables, or to tamper with them).
 //!
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
@@ -12,9 +13,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 /// A fresh folder under the system temp dir, unique to this process and this test, removed with
 /// everything in it on drop.
 #[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     /// A new empty folder; `label` only makes it easier to find.
@@ -25,22 +24,26 @@ impl TempDir {
             std::env::temp_dir().join(format!("ckpt-test-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("cannot create a temp dir");
-        TempDir { path }
+        TempDir(path)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.0
     }
 
     /// The path of a store file inside the folder.
     pub fn store_path(&self) -> PathBuf {
-        self.path.join("checkpoints.redb")
+        self.0.join("checkpoints.redb")
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -103,4 +106,72 @@ pub fn tamper_results(path: &Path, mut edit: impl FnMut(&[u8; 16], &[u8]) -> Opt
 /// A little-endian u64 at `at` in a metadata row.
 pub fn meta_word(row: &[u8; 64], at: usize) -> u64 {
     u64::from_le_bytes(row[at..at + 8].try_into().unwrap())
+}
+
+/// A small deterministic generator (splitmix64): tests print their seed and rerun with it.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn from_env(var: &str, default: u64) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        eprintln!("{var}={seed}");
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Runs `f` on another thread and fails the test if it takes longer than `secs`: a hang is a
+/// failure, not a stuck test run.
+pub fn within<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => {
+            let _ = handle.join();
+            v
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("the thread sent nothing and did not panic"),
+        },
+        Err(_) => panic!("{what} did not finish within {secs} s (a hang)"),
+    }
+}
+
+/// The size of the record ckpt stores for a `Vec<u8>` of `n` bytes: a 32-byte header, then
+/// postcard's varint length and the bytes.
+pub fn record_size_of_bytes(n: usize) -> u64 {
+    let mut varint = 1;
+    let mut v = n >> 7;
+    while v > 0 {
+        varint += 1;
+        v >>= 7;
+    }
+    (32 + varint + n) as u64
 }

@@ -1,0 +1,214 @@
+//! The engine slot: the redb database behind a store, the boundary that keeps the engine's panics
+//! from escaping, and the reopen that makes a store usable again after a failure.
+//!
+//! redb latches an I/O error: once a read, write or sync of its file fails, every later operation
+//! of that database handle fails too (`PreviousIo`), even when the cause (a full disk, a flaky
+//! network mount) has gone. A panic inside the engine leaves the handle in an unknown state. In
+//! both cases the slot marks the handle broken, and the next operation closes it and opens the
+//! file again, which runs the engine's crash recovery; until that succeeds, every operation
+//! returns a typed error.
+//!
+//! The slot is a `RwLock`: transactions begin under the shared lock (hits hold it only while
+//! their read transaction begins; a write transaction holds it until it commits), and only a
+//! reopen, [`verify`](crate::Store::verify) and [`repair`](crate::Store::repair) take it
+//! exclusively.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+use redb::{Database, ReadTransaction, ReadableDatabase};
+
+use super::snapshot::Snapshots;
+use super::write::engine_error;
+use crate::error::{Error, ErrorKind, OpenError};
+
+/// Opens the store's database again (same file, same options).
+pub(crate) type Opener = Box<dyn Fn() -> Result<Database, OpenError> + Send + Sync>;
+
+pub(crate) struct Engine {
+    /// Results-table snapshots kept between hits (see `snapshot.rs`). They are read
+    /// transactions of the database in `slot`: dropped before it is closed, reopened or used
+    /// exclusively.
+    snapshots: Snapshots,
+    slot: RwLock<Option<Database>>,
+    broken: AtomicBool,
+    reopen: Opener,
+    path: PathBuf,
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Whether `err` means the database handle cannot be used again: redb latched an I/O failure.
+fn breaks_handle(err: &Error) -> bool {
+    let Some(source) = std::error::Error::source(err) else {
+        return false;
+    };
+    matches!(
+        source.downcast_ref::<redb::Error>(),
+        Some(redb::Error::Io(_) | redb::Error::PreviousIo)
+    )
+}
+
+impl Engine {
+    pub(crate) fn new(db: Database, path: &Path, reopen: Opener) -> Engine {
+        Engine {
+            snapshots: Snapshots::new(),
+            slot: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
+            reopen,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The hits' snapshots.
+    pub(crate) fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Marks the handle unusable: the next operation reopens the file.
+    pub(crate) fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+    }
+
+    /// Runs `body`, an operation on the store, so that nothing escapes it but a typed error: a
+    /// panic inside it (a damaged file can make the engine panic) becomes an error and marks the
+    /// handle broken, as does an I/O failure.
+    pub(crate) fn guard<T>(
+        &self,
+        what: &str,
+        body: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match catch_unwind(AssertUnwindSafe(body)) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if breaks_handle(&e) {
+                    self.broken.store(true, Ordering::Release);
+                }
+                Err(e)
+            }
+            Err(payload) => {
+                self.broken.store(true, Ordering::Release);
+                Err(Error::corrupted(format!(
+                    "{what}: the storage engine panicked ({}); the store file {} may be damaged: \
+                     run Store::verify, or delete the file (checkpoints are recomputable)",
+                    panic_message(&*payload),
+                    self.path.display()
+                )))
+            }
+        }
+    }
+
+    /// The database, shared, reopened first if the handle is broken. Hold the guard only to
+    /// begin a transaction, or for the life of a write transaction.
+    pub(crate) fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>, Error> {
+        loop {
+            if self.broken.load(Ordering::Acquire) {
+                self.recover()?;
+            }
+            let slot = self.slot.read();
+            if slot.is_some() && !self.broken.load(Ordering::Acquire) {
+                return Ok(RwLockReadGuard::map(slot, |s| {
+                    s.as_ref().expect("checked just above")
+                }));
+            }
+            if slot.is_none() {
+                drop(slot);
+                self.broken.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, Error> {
+        self.db()?
+            .begin_read()
+            .map_err(|e| engine_error("cannot begin a read", e))
+    }
+
+    /// Closes the broken handle and opens the file again.
+    fn recover(&self) -> Result<(), Error> {
+        let mut slot = self.slot.write();
+        if !self.broken.load(Ordering::Acquire) && slot.is_some() {
+            return Ok(());
+        }
+        // Nobody holds the slot, so no snapshot is in use: drop them with the old handle.
+        self.snapshots.invalidate();
+        // Close the old handle first: it holds the file's lock.
+        if let Some(old) = slot.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
+        }
+        let opened = catch_unwind(AssertUnwindSafe(|| (self.reopen)())).unwrap_or_else(|p| {
+            Err(OpenError::with_source(
+                &self.path,
+                crate::error::OpenErrorKind::Corrupted,
+                format!("the storage engine panicked: {}", panic_message(&*p)),
+            ))
+        });
+        let db = opened.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Storage,
+                "the store failed earlier and cannot be reopened yet",
+                e,
+            )
+        })?;
+        *slot = Some(db);
+        self.broken.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs `f` on the database with no other transaction alive: new ones wait for the exclusive
+    /// lock, and live ones (hits finishing) are waited for, up to a minute: `f` returns `Ok(None)`
+    /// when it found one (redb's `TransactionInProgress`), to be called again.
+    pub(crate) fn exclusive<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut Database) -> Result<Option<T>, Error>,
+    ) -> Result<T, Error> {
+        if self.broken.load(Ordering::Acquire) {
+            self.recover()?;
+        }
+        let mut slot = self.slot.write();
+        // Snapshots are open read transactions, which an exclusive operation cannot run beside;
+        // nobody holds the slot now, so none is in use.
+        self.snapshots.invalidate();
+        let db = slot
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Closed, format!("{what}: store closed")))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = f(db)? {
+                return Ok(v);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Storage,
+                    format!("{what}: a transaction stayed open for a minute; try again"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Snapshots first: they are read transactions of the database.
+        self.snapshots.release();
+        // Closing the database can panic too on a damaged file; a destructor must not.
+        if let Some(db) = self.slot.get_mut().take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Checking a store ([`Store::verify`]) and repairing it ([`Store::repair`]): the storage
+//! engine's integrity check, then the consistency of ckpt's own tables with each other.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::Store;
+use super::schema::indexes::{ACCESS, CREATED, HITS};
+use super::schema::{
+    ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS, ORDER_CREATED,
+    ORDER_HITS, RESULTS,
+};
+use super::write::engine_error;
+use crate::error::Error;
+use crate::record;
+
+/// What [`Store::verify`] or [`Store::repair`] found.
+///
+/// Counts are of problems found; after [`Store::repair`] each of them has been fixed (see
+/// [`repaired`](Self::repaired)), and a second [`Store::verify`] reports a clean store.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("ckpt-doc-verify-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let store = ckpt::Store::open(dir.join("checkpoints.redb"))?;
+/// let report = store.verify()?;
+/// assert!(report.is_clean(), "{report}");
+/// # drop(store); std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// The storage engine found pages failing their checksums, or a damaged allocator state,
+    /// and repaired the file (rolling back to its last sound commit where needed).
+    pub engine_repaired: bool,
+    /// Entries (ids with a result or a metadata row) checked.
+    pub entries_checked: u64,
+    /// Results without a metadata row.
+    pub results_without_meta: u64,
+    /// Metadata rows without a result.
+    pub meta_without_result: u64,
+    /// Results that fail their checksum or are not in a record format this ckpt reads. (They
+    /// are never returned: a call finding one recomputes.)
+    pub bad_records: u64,
+    /// Metadata rows that are not in a format this ckpt wrote.
+    pub bad_meta: u64,
+    /// Metadata rows whose recorded size differs from their result's.
+    pub size_mismatches: u64,
+    /// Rows of the order indexes (kept for limits) that are missing, or do not match an entry's
+    /// metadata.
+    pub index_mismatches: u64,
+    /// Functions whose entry or byte counts differ from their entries.
+    pub function_count_mismatches: u64,
+    /// Function rows that are not in a format this ckpt wrote.
+    pub bad_function_rows: u64,
+    /// Functions with entries but no row.
+    pub missing_function_rows: u64,
+    /// Whether the problems counted here were fixed ([`Store::repair`] found some).
+    pub repaired: bool,
+}
+
+impl VerifyReport {
+    /// The number of problems found in ckpt's tables (not counting the engine's repair).
+    pub fn problems(&self) -> u64 {
+        self.results_without_meta
+            + self.meta_without_result
+            + self.bad_records
+            + self.bad_meta
+            + self.size_mismatches
+            + self.index_mismatches
+            + self.function_count_mismatches
+            + self.bad_function_rows
+            + self.missing_function_rows
+    }
+
+    /// Whether nothing at all was wrong.
+    pub fn is_clean(&self) -> bool {
+        !self.engine_repaired && self.problems() == 0
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} entries checked", self.entries_checked)?;
+        if self.is_clean() {
+            return f.write_str(", no problems");
+        }
+        if self.engine_repaired {
+            f.write_str("; the storage engine repaired damaged pages")?;
+        }
+        let counts = [
+            (self.results_without_meta, "results without metadata"),
+            (self.meta_without_result, "metadata rows without a result"),
+            (self.bad_records, "damaged results"),
+            (self.bad_meta, "damaged metadata rows"),
+            (self.size_mismatches, "wrong sizes"),
+            (self.index_mismatches, "order index mismatches"),
+            (self.function_count_mismatches, "wrong function counts"),
+            (self.bad_function_rows, "damaged function rows"),
+            (self.missing_function_rows, "missing function rows"),
+        ];
+        for (n, what) in counts {
+            if n > 0 {
+                write!(f, "; {n} {what}")?;
+            }
+        }
+        if self.problems() > 0 {
+            f.write_str(if self.repaired {
+                " (repaired)"
+            } else {
+                " (run Store::repair to fix)"
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Checks the store: the storage engine's integrity check of every page (which repairs
+    /// damaged pages by rolling back to the last sound commit, as opening does), then the
+    /// consistency of ckpt's tables: every result has its metadata and the other way round,
+    /// every result passes its checksum, the order indexes and the per-function counts match
+    /// the entries. Changes nothing of ckpt's own (see [`repair`](Self::repair)).
+    ///
+    /// It reads the whole file, and other operations on the store wait while it runs.
+    ///
+    /// # Errors
+    /// When the file cannot be read, or is damaged beyond the engine's repair
+    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted): delete the file, checkpoints are
+    /// recomputable).
+    pub fn verify(&self) -> Result<VerifyReport, Error> {
+        self.check("cannot verify the store", false)
+    }
+
+    /// As [`verify`](Self::verify), and fixes what it finds, in one write transaction: drops
+    /// results without metadata, metadata without results, and entries failing their checks;
+    /// corrects recorded sizes; rebuilds the order indexes; recomputes each function's entry
+    /// and byte counts (a function row that was unreadable is recreated without its name and
+    /// call counts). Entries it drops are recomputed by the next call that needs them.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify); when the write fails nothing is changed.
+    pub fn repair(&self) -> Result<VerifyReport, Error> {
+        self.check("cannot repair the store", true)
+    }
+
+    fn check(&self, what: &str, fix: bool) -> Result<VerifyReport, Error> {
+        let engine = self.shared().engine();
+        engine.guard(what, || {
+            engine.exclusive(what, |db| {
+                let engine_repaired = match db.check_integrity() {
+                    Ok(clean) => !clean,
+                    Err(DatabaseError::TransactionInProgress) => return Ok(None),
+                    Err(DatabaseError::Storage(redb::StorageError::Corrupted(msg))) => {
+                        // The engine discards its allocator state when the check fails: the
+                        // handle must be reopened.
+                        engine.mark_broken();
+                        return Err(Error::corrupted(format!(
+                            "{what}: the file is damaged beyond the storage engine's repair \
+                             ({msg}); Store::repair cannot fix it: delete the file (checkpoints \
+                             are recomputable) or restore it from a backup"
+                        )));
+                    }
+                    Err(e) => {
+                        engine.mark_broken();
+                        return Err(engine_error(what, e));
+                    }
+                };
+                let mut report = if fix {
+                    repair_tables(db)?
+                } else {
+                    scan_read(db)?.report
+                };
+                report.engine_repaired = engine_repaired;
+                Ok(Some(report))
+            })
+        })
+    }
+}
+
+/// One entry as the tables have it.
+#[derive(Default)]
+struct Seen {
+    /// The result's length and whether it passes its checks.
+    result: Option<(u64, bool)>,
+    /// The metadata row: `Some(None)` when it does not decode.
+    meta: Option<Option<EntryMeta>>,
+}
+
+struct Scan {
+    report: VerifyReport,
+    ids: HashMap<[u8; 16], Seen>,
+    /// The order indexes the file maintains, with their rows.
+    indexes: Vec<(u8, BTreeSet<Vec<u8>>)>,
+    functions: HashMap<u64, Option<FunctionRecord>>,
+}
+
+/// The key an entry should have in the order index `bit`.
+fn index_key(bit: u8, id: &[u8; 16], meta: &EntryMeta) -> Vec<u8> {
+    match bit {
+        CREATED => meta.created_key(id).to_vec(),
+        ACCESS => meta.access_key(id).to_vec(),
+        _ => meta.hits_key(id).to_vec(),
+    }
+}
+
+fn rows<const N: usize>(
+    table: &impl ReadableTable<&'static [u8; N], ()>,
+) -> Result<BTreeSet<Vec<u8>>, Error> {
+    let mut out = BTreeSet::new();
+    for row in table.iter().map_err(storage)? {
+        out.insert(row.map_err(storage)?.0.value().to_vec());
+    }
+    Ok(out)
+}
+
+/// The order indexes listed in the file's info table.
+fn mask(info: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u8, Error> {
+    Ok(info
+        .get(INDEXES_KEY)
+        .map_err(storage)?
+        .and_then(|g| g.value().first().copied())
+        .unwrap_or(0))
+}
+
+/// Reads the rows of every order index `mask` lists (a missing table has none).
+macro_rules! read_indexes {
+    ($txn:expr, $mask:expr) => {{
+        let mut out = Vec::new();
+        for bit in [CREATED, ACCESS, HITS] {
+            if $mask & bit == 0 {
+                continue;
+            }
+            let found = match bit {
+                CREATED => $txn.open_table(ORDER_CREATED).map(|t| rows(&t)),
+                ACCESS => $txn.open_table(ORDER_ACCESS).map(|t| rows(&t)),
+                _ => $txn.open_table(ORDER_HITS).map(|t| rows(&t)),
+            };
+            let set = match found {
+                Ok(set) => set?,
+                Err(redb::TableError::TableDoesNotExist(_)) => BTreeSet::new(),
+                Err(e) => return Err(table_error(e)),
+            };
+            out.push((bit, set));
+        }
+        out
+    }};
+}
+
+fn storage(err: redb::StorageError) -> Error {
+    engine_error("cannot read the store", err)
+}
+
+fn table_error(err: redb::TableError) -> Error {
+    engine_error("cannot open a table", err)
+}
+
+fn scan_read(db: &Database) -> Result<Scan, Error> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| engine_error("cannot begin a read", e))?;
+    let mask = mask(&txn.open_table(INFO).map_err(table_error)?)?;
+    let indexes = read_indexes!(txn, mask);
+    scan(
+        &txn.open_table(RESULTS).map_err(table_error)?,
+        &txn.open_table(ENTRIES).map_err(table_error)?,
+        indexes,
+        &txn.open_table(FUNCTIONS).map_err(table_error)?,
+    )
+}
+
+/// Reads every row of the tables, and counts what is inconsistent.
+fn scan(
+    results: &impl ReadableTable<&'static [u8; 16], &'static [u8]>,
+    entries: &impl ReadableTable<&'static [u8; 16], &'static [u8; 64]>,
+    indexes: Vec<(u8, BTreeSet<Vec<u8>>)>,
+    functions: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Scan, Error> {
+    let mut ids: HashMap<[u8; 16], Seen> = HashMap::new();
+    for row in results.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        let bytes = v.value();
+        ids.entry(*k.value()).or_default().result =
+            Some((bytes.len() as u64, record::parse(bytes).is_ok()));
+    }
+    for row in entries.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        ids.entry(*k.value()).or_default().meta = Some(EntryMeta::decode(v.value()));
+    }
+    let mut function_rows = HashMap::new();
+    for row in functions.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        function_rows.insert(k.value(), FunctionRecord::decode(v.value()));
+    }
+
+    let mut report = VerifyReport {
+        entries_checked: ids.len() as u64,
+        ..VerifyReport::default()
+    };
+    // What the function rows should count: every readable metadata row.
+    let mut counted: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut expected: Vec<BTreeSet<Vec<u8>>> = vec![BTreeSet::new(); indexes.len()];
+    for (id, seen) in &ids {
+        match (seen.result, seen.meta) {
+            (Some(_), None) => report.results_without_meta += 1,
+            (None, Some(_)) => report.meta_without_result += 1,
+            _ => {}
+        }
+        if let Some((len, ok)) = seen.result {
+            if !ok {
+                report.bad_records += 1;
+            }
+            if let Some(Some(meta)) = seen.meta
+                && meta.size != len
+            {
+                report.size_mismatches += 1;
+            }
+        }
+        match seen.meta {
+            Some(None) => report.bad_meta += 1,
+            Some(Some(meta)) => {
+                for ((bit, _), keys) in indexes.iter().zip(expected.iter_mut()) {
+                    keys.insert(index_key(*bit, id, &meta));
+                }
+                let c = counted.entry(meta.fn_key).or_default();
+                c.0 += 1;
+                c.1 += meta.size;
+            }
+            None => {}
+        }
+    }
+    report.index_mismatches = indexes
+        .iter()
+        .zip(&expected)
+        .map(|((_, found), want)| found.symmetric_difference(want).count() as u64)
+        .sum();
+    for (key, row) in &function_rows {
+        match row {
+            None => report.bad_function_rows += 1,
+            Some(r) => {
+                if (r.entries, r.bytes) != counted.get(key).copied().unwrap_or_default() {
+                    report.function_count_mismatches += 1;
+                }
+            }
+        }
+    }
+    report.missing_function_rows = counted
+        .keys()
+        .filter(|k| !function_rows.contains_key(k))
+        .count() as u64;
+    Ok(Scan {
+        report,
+        ids,
+        indexes,
+        functions: function_rows,
+    })
+}
+
+/// Scans, and fixes what the scan found, in one write transaction.
+fn repair_tables(db: &Database) -> Result<VerifyReport, Error> {
+    let txn = db
+        .begin_write()
+        .map_err(|e| engine_error("cannot begin a write", e))?;
+    let mut report = fix(&txn)?;
+    if report.problems() > 0 {
+        txn.commit()
+            .map_err(|e| engine_error("cannot commit the repair", e))?;
+        report.repaired = true;
+    } else {
+        txn.abort()
+            .map_err(|e| engine_error("cannot end the check", e))?;
+    }
+    Ok(report)
+}
+
+fn fix(txn: &WriteTransaction) -> Result<VerifyReport, Error> {
+    let mask = mask(&txn.open_table(INFO).map_err(table_error)?)?;
+    let indexes = read_indexes!(txn, mask);
+    let mut results = txn.open_table(RESULTS).map_err(table_error)?;
+    let mut entries = txn.open_table(ENTRIES).map_err(table_error)?;
+    let mut functions = txn.open_table(FUNCTIONS).map_err(table_error)?;
+    let scan = scan(&results, &entries, indexes, &functions)?;
+    if scan.report.problems() == 0 {
+        return Ok(scan.report);
+    }
+
+    // Entries to keep: a sound result with a readable metadata row.
+    let mut kept: Vec<BTreeSet<Vec<u8>>> = vec![BTreeSet::new(); scan.indexes.len()];
+    let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
+    for (id, seen) in &scan.ids {
+        match (seen.result, seen.meta) {
+            (Some((len, true)), Some(Some(mut meta))) => {
+                if meta.size != len {
+                    meta.size = len;
+                    entries.insert(id, &meta.encode()).map_err(storage)?;
+                }
+                for ((bit, _), keys) in scan.indexes.iter().zip(kept.iter_mut()) {
+                    keys.insert(index_key(*bit, id, &meta));
+                }
+                let c = counts.entry(meta.fn_key).or_default();
+                c.0 += 1;
+                c.1 += len;
+            }
+            _ => {
+                results.remove(id).map_err(storage)?;
+                entries.remove(id).map_err(storage)?;
+            }
+        }
+    }
+    for ((bit, found), want) in scan.indexes.iter().zip(&kept) {
+        match *bit {
+            CREATED => sync_index(
+                &mut txn.open_table(ORDER_CREATED).map_err(table_error)?,
+                found,
+                want,
+            )?,
+            ACCESS => sync_index(
+                &mut txn.open_table(ORDER_ACCESS).map_err(table_error)?,
+                found,
+                want,
+            )?,
+            _ => sync_index(
+                &mut txn.open_table(ORDER_HITS).map_err(table_error)?,
+                found,
+                want,
+            )?,
+        }
+    }
+    let mut keys: BTreeSet<u64> = scan.functions.keys().copied().collect();
+    keys.extend(counts.keys().copied());
+    for key in keys {
+        let (n, bytes) = counts.get(&key).copied().unwrap_or_default();
+        let mut row = scan
+            .functions
+            .get(&key)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        if scan.functions.get(&key).is_some_and(Option::is_some)
+            && (row.entries, row.bytes) == (n, bytes)
+        {
+            continue;
+        }
+        row.entries = n;
+        row.bytes = bytes;
+        functions
+            .insert(key, row.encode().as_slice())
+            .map_err(storage)?;
+    }
+    Ok(scan.report)
+}
+
+/// Makes an order index hold exactly `want`.
+fn sync_index<const N: usize>(
+    table: &mut redb::Table<'_, &'static [u8; N], ()>,
+    found: &BTreeSet<Vec<u8>>,
+    want: &BTreeSet<Vec<u8>>,
+) -> Result<(), Error> {
+    for key in found.difference(want) {
+        if let Ok(k) = <[u8; N]>::try_from(key.as_slice()) {
+            table.remove(&k).map_err(storage)?;
+        }
+    }
+    for key in want.difference(found) {
+        if let Ok(k) = <[u8; N]>::try_from(key.as_slice()) {
+            table.insert(&k, ()).map_err(storage)?;
+        }
+    }
+    Ok(())
+}
