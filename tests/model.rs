@@ -1,15 +1,20 @@
 //! A proptest state-machine test of the store against an in-memory model: random sequences of
 //! saves (small, and large enough to bypass group commit), retrieves, removes, decorated calls
-//! (hits go through a deliberately tiny access log), flushes, verifies and reopens, checked after
-//! every step. `PROPTEST_CASES` sets the number of sequences (default 64).
+//! (hits go through a deliberately tiny access log), FIFO eviction to an entry cap, expiry by
+//! age, flushes, verifies and reopens, checked after every step. An injected clock advances one
+//! millisecond per step, so "oldest" is always defined. `PROPTEST_CASES` sets the number of
+//! sequences (default 64).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use ckpt::testing::{self, GROUP_COMMIT_MAX_BYTES};
-use ckpt::{AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Function, OnError, Store};
+use ckpt::{
+    AutoIdentifier, Cache, CheckpointId, Clock, DecoratorCheckpoint, EvictMode, EvictionPolicy,
+    Function, Limits, ManualClock, OnError, Store,
+};
 use common::TempDir;
 use proptest::prelude::*;
 
@@ -44,8 +49,14 @@ enum Op {
     Flush,
     Verify,
     Reopen,
-    // Evict { .. }: eviction is being added on another branch; its op and its model (caps on
-    // entries and bytes, what goes first) belong here once it lands.
+    /// Cap the entries at `keep`, oldest first (FIFO), evicting down to the cap.
+    EvictOldest {
+        keep: u8,
+    },
+    /// Expire the entries saved more than `age` ms ago.
+    Expire {
+        age: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -64,6 +75,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => Just(Op::Verify),
         1 => Just(Op::Reopen),
+        1 => (0u8..12).prop_map(|keep| Op::EvictOldest { keep }),
+        1 => (0u8..40).prop_map(|age| Op::Expire { age }),
     ]
 }
 
@@ -81,12 +94,35 @@ fn call_value(f: u8, arg: u8) -> String {
 }
 
 struct Model {
-    /// id -> (function, stored bytes)
-    entries: BTreeMap<CheckpointId, (u8, Vec<u8>)>,
+    /// id -> (function, stored bytes, saved at ms)
+    entries: BTreeMap<CheckpointId, (u8, Vec<u8>, u64)>,
+    /// Entries removed by `EvictOldest` and by `Expire`.
+    evicted: u64,
+    expired: u64,
+}
+
+impl Model {
+    fn evict_oldest(&mut self, keep: usize) -> u64 {
+        let mut by_age: Vec<(u64, CheckpointId)> =
+            self.entries.iter().map(|(id, e)| (e.2, *id)).collect();
+        by_age.sort();
+        let n = by_age.len().saturating_sub(keep);
+        for (_, id) in &by_age[..n] {
+            self.entries.remove(id);
+        }
+        n as u64
+    }
+
+    fn expire(&mut self, cutoff: u64) -> u64 {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.2 >= cutoff);
+        (before - self.entries.len()) as u64
+    }
 }
 
 struct Harness {
     path: std::path::PathBuf,
+    clock: ManualClock,
     store: Option<Store>,
     decos: Vec<DecoratorCheckpoint<AutoIdentifier, Store>>,
     /// Hits each function's decorators counted, over reopens.
@@ -97,6 +133,7 @@ impl Harness {
     fn open(&mut self) {
         let store = Store::builder()
             .access_log_capacity(16)
+            .clock(self.clock.clone())
             .open(&self.path)
             .unwrap();
         self.decos = (0..3)
@@ -129,12 +166,16 @@ fn check(h: &Harness, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(ids, want);
     let stats = store.stats().unwrap();
     prop_assert_eq!(stats.entries, model.entries.len() as u64);
+    prop_assert_eq!(stats.evictions.count, model.evicted);
+    prop_assert_eq!(stats.evictions.age, model.expired);
     for f in 0..3u8 {
         let (n, bytes) = model
             .entries
             .values()
-            .filter(|(g, _)| *g == f)
-            .fold((0u64, 0u64), |(n, b), (_, v)| (n + 1, b + v.len() as u64));
+            .filter(|(g, _, _)| *g == f)
+            .fold((0u64, 0u64), |(n, b), (_, v, _)| {
+                (n + 1, b + v.len() as u64)
+            });
         let row = store.function_stats(&function(f)).unwrap();
         prop_assert_eq!(
             row.as_ref().map_or((0, 0), |r| (r.entries, r.stored_bytes)),
@@ -149,8 +190,11 @@ fn check(h: &Harness, model: &Model) -> Result<(), TestCaseError> {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = TempDir::new("model");
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let now = || clock.now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let mut h = Harness {
         path: dir.join("checkpoints.redb"),
+        clock: clock.clone(),
         store: None,
         decos: Vec::new(),
         hits: [0; 3],
@@ -158,9 +202,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     h.open();
     let mut model = Model {
         entries: BTreeMap::new(),
+        evicted: 0,
+        expired: 0,
     };
     let mut expected_hits = [0u64; 3];
     for op in ops {
+        clock.advance(Duration::from_millis(1));
         match op {
             Op::Save { key, f, len, seed } => {
                 let bytes = record(len, seed);
@@ -168,7 +215,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 h.store()
                     .save(&raw_id(key), &testing::entry(&fun, &bytes, Duration::ZERO))
                     .unwrap();
-                model.entries.insert(raw_id(key), (f, bytes));
+                model.entries.insert(raw_id(key), (f, bytes, now()));
             }
             Op::Retrieve { key } => {
                 let got = h.store().retrieve(&raw_id(key)).unwrap();
@@ -188,13 +235,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     expected_hits[usize::from(f)] += 1;
                 } else {
                     let bytes = h.store().retrieve(&id).unwrap().unwrap();
-                    model.entries.insert(id, (f, bytes));
+                    model.entries.insert(id, (f, bytes, now()));
                 }
             }
             Op::RemoveFunction { f } => {
                 let n = h.store().remove_function(&function(f)).unwrap();
                 let before = model.entries.len();
-                model.entries.retain(|_, (g, _)| *g != f);
+                model.entries.retain(|_, (g, _, _)| *g != f);
                 prop_assert_eq!(n, (before - model.entries.len()) as u64);
             }
             Op::Clear => {
@@ -210,6 +257,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Reopen => {
                 h.close();
                 h.open();
+            }
+            Op::EvictOldest { keep } => {
+                let limits = Limits::new()
+                    .max_entries(u64::from(keep))
+                    .policy(EvictionPolicy::fifo())
+                    .low_water(1.0);
+                let report = h.store().evict_with(&limits, EvictMode::Apply).unwrap();
+                let n = model.evict_oldest(usize::from(keep));
+                prop_assert_eq!(report.evicted.len() as u64, n);
+                model.evicted += n;
+            }
+            Op::Expire { age } => {
+                let limits = Limits::new().max_age(Duration::from_millis(u64::from(age)));
+                let report = h.store().evict_with(&limits, EvictMode::Apply).unwrap();
+                let n = model.expire(now().saturating_sub(u64::from(age)));
+                prop_assert_eq!(report.evicted.len() as u64, n);
+                model.expired += n;
             }
         }
         check(&h, &model)?;

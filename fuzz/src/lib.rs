@@ -14,7 +14,9 @@ use std::time::Duration;
 use ckpt::testing::{
     self, Decoded, FaultOp, Faults, FaultyBackend, GROUP_COMMIT_MAX_BYTES, MemoryBackend,
 };
-use ckpt::{Cache, CheckpointId, ErrorKind, Function, OpenCheck, Store};
+use ckpt::{
+    Cache, CheckpointId, ErrorKind, EvictMode, EvictionPolicy, Function, Limits, OpenCheck, Store,
+};
 
 /// Reads fuzz input; past its end every read gives zeros.
 pub struct Input<'a>(&'a [u8]);
@@ -156,8 +158,8 @@ impl OpsRun {
     }
 }
 
-/// Random operation sequences (save, retrieve, remove, flush, verify, stats, reopen, faults)
-/// checked against a model of what each key may hold.
+/// Random operation sequences (save, retrieve, remove, evict, flush, verify, stats, reopen,
+/// faults) checked against a model of what each key may hold.
 pub fn ops(data: &[u8]) {
     let mut input = Input::new(data);
     let mut run = OpsRun {
@@ -171,7 +173,7 @@ pub fn ops(data: &[u8]) {
     let mut steps = 0;
     while !input.is_empty() && steps < 48 {
         steps += 1;
-        let op = input.u8() % 12;
+        let op = input.u8() % 13;
         let key = input.u8() % 16;
         let arg = input.u8();
         let Some(store) = run.store() else { continue };
@@ -242,8 +244,72 @@ pub fn ops(data: &[u8]) {
                 Ok(report) => assert!(run.armed || report.is_clean(), "{report}"),
                 Err(e) => run.failed(&e, "verify"),
             },
-            // Stats agree with the entries. (Eviction is being added on another branch: its op,
-            // `store.evict(..)` or a save past a cap, and its model belong here once it lands.)
+            // Evict to a cap on entries (or bytes), under a policy the input picks: eviction
+            // only ever removes, and the cap holds after it. Which entries go depends on
+            // accesses the tiny access log may drop, so the model learns it from the store.
+            11 => {
+                let policy = [
+                    EvictionPolicy::lru(),
+                    EvictionPolicy::lfu(),
+                    EvictionPolicy::fifo(),
+                ][usize::from(key % 3)];
+                let limits = if arg & 1 == 0 {
+                    Limits::new().max_entries(u64::from(arg % 16))
+                } else {
+                    Limits::new().max_bytes(u64::from(arg) * 64)
+                }
+                .policy(policy);
+                match store.evict_with(&limits, EvictMode::Apply) {
+                    Ok(_) => {
+                        for key in 0..16 {
+                            match store.retrieve(&id(key)) {
+                                Ok(got) => {
+                                    let states = run.states(key);
+                                    assert!(
+                                        got.is_none() || states.contains(&got),
+                                        "eviction changed key {key} instead of removing it"
+                                    );
+                                    run.model.insert(key, vec![got]);
+                                }
+                                Err(e) => {
+                                    // The key may now be gone too.
+                                    run.failed(&e, "retrieve");
+                                    let mut states = run.states(key);
+                                    states.push(None);
+                                    run.model.insert(key, states);
+                                }
+                            }
+                        }
+                        if let Ok(stats) = store.stats() {
+                            if let Some(cap) = limits.max_entries_value() {
+                                assert!(
+                                    stats.entries <= cap,
+                                    "{} entries > cap {cap}",
+                                    stats.entries
+                                );
+                            }
+                            if let Some(cap) = limits.max_bytes_value() {
+                                assert!(
+                                    stats.stored_bytes <= cap,
+                                    "{} bytes > cap {cap}",
+                                    stats.stored_bytes
+                                );
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Failed whole: nothing was removed; but the model cannot tell a failed
+                        // commit that landed, so any key may be gone.
+                        run.failed(&e, "evict");
+                        for key in 0..16 {
+                            let mut states = run.states(key);
+                            states.push(None);
+                            run.model.insert(key, states);
+                        }
+                    }
+                }
+            }
+            // Stats agree with the entries.
             _ => match (store.stats(), store.entries()) {
                 (Ok(stats), Ok(entries)) => {
                     assert_eq!(stats.entries, entries.len() as u64);
