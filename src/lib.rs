@@ -85,5 +85,10 @@ pub use store::{
 };
 pub use warn::{reset_warning_hook, set_warning_hook};
 
+/// The README's examples, compiled as doctests so that they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// `Result` with ckpt's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
