@@ -121,7 +121,8 @@ impl Engine {
             let slot = self.slot.read();
             if slot.is_some() && !self.broken.load(Ordering::Acquire) {
                 return Ok(RwLockReadGuard::map(slot, |s| {
-                    s.as_ref().expect("checked just above")
+                    // invariant: `is_some()` was checked under this same guard.
+                    s.as_ref().expect("the slot holds a database") // invariant
                 }));
             }
             if slot.is_none() {
