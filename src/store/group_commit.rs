@@ -27,8 +27,11 @@ const MAX_GATHER: Duration = Duration::from_millis(2);
 #[derive(Default)]
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
-    /// Wakes savers waiting for their result, and a leader gathering its group.
-    wake: Condvar,
+    /// Wakes savers waiting for their result (or to lead the next batch).
+    done: Condvar,
+    /// Wakes a leader gathering its group, on each save queued: apart from `done`, so that a
+    /// queued save does not wake every saver waiting for a result.
+    queued: Condvar,
 }
 
 #[derive(Default)]
@@ -57,7 +60,7 @@ impl Queue {
         state.pending.push((ticket, save));
         if state.leading {
             // A gathering leader may be waiting for this save.
-            self.wake.notify_all();
+            self.queued.notify_one();
         }
         loop {
             if let Some(result) = state.results.remove(&ticket) {
@@ -82,10 +85,10 @@ impl Queue {
                 state.last_batch = batch.len();
                 state.results.extend(results);
                 state.leading = false;
-                self.wake.notify_all();
+                self.done.notify_all();
                 continue;
             }
-            self.wake.wait(&mut state);
+            self.done.wait(&mut state);
         }
     }
 
@@ -98,7 +101,7 @@ impl Queue {
         let budget = Duration::from_nanos(state.commit_nanos / 2).min(MAX_GATHER);
         let deadline = Instant::now() + budget;
         while state.pending.len() < want {
-            if self.wake.wait_until(state, deadline).timed_out() {
+            if self.queued.wait_until(state, deadline).timed_out() {
                 break;
             }
         }
