@@ -540,6 +540,14 @@ fn export_import_round_trip_between_two_stores() {
     let piped = ckpt(&a, &["export", "-"]);
     assert!(piped.status.success());
     assert!(stderr(&piped).starts_with("exported 9 entries of 2 functions"));
+    // With --json too, stdout holds only the archive; the summary goes to stderr.
+    let piped_json = ckpt(&a, &["export", "-", "--json"]);
+    let summary: Value = serde_json::from_slice(&piped_json.stderr).unwrap();
+    assert_eq!(summary["entries"], 9);
+    assert_eq!(
+        piped_json.stdout.len() as u64,
+        summary["archive_bytes"].as_u64().unwrap()
+    );
     let c = dir.join("third.redb");
     let mut child = Command::new(BIN)
         .args(["--store", c.to_str().unwrap(), "import", "-", "--json"])

@@ -88,7 +88,7 @@ pub fn export(cx: &mut Context, args: ExportArgs) -> Result {
     };
     let file = args.file.display().to_string();
     if cx.json {
-        return cx.out.json(&json!({
+        let v = json!({
             "file": file,
             "functions": report.functions,
             "entries": report.entries,
@@ -96,7 +96,14 @@ pub fn export(cx: &mut Context, args: ExportArgs) -> Result {
             "archive_bytes": report.archive_bytes,
             "skipped_unnamed": report.skipped_unnamed,
             "skipped_damaged": report.skipped_damaged,
-        }));
+        });
+        if to_stdout {
+            // stdout holds the archive: the summary goes to stderr.
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+            let _ = writeln!(io::stderr(), "{text}");
+            return Ok(());
+        }
+        return cx.out.json(&v);
     }
     let mut line = format!(
         "exported {} of {} ({} of records) to {}",
