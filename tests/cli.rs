@@ -457,7 +457,11 @@ fn verify_repair_and_compact() {
         "is damaged",
     );
     let o = ckpt(&path, &["verify"]);
-    assert!(stdout(&o).contains("1 damaged results"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("  1 damaged result\n"),
+        "{}",
+        stdout(&o)
+    );
     fails(o, 1, "run `ckpt verify --repair`");
     let v: Value = serde_json::from_slice(&ckpt(&path, &["verify", "--json"]).stdout).unwrap();
     assert_eq!(v["clean"], false);
@@ -479,6 +483,37 @@ fn verify_repair_and_compact() {
     let out = ok(ckpt(&path, &["compact"]));
     assert!(out.starts_with("compacted in "), "{out}");
     assert!(out.contains("reclaimed"), "{out}");
+}
+
+#[test]
+fn an_entry_without_its_record() {
+    let dir = TempDir::new("cli-no-record");
+    let path = known_store(&dir);
+    let id = ids_of(&path, &resize())[0];
+    {
+        use redb::Database;
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(common::RESULTS)
+            .unwrap()
+            .remove(id.as_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    fails(
+        ckpt(&path, &["show", &id.to_string()]),
+        1,
+        "has metadata but no stored record; `ckpt verify --repair` drops it",
+    );
+    let v: Value = serde_json::from_slice(&ckpt(&path, &["verify", "--json"]).stdout).unwrap();
+    assert_eq!(v["meta_without_result"], 1);
+    let out = ok(ckpt(&path, &["verify", "--repair"]));
+    assert!(out.contains("1 metadata row without a result"), "{out}");
+    fails(
+        ckpt(&path, &["show", &id.to_string()]),
+        1,
+        &format!("no entry with id {id}"),
+    );
 }
 
 #[test]

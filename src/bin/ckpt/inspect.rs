@@ -211,7 +211,12 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
         ))
     };
     let info = store.entry(&args.id)?.ok_or_else(unknown)?;
-    let bytes = store.read_record(&args.id)?.ok_or_else(unknown)?;
+    let bytes = store.read_record(&args.id)?.ok_or_else(|| {
+        Failure::fail(format!(
+            "entry {} has metadata but no stored record; `ckpt verify --repair` drops it",
+            args.id
+        ))
+    })?;
     let record = Record::parse(&bytes).ok();
     if args.raw {
         let Some(record) = record else {

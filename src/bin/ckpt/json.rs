@@ -47,7 +47,9 @@ JSON (--json): {dry_run, evicted, bytes, by_cause: {size, count, age, idle}, ent
 function, function_key, size_bytes, cause}]}";
 
 pub const VERIFY_HELP: &str = "\
-Exits 1 when problems were found and not repaired.
+Exits 1 when problems were found and not repaired. Opening skips its own page check \
+(--open-check does not apply): checking every page is this command's first step, and reports \
+what the engine repaired.
 JSON (--json): {clean, repaired, engine_repaired, entries_checked, problems, \
 results_without_meta, meta_without_result, bad_records, bad_meta, size_mismatches, \
 index_mismatches, function_count_mismatches, bad_function_rows, missing_function_rows, \

@@ -283,19 +283,51 @@ pub fn verify(cx: &mut Context, args: VerifyArgs) -> Result {
             );
         }
         let counts = [
-            (report.results_without_meta, "results without metadata"),
-            (report.meta_without_result, "metadata rows without a result"),
-            (report.bad_records, "damaged results"),
-            (report.bad_meta, "damaged metadata rows"),
-            (report.size_mismatches, "wrong recorded sizes"),
-            (report.index_mismatches, "order index mismatches"),
-            (report.function_count_mismatches, "wrong function counts"),
-            (report.bad_function_rows, "damaged function rows"),
-            (report.missing_function_rows, "missing function rows"),
+            (
+                report.results_without_meta,
+                "result without metadata",
+                "results without metadata",
+            ),
+            (
+                report.meta_without_result,
+                "metadata row without a result",
+                "metadata rows without a result",
+            ),
+            (report.bad_records, "damaged result", "damaged results"),
+            (
+                report.bad_meta,
+                "damaged metadata row",
+                "damaged metadata rows",
+            ),
+            (
+                report.size_mismatches,
+                "wrong recorded size",
+                "wrong recorded sizes",
+            ),
+            (
+                report.index_mismatches,
+                "order index mismatch",
+                "order index mismatches",
+            ),
+            (
+                report.function_count_mismatches,
+                "wrong function count",
+                "wrong function counts",
+            ),
+            (
+                report.bad_function_rows,
+                "damaged function row",
+                "damaged function rows",
+            ),
+            (
+                report.missing_function_rows,
+                "missing function row",
+                "missing function rows",
+            ),
         ];
-        for (n, what) in counts {
+        for (n, one, many) in counts {
             if n > 0 {
-                lines.push(format!("  {n} {what}"));
+                lines.push(format!("  {}", plural(n, one, many)));
             }
         }
         for l in lines {
