@@ -272,3 +272,56 @@ fn read_record_counts_no_access() {
         None
     );
 }
+
+/// Random damage (spliced, duplicated, deleted and overwritten runs of bytes, lengths set to
+/// random values): always an error, never a panic, never a partial import.
+#[test]
+fn random_damage_is_refused_whole() {
+    let archive = small_archive();
+    let dir = TempDir::new("archive-random");
+    let target = Store::open(dir.store_path()).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n.max(1) as u64) as usize
+    };
+    for round in 0..400 {
+        let mut bad = archive.clone();
+        for _ in 0..1 + next(3) {
+            if bad.is_empty() {
+                break;
+            }
+            let at = next(bad.len());
+            let len = 1 + next(24).min(bad.len() - at - 1);
+            match next(5) {
+                0 => {
+                    bad.drain(at..at + len);
+                }
+                1 => {
+                    let run: Vec<u8> = bad[at..at + len].to_vec();
+                    let to = next(bad.len());
+                    bad.splice(to..to, run);
+                }
+                2 => {
+                    for b in &mut bad[at..at + len] {
+                        *b = next(256) as u8;
+                    }
+                }
+                3 if bad.len() > at + 9 => {
+                    let v = [0u64, 1, 63, 64, 1 << 20, u32::MAX as u64, u64::MAX][next(7)];
+                    bad[at + 1..at + 9].copy_from_slice(&v.to_le_bytes());
+                }
+                _ => bad.truncate(at),
+            }
+        }
+        if bad == archive {
+            continue;
+        }
+        let result = target.import(bad.as_slice());
+        assert!(result.is_err(), "round {round}: damaged archive accepted");
+    }
+    assert_eq!(target.stats().unwrap().entries, 0);
+    assert!(target.verify().unwrap().is_clean());
+}
