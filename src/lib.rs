@@ -57,6 +57,7 @@ mod id;
 mod identifier;
 mod macros;
 mod record;
+mod record_view;
 mod stats;
 mod store;
 #[cfg(feature = "fault-injection")]
@@ -77,11 +78,13 @@ pub use identifier::{
 };
 #[doc(hidden)]
 pub use macros::__private;
+pub use record_view::{Record, type_fingerprint};
 pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
 pub use store::{
-    Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo, EvictMode, Evicted,
-    EvictionPolicy, EvictionReport, FunctionStats, Limits, ManualClock, OpenCheck, Store,
-    StoreBuilder, StoreStats, SystemClock, VerifyReport,
+    ARCHIVE_MAGIC, ARCHIVE_VERSION, Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo,
+    EvictMode, Evicted, EvictionPolicy, EvictionReport, ExportReport, FunctionStats, ImportReport,
+    Limits, MAX_ARCHIVE_RECORD, ManualClock, OpenCheck, Store, StoreBuilder, StoreStats,
+    SystemClock, VerifyReport,
 };
 pub use warn::{reset_warning_hook, set_warning_hook};
 

@@ -398,6 +398,7 @@ fn compact_gives_back_space_and_stats_report_it() {
     }
     assert_eq!(store.clear().unwrap(), 200);
     let before = store.stats().unwrap();
+    assert!(before.reclaimable_bytes < before.file_bytes);
     assert!(
         before.reclaimable_bytes > 2_000_000,
         "{} reclaimable",
@@ -408,6 +409,13 @@ fn compact_gives_back_space_and_stats_report_it() {
     let after = store.stats().unwrap();
     assert!(after.file_bytes < before.file_bytes);
     assert!(after.reclaimable_bytes < before.reclaimable_bytes);
+    // What compaction gave back is about what was reported reclaimable.
+    let freed = report.file_bytes_before - report.file_bytes_after;
+    assert!(
+        freed.abs_diff(before.reclaimable_bytes) <= freed / 20,
+        "{freed} freed, {} reported",
+        before.reclaimable_bytes
+    );
     // Still a working store.
     deco.call(1u64, |_| vec![1u8; 10]).unwrap();
     assert_eq!(

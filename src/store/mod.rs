@@ -1,6 +1,7 @@
 //! [`Store`]: every checkpoint in one transactional redb file.
 
 mod access;
+mod archive;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod backend;
 mod engine;
@@ -23,6 +24,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable as _, WriteTransaction};
 
+pub use archive::{ARCHIVE_MAGIC, ARCHIVE_VERSION, ExportReport, ImportReport, MAX_ARCHIVE_RECORD};
 pub use inspect::{CompactReport, EntryInfo, Evicted, EvictionReport, FunctionStats, StoreStats};
 pub use options::{
     Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck, SystemClock,

@@ -17,6 +17,9 @@ use crate::error::{Error, ErrorKind};
 use crate::id::Function;
 use crate::stats::{CallStats, Counters, EvictionCause, EvictionStats};
 
+// Import of archived entries (`Tx::put_restored`), kept apart so the write path stays readable.
+mod restore;
+
 /// Saves larger than this skip the queue and write their own transaction from the caller's
 /// thread, so a big value is never copied.
 pub(crate) const GROUP_COMMIT_MAX_BYTES: usize = 256 * 1024;
