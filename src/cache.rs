@@ -10,6 +10,14 @@ use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::stats::Counters;
 
+/// A bulk save ([`Cache::save_many`]) is handed, and the redb store commits, at most this many
+/// entries at a time, and at most [`BATCH_MAX_BYTES`] of records (but always at least one
+/// entry): a transaction, and the encoded records waiting for it, stay bounded, and concurrent
+/// saves are not held up for long.
+pub(crate) const BATCH_MAX_SAVES: usize = 256 * 1024;
+/// See [`BATCH_MAX_SAVES`].
+pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
+
 /// Where checkpointed results live: saves and retrieves encoded results by id (the seed's
 /// `CacheBase`).
 ///
@@ -91,6 +99,23 @@ pub trait Cache: Send + Sync {
         Ok(false)
     }
 
+    /// Stores several entries, as [`save`](Cache::save) would one by one and in this order (a
+    /// later entry with the same id wins), but lets the cache write them together: the redb
+    /// [`Store`](crate::Store) writes them in a few transactions, each committed (and synced)
+    /// once, instead of one per entry. The default saves them one by one.
+    ///
+    /// [`DecoratorCheckpoint::save_all`](crate::DecoratorCheckpoint::save_all) calls this.
+    ///
+    /// # Errors
+    /// When an entry could not be stored. The entries before it may be stored: a cache that
+    /// writes in batches stores each batch whole or not at all.
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        for (id, entry) in entries {
+            self.save(id, entry)?;
+        }
+        Ok(())
+    }
+
     /// Called once by each decorator before its first call, with the function it checkpoints and
     /// its live counters, so a cache that keeps statistics can persist them. The default does
     /// nothing.
@@ -141,6 +166,9 @@ macro_rules! forward_cache {
         impl<C: Cache + ?Sized> Cache for $ty {
             fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
                 (**self).save(id, entry)
+            }
+            fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+                (**self).save_many(entries)
             }
             fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
                 (**self).retrieve(id)

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry};
 use crate::error::Error;
 use crate::flight::{Flights, Joined, Landing};
 use crate::id::{CheckpointId, Function};
@@ -200,6 +200,95 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     {
         let id = self.identify(&args);
         self.execute(id, Mode::Rerun, || f(args), |r| r.as_ref().ok(), Ok)
+    }
+
+    /// Saves results computed elsewhere: for each `(args, value)`, stores `value` as the result
+    /// of a call with `args`, replacing what was stored (as a [`rerun`](Self::rerun) would,
+    /// without running anything). Returns how many were saved.
+    ///
+    /// The results are handed to the cache in large batches
+    /// ([`Cache::save_many`](crate::Cache::save_many)): the redb [`Store`](crate::Store) writes
+    /// each batch of up to 16,384 results (or 64 MiB) in one transaction with one fsync, where
+    /// as many calls would each pay their own. Use it to seed a store from a parallel job, or to
+    /// import results.
+    ///
+    /// `value` must be of the type a call stores (`R` for [`call`](Self::call), `T` for
+    /// [`call_ok`](Self::call_ok)): its type is recorded, and a later call expecting another
+    /// type treats the entry as a miss. Each entry records a compute time of zero, since ckpt
+    /// did not time it, so hits on it add nothing to
+    /// [`time_saved`](crate::CallStats::time_saved).
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-save-all-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = Store::open(dir.join("checkpoints.redb"))?;
+    /// let square = DecoratorCheckpoint::new(Function::new("doc", "square"), AutoIdentifier, store);
+    ///
+    /// // Computed elsewhere (another machine, a rayon job), saved in one transaction.
+    /// let saved = square.save_all((0..1000u64).map(|x| (x, x * x)))?;
+    /// assert_eq!(saved, 1000);
+    /// assert_eq!(square.call(12u64, |_| -> u64 { unreachable!("saved above") })?, 144);
+    /// # drop(square); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The error policy does not apply (a bulk save is an explicit request): the first failure
+    /// to identify arguments, encode a value or store a batch is returned. The batches before it
+    /// stay saved; a failed batch saves nothing with the redb store.
+    pub fn save_all<A, R>(&self, items: impl IntoIterator<Item = (A, R)>) -> Result<usize, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize,
+    {
+        self.ensure_registered();
+        let saved = self.save_all_inner(items);
+        if saved.is_err() {
+            self.counters.record(Event::Error);
+        }
+        saved
+    }
+
+    fn save_all_inner<A, R>(&self, items: impl IntoIterator<Item = (A, R)>) -> Result<usize, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize,
+    {
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut saved = 0;
+        for (args, value) in items {
+            let id = self.identify(&args)?;
+            let bytes = record::encode(&value, Duration::ZERO)?;
+            batch_bytes += bytes.len();
+            batch.push((id, bytes));
+            if batch.len() >= BATCH_MAX_SAVES || batch_bytes >= BATCH_MAX_BYTES {
+                saved += self.save_batch(&mut batch)?;
+                batch_bytes = 0;
+            }
+        }
+        saved += self.save_batch(&mut batch)?;
+        Ok(saved)
+    }
+
+    /// Hands `batch` to the cache's bulk save, and empties it.
+    fn save_batch(&self, batch: &mut Vec<(CheckpointId, Vec<u8>)>) -> Result<usize, Error> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let entries: Vec<(CheckpointId, Entry<'_>)> = batch
+            .iter()
+            .map(|(id, bytes)| (*id, Entry::new(&self.function, bytes, Duration::ZERO)))
+            .collect();
+        self.cache.save_many(&entries)?;
+        for _ in 0..entries.len() {
+            self.counters.record(Event::Saved { spent_nanos: 0 });
+        }
+        let n = entries.len();
+        drop(entries);
+        batch.clear();
+        Ok(n)
     }
 
     /// The stored result for `id`, if there is a sound one of type `R`; never runs anything.

@@ -67,6 +67,10 @@ impl Cache for DefaultStore {
         store()?.save(id, entry)
     }
 
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        store()?.save_many(entries)
+    }
+
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
         store()?.retrieve(id)
     }

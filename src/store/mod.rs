@@ -37,7 +37,7 @@ use self::options::{duration_ms, to_ms};
 use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
 pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
 use self::write::{QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
-use crate::cache::{Cache, Entry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry};
 use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::{CheckpointId, Function};
 use crate::stats::Counters;
@@ -578,23 +578,53 @@ impl Shared {
 
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
         self.check_size(entry.bytes().len())?;
-        let compute_nanos = u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX);
+        let op = SaveOp::new(id, entry);
         if entry.bytes().len() > GROUP_COMMIT_MAX_BYTES {
-            let op = SaveOp {
-                id: *id.as_bytes(),
-                function: entry.function(),
-                bytes: entry.bytes(),
-                compute_nanos,
-            };
             return self.write(Commit::Yes, |tx| tx.put(&op));
         }
         let queued = QueuedSave {
-            id: *id.as_bytes(),
+            id: op.id,
             function: entry.function().clone(),
             bytes: entry.bytes().to_vec(),
-            compute_nanos,
+            compute_nanos: op.compute_nanos,
         };
         self.queue.submit(queued, |batch| self.commit_batch(batch))
+    }
+
+    /// Saves `entries` in order, in as few transactions as the batch bounds allow (see
+    /// `cache::BATCH_MAX_SAVES`); each commits whole or not at all.
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        // Refuse an entry that cannot fit before writing any: a bulk save stops at its first
+        // failure, and this one is known in advance.
+        for (_, entry) in entries {
+            self.check_size(entry.bytes().len())?;
+        }
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let (mut n, mut bytes) = (0, 0);
+            while n < rest.len() && n < BATCH_MAX_SAVES {
+                let len = rest[n].1.bytes().len();
+                if n > 0 && bytes + len > BATCH_MAX_BYTES {
+                    break;
+                }
+                bytes += len;
+                n += 1;
+            }
+            let (batch, later) = rest.split_at(n);
+            // In id order: consecutive inserts then land in the same B-tree leaves, which stay
+            // in the CPU's cache and are modified in place. A stable sort keeps duplicates in
+            // their order, so the later one still wins.
+            let mut order: Vec<&(CheckpointId, Entry<'_>)> = batch.iter().collect();
+            order.sort_by_key(|(id, _)| *id.as_bytes());
+            self.write(Commit::Yes, |tx| {
+                for (id, entry) in order {
+                    tx.put(&SaveOp::new(id, entry))?;
+                }
+                Ok(())
+            })?;
+            rest = later;
+        }
+        Ok(())
     }
 
     /// Commits a batch in one transaction; if that fails, each save alone, so one bad save does
@@ -735,6 +765,10 @@ impl Drop for Shared {
 impl Cache for Store {
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
         self.shared().save(id, entry)
+    }
+
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        self.shared().save_many(entries)
     }
 
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {

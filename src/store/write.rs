@@ -13,8 +13,9 @@ use super::schema::{
     ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS, ORDER_CREATED,
     ORDER_HITS, RESULTS, id_of_key,
 };
+use crate::cache::Entry;
 use crate::error::{Error, ErrorKind};
-use crate::id::Function;
+use crate::id::{CheckpointId, Function};
 use crate::stats::{CallStats, Counters, EvictionCause, EvictionStats};
 
 /// Saves larger than this skip the queue and write their own transaction from the caller's
@@ -41,6 +42,17 @@ pub(crate) struct SaveOp<'a> {
     pub function: &'a Function,
     pub bytes: &'a [u8],
     pub compute_nanos: u64,
+}
+
+impl<'a> SaveOp<'a> {
+    pub(crate) fn new(id: &CheckpointId, entry: &Entry<'a>) -> SaveOp<'a> {
+        SaveOp {
+            id: *id.as_bytes(),
+            function: entry.function(),
+            bytes: entry.bytes(),
+            compute_nanos: u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// One save waiting in the group-commit queue, its bytes copied.
