@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Encoder, Entry, LargeEntry};
 use crate::error::Error;
 use crate::flight::{Flights, Joined, Landing};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::{AutoIdentifier, Call, Identifier};
-use crate::record::{self, Rejected};
+use crate::record::{self, Decoded, Rejected, STREAM_ABOVE};
 use crate::stats::{CallStats, Counters, Event};
 
 /// What a decorator does when it cannot identify a call, read the cache, or save a result.
@@ -260,7 +260,16 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         let mut saved = 0;
         for (args, value) in items {
             let id = self.identify(&args)?;
-            let bytes = record::encode(&value, Duration::ZERO)?;
+            let Some(bytes) = record::encode_bounded(&value, Duration::ZERO, STREAM_ABOVE)? else {
+                // Too large to batch: saved alone, after the batch so far (a later save of the
+                // same id must still win).
+                saved += self.save_batch(&mut batch)?;
+                batch_bytes = 0;
+                self.save_value(&id, &value, Duration::ZERO)?;
+                self.counters.record(Event::Saved { spent_nanos: 0 });
+                saved += 1;
+                continue;
+            };
             batch_bytes += bytes.len();
             batch.push((id, bytes));
             if batch.len() >= BATCH_MAX_SAVES || batch_bytes >= BATCH_MAX_BYTES {
@@ -299,21 +308,35 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// # Errors
     /// Under [`OnError::Raise`], when the cache could not be read.
     pub fn peek<R: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<R>, Error> {
-        let mut decoded = None;
-        let found = self
-            .cache
-            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<R>(bytes)));
+        let (found, decoded) = self.lend::<R>(id);
         if let Err(e) = found {
             self.fail(e)?;
         }
         match decoded {
-            Some(Ok((value, _))) => Ok(Some(value)),
-            Some(Err(Rejected::Corrupt)) => {
+            Some(Ok(Ok((value, _)))) => Ok(Some(value)),
+            Some(Ok(Err(Rejected::Corrupt))) => {
                 self.drop_corrupt(id)?;
                 Ok(None)
             }
-            Some(Err(Rejected::TypeMismatch)) | None => Ok(None),
+            Some(Err(e)) => {
+                self.fail(e)?;
+                Ok(None)
+            }
+            Some(Ok(Err(Rejected::TypeMismatch))) | None => Ok(None),
         }
+    }
+
+    /// Looks `id` up and decodes what the cache lends, if anything.
+    #[inline]
+    fn lend<V: DeserializeOwned>(
+        &self,
+        id: &CheckpointId,
+    ) -> (Result<bool, Error>, Option<Decoded<V>>) {
+        let mut decoded = None;
+        let found = self.cache.retrieve_parts(id, &mut |lent| {
+            decoded = Some(record::decode_lent::<V>(&lent));
+        });
+        (found, decoded)
     }
 
     /// Counts a damaged record and removes it.
@@ -414,28 +437,33 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
 
     /// The stored value for `id`, checked; a damaged or mistyped one is a miss.
     fn fetch<V: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<V>, Error> {
-        let mut decoded = None;
-        let found = self
-            .cache
-            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<V>(bytes)));
+        let (found, decoded) = self.lend::<V>(id);
         if let Err(e) = found {
             self.fail(e)?;
             return Ok(None);
         }
+        let decoded = match decoded {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                // A part of a large record could not be read: a failed read, not a miss.
+                self.fail(e)?;
+                return Ok(None);
+            }
+            Some(Ok(decoded)) => decoded,
+        };
         match decoded {
-            None => Ok(None),
-            Some(Ok((value, header))) => {
+            Ok((value, header)) => {
                 self.counters.record(Event::Hit {
                     saved_nanos: header.compute_nanos,
                 });
                 Ok(Some(value))
             }
-            Some(Err(Rejected::TypeMismatch)) => {
+            Err(Rejected::TypeMismatch) => {
                 // Left in place: the save that follows the miss overwrites it.
                 self.counters.record(Event::TypeMismatch);
                 Ok(None)
             }
-            Some(Err(Rejected::Corrupt)) => {
+            Err(Rejected::Corrupt) => {
                 self.drop_corrupt(id)?;
                 Ok(None)
             }
@@ -445,12 +473,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// A second look after a miss (another thread may have saved meanwhile): counts a hit, but
     /// not again the failures the first look counted.
     fn fetch_again<V: DeserializeOwned>(&self, id: &CheckpointId) -> Option<V> {
-        let mut decoded = None;
-        let found = self
-            .cache
-            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<V>(bytes)));
-        match (found, decoded) {
-            (Ok(true), Some(Ok((value, header)))) => {
+        match self.lend::<V>(id) {
+            (Ok(true), Some(Ok(Ok((value, header))))) => {
                 self.counters.record(Event::Hit {
                     saved_nanos: header.compute_nanos,
                 });
@@ -484,11 +508,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             self.counters.record(Event::NotSaved { spent_nanos });
             return Ok((r, false));
         };
-        let saved = record::encode(value, elapsed).and_then(|bytes| {
-            self.cache
-                .save(id, &Entry::new(&self.function, &bytes, elapsed))
-        });
-        match saved {
+        match self.save_value(id, value, elapsed) {
             Ok(()) => {
                 self.counters.record(Event::Saved { spent_nanos });
                 Ok((r, true))
@@ -497,6 +517,28 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 self.counters.record(Event::NotSaved { spent_nanos });
                 self.fail(e)?;
                 Ok((r, false))
+            }
+        }
+    }
+}
+
+impl<I, C: Cache> DecoratorCheckpoint<I, C> {
+    /// Encodes `value` and saves it: in one buffer, or, for a record longer than
+    /// `STREAM_ABOVE`, encoded as the cache writes it.
+    fn save_value<V: Serialize>(
+        &self,
+        id: &CheckpointId,
+        value: &V,
+        compute: Duration,
+    ) -> Result<(), Error> {
+        match record::encode_bounded(value, compute, STREAM_ABOVE)? {
+            Some(bytes) => self
+                .cache
+                .save(id, &Entry::new(&self.function, &bytes, compute)),
+            None => {
+                let encoder = Encoder { value, compute };
+                self.cache
+                    .save_large(id, &LargeEntry::new(&self.function, &encoder, compute))
             }
         }
     }

@@ -34,6 +34,22 @@ pub fn entry<'a>(function: &'a Function, bytes: &'a [u8], compute: Duration) -> 
     Entry::new(function, bytes, compute)
 }
 
+/// Saves `value` through [`Cache::save_large`](crate::Cache::save_large), encoded as the cache
+/// writes it, as the decorator does for a large result.
+///
+/// # Errors
+/// As `save_large`.
+pub fn save_large<T: Serialize + ?Sized>(
+    cache: &dyn crate::Cache,
+    id: &crate::CheckpointId,
+    function: &Function,
+    value: &T,
+    compute: Duration,
+) -> Result<(), Error> {
+    let encoder = crate::cache::Encoder { value, compute };
+    cache.save_large(id, &crate::LargeEntry::new(function, &encoder, compute))
+}
+
 /// Marks the store's engine handle broken, as an I/O failure or a contained panic does: the next
 /// operation closes the handle and reopens the store.
 pub fn break_engine(store: &crate::Store) {

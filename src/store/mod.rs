@@ -3,6 +3,7 @@
 mod access;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod backend;
+mod chunks;
 mod engine;
 mod flusher;
 mod group_commit;
@@ -30,16 +31,18 @@ pub use options::{
 pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};
+use self::chunks::{Manifest, TableParts};
 use self::engine::{Engine, Opener};
 use self::flusher::Flusher;
 use self::group_commit::Queue;
 use self::options::{duration_ms, to_ms};
-use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
+use self::schema::{CHUNKS, ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
 pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
 use self::write::{QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
-use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry, Lent};
 use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::{CheckpointId, Function};
+use crate::record::STREAM_ABOVE;
 use crate::stats::Counters;
 
 /// A checkpoint store: one redb file holding results, their metadata, and per-function
@@ -108,6 +111,8 @@ pub(crate) struct Shared {
     writer: Mutex<()>,
     queue: Queue,
     flusher: Arc<Flusher>,
+    /// Records longer than this are stored in chunks of this length (see `chunks.rs`).
+    chunk_len: u32,
 }
 
 /// Options for opening a [`Store`].
@@ -133,6 +138,7 @@ pub struct StoreBuilder {
     concurrency: ConcurrencyMode,
     clock: Arc<dyn Clock>,
     open_check: OpenCheck,
+    chunk_len: u32,
 }
 
 impl Default for StoreBuilder {
@@ -145,6 +151,7 @@ impl Default for StoreBuilder {
             concurrency: ConcurrencyMode::default(),
             clock: Arc::new(SystemClock),
             open_check: OpenCheck::default(),
+            chunk_len: STREAM_ABOVE as u32,
         }
     }
 }
@@ -200,6 +207,16 @@ impl StoreBuilder {
         self
     }
 
+    /// The length of the chunks large records are stored in (default 64 bytes under 512 KiB,
+    /// so that each fills one page of the engine); records longer than one chunk are chunked.
+    /// For tests, which store many chunks cheaply with a small length; clamped to 64 B..64 MiB.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn chunk_size(mut self, bytes: u32) -> Self {
+        self.chunk_len = bytes.clamp(chunks::MIN_CHUNK, chunks::MAX_CHUNK);
+        self
+    }
+
     fn engine_options(&self) -> open::EngineOptions {
         open::EngineOptions {
             cache_bytes: self.cache_bytes,
@@ -251,6 +268,7 @@ impl StoreBuilder {
             writer: Mutex::new(()),
             queue: Queue::default(),
             flusher: Arc::clone(&flusher),
+            chunk_len: self.chunk_len,
         });
         let thread = Flusher::spawn(Arc::downgrade(&shared), flusher);
         let store = Store {
@@ -502,7 +520,7 @@ impl Shared {
             self.access.drain_into(&mut accesses);
         }
         let out = {
-            let mut tx = Tx::open(&txn, self.now_ms(), indexes)?;
+            let mut tx = Tx::open(&txn, self.now_ms(), indexes, self.chunk_len)?;
             let need = limits.needed_indexes();
             if need & !indexes != 0 {
                 let now = tx.ensure_indexes(need)?;
@@ -568,10 +586,7 @@ impl Shared {
 
     fn check_size(&self, len: usize) -> Result<(), Error> {
         match self.limits.read().max_bytes_value() {
-            Some(max) if len as u64 > max => Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("a value of {len} bytes cannot fit the store's byte cap of {max}"),
-            )),
+            Some(max) if len as u64 > max => Err(too_large(len as u64, max)),
             _ => Ok(()),
         }
     }
@@ -627,6 +642,20 @@ impl Shared {
         Ok(())
     }
 
+    /// Saves a large record, encoded as it is written into chunks, in its own transaction.
+    fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
+        let compute_nanos = u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX);
+        let cap = self.limits.read().max_bytes_value();
+        self.write(Commit::Yes, |tx| {
+            let len = tx.put_large(*id.as_bytes(), entry, compute_nanos)?;
+            // Its length is known only now: over the cap, the transaction is abandoned.
+            match cap {
+                Some(max) if len > max => Err(too_large(len, max)),
+                _ => Ok(()),
+            }
+        })
+    }
+
     /// Commits a batch in one transaction; if that fails, each save alone, so one bad save does
     /// not fail the others.
     fn commit_batch(&self, batch: &[(u64, QueuedSave)]) -> Vec<(u64, Result<(), Error>)> {
@@ -646,7 +675,7 @@ impl Shared {
         }
     }
 
-    fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+    fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(Lent<'_>)) -> Result<bool, Error> {
         // A panic of the caller's `read` is the caller's: carried past the engine's guard and
         // resumed.
         let mut caller_panic = None;
@@ -665,21 +694,22 @@ impl Shared {
         found
     }
 
-    fn read_inner(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+    fn read_inner(&self, id: &CheckpointId, read: &mut dyn FnMut(Lent<'_>)) -> Result<bool, Error> {
         let db = self.engine.db()?;
         let now = self.now_ms();
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
         let found = if max_age == 0 && self.concurrency == ConcurrencyMode::SingleProcess {
             // The fast path: a snapshot kept since an earlier hit, valid until the next commit
             // of this process (the only writer in this mode).
-            self.engine.snapshots().with_results(&db, |table| {
-                let Some(row) = table
+            self.engine.snapshots().with_snapshot(&db, |snap| {
+                let Some(row) = snap
+                    .results
                     .get(id.as_bytes())
                     .map_err(|e| engine_error("cannot read a result", e))?
                 else {
                     return Ok(false);
                 };
-                read(row.value());
+                lend(row.value(), id, &snap.txn, read)?;
                 Ok(true)
             })?
         } else {
@@ -700,7 +730,7 @@ impl Shared {
             if max_age != 0 && self.expired(&txn, id, now, max_age)? {
                 return Ok(false);
             }
-            read(row.value());
+            lend(row.value(), id, &txn, read)?;
             true
         };
         drop(db);
@@ -754,6 +784,46 @@ impl Shared {
     }
 }
 
+fn too_large(len: u64, max: u64) -> Error {
+    Error::new(
+        ErrorKind::TooLarge,
+        format!("a value of {len} bytes cannot fit the store's byte cap of {max}"),
+    )
+}
+
+/// Lends a results row: a record, whole; for a manifest, the record's chunks, read from the
+/// same transaction.
+#[inline]
+fn lend(
+    row: &[u8],
+    id: &CheckpointId,
+    txn: &redb::ReadTransaction,
+    read: &mut dyn FnMut(Lent<'_>),
+) -> Result<(), Error> {
+    if chunks::claims_chunks(row)
+        && let Some(manifest) = Manifest::decode(row)
+    {
+        let table = match txn.open_table(CHUNKS) {
+            Ok(t) => t,
+            // A manifest in a file without chunks: lent as it is, it fails a record's checks.
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                read(Lent::whole(row));
+                return Ok(());
+            }
+            Err(e) => return Err(engine_error("cannot open the chunks table", e)),
+        };
+        let parts = TableParts {
+            table: &table,
+            id: *id.as_bytes(),
+            manifest,
+        };
+        read(Lent::parts(&parts));
+    } else {
+        read(Lent::whole(row));
+    }
+    Ok(())
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // Best effort: errors have nowhere to go from a destructor (use `Store::close` to see
@@ -771,14 +841,38 @@ impl Cache for Store {
         self.shared().save_many(entries)
     }
 
+    fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
+        self.shared().save_large(id, entry)
+    }
+
+    /// The record under `id`, a chunked one joined into one buffer.
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
         let mut out = None;
-        self.shared().read(id, &mut |b| out = Some(b.to_vec()))?;
-        Ok(out)
+        self.shared()
+            .read(id, &mut |lent| out = Some(lent.to_vec()))?;
+        out.transpose()
+    }
+
+    /// Lends the record under `id` in one buffer (a chunked one joined: see
+    /// [`retrieve_parts`](Cache::retrieve_parts) to read it without).
+    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+        let mut failed = None;
+        let found = self.shared().read(id, &mut |lent| match lent.as_whole() {
+            Some(bytes) => read(bytes),
+            None => match lent.to_vec() {
+                Ok(bytes) => read(&bytes),
+                Err(e) => failed = Some(e),
+            },
+        })?;
+        failed.map_or(Ok(found), Err)
     }
 
     #[inline]
-    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+    fn retrieve_parts(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
         self.shared().read(id, read)
     }
 
