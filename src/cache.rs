@@ -342,6 +342,9 @@ pub struct Lent<'a>(LentBytes<'a>);
 #[derive(Clone, Copy)]
 pub(crate) enum LentBytes<'a> {
     Whole(&'a [u8]),
+    /// Whole, and checked by the store that lends it (its checksum verified): ckpt's own
+    /// hot tier only.
+    Checked(&'a [u8]),
     Parts(&'a dyn Parts),
 }
 
@@ -356,6 +359,11 @@ impl<'a> Lent<'a> {
         Lent(LentBytes::Parts(parts))
     }
 
+    /// A record whose checksum the lending store verified.
+    pub(crate) fn checked(bytes: &'a [u8]) -> Lent<'a> {
+        Lent(LentBytes::Checked(bytes))
+    }
+
     pub(crate) fn bytes(&self) -> LentBytes<'a> {
         self.0
     }
@@ -363,7 +371,7 @@ impl<'a> Lent<'a> {
     /// The record's length in bytes.
     pub fn len(&self) -> u64 {
         match self.0 {
-            LentBytes::Whole(b) => b.len() as u64,
+            LentBytes::Whole(b) | LentBytes::Checked(b) => b.len() as u64,
             LentBytes::Parts(p) => p.len(),
         }
     }
@@ -376,7 +384,7 @@ impl<'a> Lent<'a> {
     /// The record, if it is in one buffer.
     pub fn as_whole(&self) -> Option<&'a [u8]> {
         match self.0 {
-            LentBytes::Whole(b) => Some(b),
+            LentBytes::Whole(b) | LentBytes::Checked(b) => Some(b),
             LentBytes::Parts(_) => None,
         }
     }
@@ -387,7 +395,7 @@ impl<'a> Lent<'a> {
     /// When a part cannot be read.
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
         match self.0 {
-            LentBytes::Whole(b) => Ok(b.to_vec()),
+            LentBytes::Whole(b) | LentBytes::Checked(b) => Ok(b.to_vec()),
             LentBytes::Parts(p) => {
                 let mut out = Vec::with_capacity(usize::try_from(p.len()).unwrap_or(0));
                 for i in 0..p.count() {
@@ -402,7 +410,7 @@ impl<'a> Lent<'a> {
 impl std::fmt::Debug for Lent<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let how = match self.0 {
-            LentBytes::Whole(_) => "whole",
+            LentBytes::Whole(_) | LentBytes::Checked(_) => "whole",
             LentBytes::Parts(_) => "parts",
         };
         f.debug_struct("Lent")

@@ -56,6 +56,11 @@ pub fn break_engine(store: &crate::Store) {
     store.shared().engine().mark_broken();
 }
 
+/// How many records the store's hot tier holds (0 without one).
+pub fn hot_records(store: &crate::Store) -> usize {
+    store.shared().engine().hot().map_or(0, |h| h.len())
+}
+
 /// Encodes `value` as the decorator does before saving it.
 ///
 /// # Errors

@@ -1,7 +1,8 @@
 //! A proptest state-machine test of the store against an in-memory model: random sequences of
 //! saves (small, and large enough to bypass group commit), retrieves, removes, decorated calls
 //! (hits go through a deliberately tiny access log), flushes, verifies and reopens, checked after
-//! every step. `PROPTEST_CASES` sets the number of sequences (default 64).
+//! every step. Half the sequences run on a store with a hot tier and 256-byte chunks (most
+//! saves then stored in chunks). `PROPTEST_CASES` sets the number of sequences (default 64).
 
 mod common;
 
@@ -91,14 +92,17 @@ struct Harness {
     decos: Vec<DecoratorCheckpoint<AutoIdentifier, Store>>,
     /// Hits each function's decorators counted, over reopens.
     hits: [u64; 3],
+    /// A hot tier, and small chunks.
+    hot_and_chunks: bool,
 }
 
 impl Harness {
     fn open(&mut self) {
-        let store = Store::builder()
-            .access_log_capacity(16)
-            .open(&self.path)
-            .unwrap();
+        let mut builder = Store::builder().access_log_capacity(16);
+        if self.hot_and_chunks {
+            builder = builder.hot_tier(1 << 20).chunk_size(256);
+        }
+        let store = builder.open(&self.path).unwrap();
         self.decos = (0..3)
             .map(|f| {
                 DecoratorCheckpoint::new(function(f), AutoIdentifier, store.clone())
@@ -147,13 +151,14 @@ fn check(h: &Harness, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, hot_and_chunks: bool) -> Result<(), TestCaseError> {
     let dir = TempDir::new("model");
     let mut h = Harness {
         path: dir.join("checkpoints.redb"),
         store: None,
         decos: Vec::new(),
         hits: [0; 3],
+        hot_and_chunks,
     };
     h.open();
     let mut model = Model {
@@ -243,7 +248,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops)?;
+    fn store_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        hot_and_chunks in any::<bool>(),
+    ) {
+        run(ops, hot_and_chunks)?;
     }
 }

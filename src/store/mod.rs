@@ -7,6 +7,7 @@ mod chunks;
 mod engine;
 mod flusher;
 mod group_commit;
+mod hot;
 mod inspect;
 mod open;
 mod options;
@@ -35,6 +36,7 @@ use self::chunks::{Manifest, TableParts};
 use self::engine::{Engine, Opener};
 use self::flusher::Flusher;
 use self::group_commit::Queue;
+use self::hot::HotTier;
 use self::options::{duration_ms, to_ms};
 use self::schema::{CHUNKS, ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
 pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
@@ -42,7 +44,7 @@ use self::write::{QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
 use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry, Lent};
 use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::{CheckpointId, Function};
-use crate::record::STREAM_ABOVE;
+use crate::record::{self, STREAM_ABOVE};
 use crate::stats::Counters;
 
 /// A checkpoint store: one redb file holding results, their metadata, and per-function
@@ -139,6 +141,7 @@ pub struct StoreBuilder {
     clock: Arc<dyn Clock>,
     open_check: OpenCheck,
     chunk_len: u32,
+    hot_bytes: usize,
 }
 
 impl Default for StoreBuilder {
@@ -152,6 +155,7 @@ impl Default for StoreBuilder {
             clock: Arc::new(SystemClock),
             open_check: OpenCheck::default(),
             chunk_len: STREAM_ABOVE as u32,
+            hot_bytes: 0,
         }
     }
 }
@@ -207,6 +211,29 @@ impl StoreBuilder {
         self
     }
 
+    /// Keeps up to `bytes` of recently hit records in memory (default 0: none), so that a hit
+    /// on one skips the storage engine and the record's checksum: an in-process tier in front
+    /// of the file, for hot working sets.
+    ///
+    /// Records are kept as they are stored (encoded, checked once when read from the file), in
+    /// shards bounded by bytes; a record larger than 1/128 of `bytes`, or stored in chunks, is
+    /// not kept. Every save, removal or eviction drops the record it replaces before it returns,
+    /// so a hit never sees an older value than a read from the file would. Not available with
+    /// [`ConcurrencyMode::MultiProcess`] (another process's saves could not drop what they
+    /// replace); not used while a `max_age` limit is set (a hit must read the entry's age).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-hot-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = ckpt::Store::builder().hot_tier(64 << 20).open(dir.join("checkpoints.redb"))?;
+    /// # drop(store); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hot_tier(mut self, bytes: usize) -> Self {
+        self.hot_bytes = bytes;
+        self
+    }
+
     /// The length of the chunks large records are stored in (default 64 bytes under 512 KiB,
     /// so that each fills one page of the engine); records longer than one chunk are chunked.
     /// For tests, which store many chunks cheaply with a small length; clamped to 64 B..64 MiB.
@@ -251,11 +278,24 @@ impl StoreBuilder {
                  only see commits that are on disk",
             ));
         }
+        if self.concurrency == ConcurrencyMode::MultiProcess && self.hot_bytes > 0 {
+            return Err(OpenError::with_source(
+                &path,
+                OpenErrorKind::Unsupported,
+                "a hot tier needs ConcurrencyMode::SingleProcess: another process's saves could \
+                 not drop the records they replace",
+            ));
+        }
         let db = opener()?;
         let indexes = open::read_indexes(&path, &db)?;
         let flusher = Arc::new(Flusher::default());
         let shared = Arc::new(Shared {
-            engine: Engine::new(db, &path, opener),
+            engine: Engine::new(
+                db,
+                &path,
+                opener,
+                (self.hot_bytes > 0).then(|| HotTier::new(self.hot_bytes)),
+            ),
             path: path.clone(),
             clock: Arc::clone(&self.clock),
             durability: self.durability,
@@ -539,17 +579,18 @@ impl Shared {
             }
             let out = body(&mut tx)?;
             tx.enforce(&limits)?;
-            tx.finish()?;
-            out
+            (out, tx.finish()?)
         };
+        let (out, changed) = out;
         if commit == Commit::DryRun {
             txn.abort()
                 .map_err(|e| engine_error("cannot roll back", e))?;
             return Ok(out);
         }
         let committed = txn.commit();
-        // Before returning: a hit that follows this write must not read an older snapshot.
-        self.engine.snapshots().invalidate();
+        // Before returning: a hit that follows this write must not read an older snapshot, or
+        // a replaced record from the hot tier.
+        self.engine.committed(&changed);
         committed.map_err(|e| engine_error("cannot commit", e))?;
         drop(db);
         if let Some(plan) = plan {
@@ -676,6 +717,14 @@ impl Shared {
     }
 
     fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(Lent<'_>)) -> Result<bool, Error> {
+        if let Some(hot) = self.engine.hot()
+            && self.max_age_ms.load(Ordering::Relaxed) == 0
+            && let Some(record) = hot.get(id.as_bytes())
+        {
+            read(Lent::checked(&record));
+            self.accessed(id, self.now_ms());
+            return Ok(true);
+        }
         // A panic of the caller's `read` is the caller's: carried past the engine's guard and
         // resumed.
         let mut caller_panic = None;
@@ -709,7 +758,15 @@ impl Shared {
                 else {
                     return Ok(false);
                 };
-                lend(row.value(), id, &snap.txn, read)?;
+                let row = row.value();
+                lend(row, id, &snap.txn, read)?;
+                if let Some(hot) = self.engine.hot()
+                    && !chunks::claims_chunks(row)
+                    && record::parse(row).is_ok()
+                {
+                    let generation = self.engine.snapshots().generation();
+                    hot.admit(id.as_bytes(), row, snap.generation, generation);
+                }
                 Ok(true)
             })?
         } else {
@@ -734,9 +791,15 @@ impl Shared {
             true
         };
         drop(db);
-        if !found {
-            return Ok(false);
+        if found {
+            self.accessed(id, now);
         }
+        Ok(found)
+    }
+
+    /// Records a hit in the access log.
+    #[inline]
+    fn accessed(&self, id: &CheckpointId, now: u64) {
         if !self.access.record(Access {
             id: *id.as_bytes(),
             at_ms: now,
@@ -744,7 +807,6 @@ impl Shared {
         {
             self.flusher.request_flush();
         }
-        Ok(true)
     }
 
     /// Whether the entry was saved more than `max_age` ms ago (it is then a miss, and the next

@@ -27,7 +27,8 @@ type Results = ReadOnlyTable<&'static [u8; 16], &'static [u8]>;
 
 /// A read transaction, with its results table open.
 pub(crate) struct Snapshot {
-    generation: u64,
+    /// The generation current when it was opened: it sees every commit before it.
+    pub generation: u64,
     /// Kept for the tables a hit rarely needs (the chunks of a large record).
     pub txn: ReadTransaction,
     pub results: Results,
@@ -63,6 +64,11 @@ impl Snapshots {
             generation: AtomicU64::new(0),
             shards: (0..shards).map(|_| Mutex::new(None)).collect(),
         }
+    }
+
+    /// The counter of commits that snapshots (and the hot tier) are checked against.
+    pub(crate) fn generation(&self) -> &AtomicU64 {
+        &self.generation
     }
 
     /// Runs `f` on a snapshot that sees every commit made before this call.

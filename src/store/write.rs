@@ -116,6 +116,8 @@ pub(crate) struct Tx<'t> {
     deltas: HashMap<u64, FunctionDelta>,
     /// Ids saved by this transaction: evicted only after every other entry.
     saved_now: HashSet<[u8; 16]>,
+    /// Ids whose record this transaction saved or removed.
+    changed: Vec<[u8; 16]>,
     now_ms: u64,
 }
 
@@ -156,6 +158,7 @@ impl<'t> Tx<'t> {
                 .map_err(table_error)?,
             deltas: HashMap::new(),
             saved_now: HashSet::new(),
+            changed: Vec::new(),
             now_ms,
         })
     }
@@ -360,6 +363,7 @@ impl<'t> Tx<'t> {
         }
         self.index(&op.id, &meta)?;
         self.saved_now.insert(op.id);
+        self.changed.push(op.id);
         let delta = self.delta(fn_key);
         delta.entries += 1;
         delta.bytes += size as i64;
@@ -387,6 +391,9 @@ impl<'t> Tx<'t> {
         };
         if had_chunks {
             remove_chunks(self.chunks()?, id, 0)?;
+        }
+        if had_result {
+            self.changed.push(*id);
         }
         match old {
             Some(Some(meta)) => {
@@ -638,8 +645,9 @@ impl<'t> Tx<'t> {
         Ok(victims)
     }
 
-    /// Writes the accumulated function-row changes.
-    pub(crate) fn finish(mut self) -> Result<(), Error> {
+    /// Writes the accumulated function-row changes; returns the ids whose record was saved or
+    /// removed.
+    pub(crate) fn finish(mut self) -> Result<Vec<[u8; 16]>, Error> {
         let e = storage("cannot update function statistics");
         for (key, delta) in std::mem::take(&mut self.deltas) {
             let existing = self
@@ -663,7 +671,7 @@ impl<'t> Tx<'t> {
                 .insert(key, record.encode().as_slice())
                 .map_err(&e)?;
         }
-        Ok(())
+        Ok(std::mem::take(&mut self.changed))
     }
 }
 
