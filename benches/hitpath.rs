@@ -214,7 +214,11 @@ fn ab(size: usize, rounds: usize) {
         entries,
         "every timed ckpt call was a hit"
     );
-    assert_eq!(s.hot.stats().misses, entries, "every timed hot call was a hit");
+    assert_eq!(
+        s.hot.stats().misses,
+        entries,
+        "every timed hot call was a hit"
+    );
 }
 
 /// Misses with a save, interleaved: ckpt, raw redb and cached alternate, `calls` fresh keys
@@ -285,7 +289,9 @@ fn ab_miss(size: usize, rounds: usize, relaxed: bool) {
         }
     }
     let how = if relaxed { "relaxed" } else { "durable" };
-    println!("interleaved misses ({how}): {rounds} rounds x {calls} calls each, {size}-byte values");
+    println!(
+        "interleaved misses ({how}): {rounds} rounds x {calls} calls each, {size}-byte values"
+    );
     println!("| system | median ns/call | median per-round ratio to raw_redb |");
     println!("|---|---:|---:|");
     let mut json = Vec::new();
