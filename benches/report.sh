@@ -63,7 +63,7 @@ if [[ -z "${CKPT_REPORT_ONLY:-}" ]]; then
     if [[ " $benches " == *" scale "* ]]; then
         : >"$out/scale.jsonl"
         scale=$(bench_bin scale)
-        for sys in ckpt raw; do
+        for sys in ckpt ckpt-trust raw; do
             for n in 10000 "${CKPT_BENCH_ENTRIES:-1000000}"; do
                 echo "== $scale mem $sys $n" >&2
                 "$scale" mem "$sys" "$n" | tee -a "$out/scale.jsonl" >&2

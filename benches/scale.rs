@@ -167,11 +167,22 @@ fn rss() -> (u64, u64) {
 /// hits on scattered keys.
 fn mem(system: &str, entries: u64) {
     const HITS: u64 = 200_000;
-    let path = fixture(system, entries);
+    let path = fixture(if system == "raw" { "raw" } else { "ckpt" }, entries);
     let (_, before) = rss();
     match system {
-        "ckpt" => {
-            let store = ckpt_store(&path);
+        // `ckpt`: opened as by default (`OpenCheck::Full`, every page checked); `ckpt-trust`:
+        // opened with `OpenCheck::Trust`.
+        "ckpt" | "ckpt-trust" => {
+            let store = if system == "ckpt" {
+                ckpt_store(&path)
+            } else {
+                ckpt::Store::builder()
+                    .open_check(ckpt::OpenCheck::Trust)
+                    .open(&path)
+                    .expect("open the ckpt store")
+            };
+            let (_, opened) = rss();
+            eprintln!("{system}: {} MiB resident after opening", opened >> 20);
             let d = ckpt_decorator(&store, "work_256");
             for i in 0..HITS {
                 black_box(ckpt_call(&d, scattered(i, entries), ARG, SIZE));
