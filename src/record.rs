@@ -333,6 +333,11 @@ impl RecordCheck {
         self.len += bytes.len() as u64;
     }
 
+    /// How many bytes were fed.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// The header, if the record fed is sound.
     pub(crate) fn finish(&self) -> Result<Header, Rejected> {
         if self.len < HEADER_LEN as u64 || self.hasher.finish() != word(&self.head, 0) {
@@ -355,20 +360,17 @@ pub(crate) fn decode_lent<T: DeserializeOwned>(lent: &Lent<'_>) -> Decoded<T> {
     }
 }
 
-/// Decodes a record in parts: one pass checks it (checksum, header, type), a second decodes the
-/// value, reading one part at a time.
+/// Decodes a record in parts, in one pass that reads one part at a time: the header is checked
+/// before the value is decoded, the checksum before it is returned (see `de.rs`).
 pub(crate) fn decode_parts<T: DeserializeOwned>(parts: &dyn Parts) -> Decoded<T> {
-    let header = match check_parts(parts)? {
-        Ok(header) => header,
-        Err(r) => return Ok(Err(r)),
-    };
-    if header.fingerprint != fingerprint::<T>() {
-        return Ok(Err(Rejected::TypeMismatch));
-    }
-    match de::from_parts::<T>(parts, HEADER_LEN) {
-        Ok(value) => Ok(Ok((value, header))),
+    match de::record_from_parts::<T>(parts, fingerprint::<T>()) {
+        Ok(decoded) => Ok(Ok(decoded)),
         Err(de::PartsFailure::Corrupt) => Ok(Err(Rejected::Corrupt)),
         Err(de::PartsFailure::Read(e)) => Err(e),
+        // A record of another type, unless it is damaged (then it goes, as a damaged one).
+        Err(de::PartsFailure::OtherType) => {
+            Ok(check_parts(parts)?.and(Err(Rejected::TypeMismatch)))
+        }
     }
 }
 
@@ -442,6 +444,70 @@ mod tests {
                 "flip of bit {i} accepted"
             );
         }
+    }
+
+    /// A record lent in parts of `size` bytes.
+    struct Cut<'a>(&'a [u8], usize);
+
+    impl Parts for Cut<'_> {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn count(&self) -> u32 {
+            self.0.len().div_ceil(self.1) as u32
+        }
+        fn part(&self, i: u32) -> Result<crate::cache::Part<'_>, Error> {
+            let start = i as usize * self.1;
+            Ok(self.0[start..(start + self.1).min(self.0.len())].into())
+        }
+    }
+
+    #[test]
+    fn a_record_in_parts_decodes_and_every_bit_flip_is_rejected() {
+        let value = ("hello, parts".to_string(), 42u64, vec![7u8; 40]);
+        let bytes = encode(&value, Duration::from_millis(5)).unwrap();
+        for size in [1, 5, 32, 33, bytes.len()] {
+            let (v, h) = decode_parts::<(String, u64, Vec<u8>)>(&Cut(&bytes, size))
+                .unwrap()
+                .unwrap();
+            assert_eq!(v, value);
+            assert_eq!(h.compute_nanos, 5_000_000);
+            assert_eq!(
+                decode_parts::<u64>(&Cut(&bytes, size))
+                    .unwrap()
+                    .unwrap_err(),
+                Rejected::TypeMismatch
+            );
+        }
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(
+                matches!(
+                    decode_parts::<(String, u64, Vec<u8>)>(&Cut(&b, 7)),
+                    Ok(Err(Rejected::Corrupt))
+                ),
+                "flip of bit {i} not taken for damage"
+            );
+            // Damaged and of another type: damaged (removed), not a mismatch (kept).
+            if !(16 * 8..24 * 8).contains(&i) {
+                assert_eq!(
+                    decode_parts::<u64>(&Cut(&b, 7)).unwrap().unwrap_err(),
+                    Rejected::Corrupt
+                );
+            }
+        }
+        // Short or long by a byte.
+        assert!(matches!(
+            decode_parts::<(String, u64, Vec<u8>)>(&Cut(&bytes[..bytes.len() - 1], 7)),
+            Ok(Err(Rejected::Corrupt))
+        ));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_parts::<(String, u64, Vec<u8>)>(&Cut(&long, 7)),
+            Ok(Err(Rejected::Corrupt))
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 
+use super::{HEADER_LEN, Header, RecordCheck, header_of};
 use crate::cache::{Part, Parts};
 use crate::error::{Error, ErrorKind};
 
@@ -20,12 +21,55 @@ use crate::error::{Error, ErrorKind};
 pub(crate) enum PartsFailure {
     /// The bytes are not a value of the type: the record is damaged.
     Corrupt,
+    /// The record's header names another type (the rest of the record is not checked).
+    OtherType,
     /// A part could not be read (not a sign of damage: a failed read).
     Read(Error),
 }
 
-/// Decodes the `T` in the bytes of `parts` after the first `skip`, which must be all of them.
-pub(crate) fn from_parts<T: DeserializeOwned>(
+/// Decodes the value of the record in `parts`, checking the record on the way: its header
+/// before the value is decoded, its checksum (fed each part as it is read) before the value is
+/// returned. One pass over the parts; a value decoded from a record that fails its checksum is
+/// dropped, never returned.
+pub(crate) fn record_from_parts<T: DeserializeOwned>(
+    parts: &dyn Parts,
+    fingerprint: u64,
+) -> std::result::Result<(T, Header), PartsFailure> {
+    let mut de = PartsDeserializer {
+        input: Reader::new(parts),
+    };
+    de.input.check = Some(RecordCheck::new());
+    let mut head = [0u8; HEADER_LEN];
+    match de.input.take(HEADER_LEN) {
+        Ok(Taken::Within(bytes)) => head.copy_from_slice(bytes),
+        Ok(Taken::Joined(bytes)) => head.copy_from_slice(&bytes),
+        Err(_) => return Err(de.failure()),
+    };
+    let header = header_of(&head).map_err(|_| PartsFailure::Corrupt)?;
+    if header.fingerprint != fingerprint {
+        return Err(PartsFailure::OtherType);
+    }
+    let value = T::deserialize(&mut de);
+    let input = &mut de.input;
+    if input.failure.is_some() {
+        return Err(de.failure());
+    }
+    let whole = value.is_ok()
+        && input.remaining == 0
+        && input.next == input.count
+        && input.at == input.current.len();
+    match (value, input.check.take()) {
+        (Ok(v), Some(check)) if whole && check.len() == parts.len() && check.finish().is_ok() => {
+            Ok((v, header))
+        }
+        _ => Err(PartsFailure::Corrupt),
+    }
+}
+
+/// Decodes the `T` in the bytes of `parts` after the first `skip`, which must be all of them
+/// (unchecked: for the tests of the wire format).
+#[cfg(test)]
+fn from_parts<T: DeserializeOwned>(
     parts: &dyn Parts,
     skip: usize,
 ) -> std::result::Result<T, PartsFailure> {
@@ -37,16 +81,22 @@ pub(crate) fn from_parts<T: DeserializeOwned>(
         .take(skip)
         .map(drop)
         .and_then(|()| T::deserialize(&mut de));
-    if let Some(e) = de.input.failure.take() {
-        return Err(if e.kind() == ErrorKind::Corrupted {
-            PartsFailure::Corrupt
-        } else {
-            PartsFailure::Read(e)
-        });
+    if de.input.failure.is_some() {
+        return Err(de.failure());
     }
     match value {
         Ok(v) if de.input.remaining == 0 => Ok(v),
         _ => Err(PartsFailure::Corrupt),
+    }
+}
+
+impl PartsDeserializer<'_> {
+    /// Why reading stopped: a part that could not be read, or else a damaged record.
+    fn failure(&mut self) -> PartsFailure {
+        match self.input.failure.take() {
+            Some(e) if e.kind() != ErrorKind::Corrupted => PartsFailure::Read(e),
+            _ => PartsFailure::Corrupt,
+        }
     }
 }
 
@@ -85,6 +135,8 @@ struct Reader<'p> {
     remaining: u64,
     /// A part that could not be read.
     failure: Option<Error>,
+    /// Fed every part as it is read, if the record is to be checked.
+    check: Option<RecordCheck>,
 }
 
 /// Bytes taken from the reader: borrowed from one part, or joined from several.
@@ -103,6 +155,7 @@ impl<'p> Reader<'p> {
             at: 0,
             remaining: parts.len(),
             failure: None,
+            check: None,
         }
     }
 
@@ -113,7 +166,12 @@ impl<'p> Reader<'p> {
                 return Err(END);
             }
             match self.parts.part(self.next) {
-                Ok(part) => self.current = part,
+                Ok(part) => {
+                    if let Some(check) = &mut self.check {
+                        check.feed(&part);
+                    }
+                    self.current = part;
+                }
                 Err(e) => {
                     self.failure = Some(e);
                     return Err(DeError("a part could not be read"));
