@@ -2,7 +2,7 @@
 //!
 //! raw redb inserts them in one write transaction, durable at its commit: the engine's own
 //! limit. ckpt saves them through its batch API, `DecoratorCheckpoint::save_all`, which
-//! identifies and encodes each and writes them in batches of 16,384, one transaction and one
+//! identifies and encodes each and writes them in batches of up to 262,144, one transaction and one
 //! fsync each. Keys and values are built before the clock starts (ckpt's ids are not: computing
 //! them is part of its cost).
 //!

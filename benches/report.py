@@ -218,7 +218,7 @@ def main():
         w("`cargo bench --bench bulk`: 100,000 saves of 256-byte values into a new file, "
           f"{rounds} interleaved rounds (order alternating). raw redb: one write transaction; "
           "ckpt: `DecoratorCheckpoint::save_all` (identify and encode each, one transaction "
-          "per 16,384 saves or 64 MiB, sorted by id). Medians, and the median of per-round ratios.")
+          "per 262,144 saves or 64 MiB, sorted by id). Medians, and the median of per-round ratios.")
         w("")
         w("| system | 100,000 saves | per save | ratio to raw redb |")
         w("|---|---:|---:|---:|")

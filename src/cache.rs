@@ -14,8 +14,10 @@ use crate::stats::Counters;
 
 /// A bulk save ([`Cache::save_many`]) is handed, and the redb store commits, at most this many
 /// entries at a time, and at most [`BATCH_MAX_BYTES`] of records (but always at least one
-/// entry): a transaction, and the encoded records waiting for it, stay bounded, and concurrent
-/// saves are not held up for long.
+/// entry): a transaction, and the encoded records waiting for it, stay bounded. Large on
+/// purpose: each transaction copies every B-tree leaf it touches, and random ids touch nearly
+/// every leaf of a large table, so 100,000 saves in batches of 16,384 cost three times one
+/// transaction (`benches/bulk.rs`, profiled).
 pub(crate) const BATCH_MAX_SAVES: usize = 256 * 1024;
 /// See [`BATCH_MAX_SAVES`].
 pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;

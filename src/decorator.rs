@@ -208,7 +208,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     ///
     /// The results are handed to the cache in large batches
     /// ([`Cache::save_many`](crate::Cache::save_many)): the redb [`Store`](crate::Store) writes
-    /// each batch of up to 16,384 results (or 64 MiB) in one transaction with one fsync, where
+    /// each batch of up to 262,144 results (or 64 MiB) in one transaction with one fsync, where
     /// as many calls would each pay their own. Use it to seed a store from a parallel job, or to
     /// import results.
     ///
@@ -265,7 +265,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 // same id must still win).
                 saved += self.save_batch(&mut batch)?;
                 batch_bytes = 0;
-                self.save_value(&id, &value, Duration::ZERO)?;
+                self.save_large(&id, &value, Duration::ZERO)?;
                 self.counters.record(Event::Saved { spent_nanos: 0 });
                 saved += 1;
                 continue;
@@ -535,12 +535,20 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             Some(bytes) => self
                 .cache
                 .save(id, &Entry::new(&self.function, &bytes, compute)),
-            None => {
-                let encoder = Encoder { value, compute };
-                self.cache
-                    .save_large(id, &LargeEntry::new(&self.function, &encoder, compute))
-            }
+            None => self.save_large(id, value, compute),
         }
+    }
+
+    /// Saves `value` encoded as the cache writes it (see `LargeEntry`).
+    fn save_large<V: Serialize>(
+        &self,
+        id: &CheckpointId,
+        value: &V,
+        compute: Duration,
+    ) -> Result<(), Error> {
+        let encoder = Encoder { value, compute };
+        self.cache
+            .save_large(id, &LargeEntry::new(&self.function, &encoder, compute))
     }
 }
 

@@ -22,15 +22,19 @@ fn save_all_spans_several_transactions_and_every_result_hits() {
     let dir = TempDir::new("save-all");
     let store = Store::open(dir.store_path()).unwrap();
     let d = deco(store.clone(), "square");
-    // More than one batch (16,384 saves per transaction).
-    let n = 40_000u64;
-    assert_eq!(d.save_all((0..n).map(|x| (x, x * x))).unwrap(), n as usize);
+    // More than one batch (at most 64 MiB of records per transaction).
+    let n = 17_000u64;
+    let value = |x: u64| serde_bytes::ByteBuf::from(vec![x as u8; 4096]);
+    assert_eq!(
+        d.save_all((0..n).map(|x| (x, value(x)))).unwrap(),
+        n as usize
+    );
     assert_eq!(d.stats().saves, n);
     for x in (0..n).step_by(997) {
-        assert_eq!(
-            d.call(x, |_| -> u64 { unreachable!("saved") }).unwrap(),
-            x * x
-        );
+        let got = d
+            .call(x, |_| -> serde_bytes::ByteBuf { unreachable!("saved") })
+            .unwrap();
+        assert!(got == value(x), "entry {x}");
     }
     assert_eq!(d.stats().misses, 0);
     let stats = store.stats().unwrap();
