@@ -352,6 +352,7 @@ impl RecordCheck {
 pub(crate) type Decoded<T> = Result<Result<(T, Header), Rejected>, Error>;
 
 /// Decodes a record as a cache lent it.
+#[inline]
 pub(crate) fn decode_lent<T: DeserializeOwned>(lent: &Lent<'_>) -> Decoded<T> {
     match lent.bytes() {
         LentBytes::Whole(bytes) => Ok(decode(bytes)),
