@@ -84,9 +84,18 @@ fn main() {
     );
     println!("| threads | median saves/s | × one thread |");
     println!("|---:|---:|---:|");
+    let mut json = Vec::new();
     for (k, &threads) in counts.iter().enumerate() {
         let m = median(&mut results[k]);
         println!("| {threads} | {m:.0} | {:.2} |", m / base);
+        json.push(format!(
+            "{{\"case\":\"group_commit\",\"threads\":{threads},\"saves_per_s\":{m:.0},\
+             \"vs_one\":{:.4},\"rounds\":{rounds},\"saves_per_thread\":{saves}}}",
+            m / base
+        ));
+    }
+    for line in json {
+        println!("{line}");
     }
     println!(
         "(took {:?})",

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! `abmiss SIZE ROUNDS` does the same for misses with a durable save (ckpt, raw redb,
-//! cached); `profile ckpt-miss|raw-miss CALLS` profiles misses.
+//! cached), `abrelaxed SIZE ROUNDS` for misses with a relaxed one; `profile ckpt-miss|raw-miss
+//! CALLS` profiles misses (`ckpt-relaxed|raw-relaxed`: with relaxed saves), `profile ckpt-hot
+//! CALLS` hits on a store with a hot tier.
 //!
 //! `ab` runs rounds; in each round every system does the same number of calls back to back, so
 //! load from other processes hits them alike. It prints each system's median ns per call and its
@@ -41,6 +43,7 @@ fn fixture_dir() -> PathBuf {
 
 struct Systems {
     ckpt: Ckpt,
+    hot: Ckpt,
     raw: RawRedb,
     cached: Cached,
     moka: Moka,
@@ -56,6 +59,10 @@ fn systems(size: usize) -> Systems {
     let ckpt = ckpt_decorator(&store, "work");
     ckpt_fill(&ckpt, entries, size);
     store.flush().expect("flush");
+    let hot_store = ckpt_hot_store(&scratch.file("ckpt-hot.redb"));
+    let hot = ckpt_decorator(&hot_store, "work");
+    ckpt_fill(&hot, entries, size);
+    hot_store.flush().expect("flush");
     let raw = RawRedb::open(&scratch.file("raw.redb"));
     raw.fill(entries, size);
     let cached = cached_fill(scratch.path(), "hitpath", entries, size, true);
@@ -63,6 +70,7 @@ fn systems(size: usize) -> Systems {
     moka_fill(&moka, entries, size);
     Systems {
         ckpt,
+        hot,
         raw,
         cached,
         moka,
@@ -95,6 +103,17 @@ fn ops(s: &Systems) -> Vec<Op<'_>> {
             Box::new(move |i| {
                 black_box(ckpt_call(
                     &s.ckpt,
+                    scattered(i, entries),
+                    black_box(ARG),
+                    size,
+                ));
+            }),
+        ),
+        (
+            "ckpt_hot hit",
+            Box::new(move |i| {
+                black_box(ckpt_call(
+                    &s.hot,
                     scattered(i, entries),
                     black_box(ARG),
                     size,
@@ -149,6 +168,12 @@ fn ab(size: usize, rounds: usize) {
     let s = systems(size);
     let entries = s.entries;
     let ops = ops(&s);
+    // Every system warm before round 0: three calls per entry (page caches, the hot tier).
+    for (_, op) in &ops {
+        for i in 0..3 * entries {
+            op(i);
+        }
+    }
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); ops.len()];
     let mut i = 0u64;
     for round in 0..rounds + 1 {
@@ -171,7 +196,13 @@ fn ab(size: usize, rounds: usize) {
     println!("| system | median ns/call | median per-round ratio to raw_redb (hit or key) |");
     println!("|---|---:|---:|");
     for (k, (name, _)) in ops.iter().enumerate() {
-        let base = if name.ends_with("hit") { 0 } else { 4 };
+        let base = if name.ends_with("hit") {
+            0
+        } else {
+            ops.iter()
+                .position(|(n, _)| *n == "raw_redb key")
+                .unwrap_or(0)
+        };
         let mut ratios: Vec<f64> = ns[k].iter().zip(&ns[base]).map(|(a, b)| a / b).collect();
         let m = median(&mut ns[k].clone());
         println!("| {name} | {m:.0} | {:.2} |", median(&mut ratios));
@@ -189,33 +220,63 @@ fn ab(size: usize, rounds: usize) {
         entries,
         "every timed ckpt call was a hit"
     );
+    assert_eq!(
+        s.hot.stats().misses,
+        entries,
+        "every timed hot call was a hit"
+    );
 }
 
-/// Misses with a durable save, interleaved: ckpt, raw redb and cached alternate, `calls`
-/// fresh keys each per round, so a slow stretch of the shared disk falls on all three alike.
-fn ab_miss(size: usize, rounds: usize) {
-    let calls = 20;
+/// Misses with a save, interleaved: ckpt, raw redb and cached alternate, `calls` fresh keys
+/// each per round, so a slow stretch of the shared disk falls on all three alike. Durable
+/// (an fsync before each save returns), or relaxed (`relaxed`: ckpt's `Durability::Relaxed`,
+/// raw redb's `Durability::None`, cached's `durable(false)`).
+fn ab_miss(size: usize, rounds: usize, relaxed: bool) {
+    let calls = if relaxed { 200 } else { 20 };
     let scratch = Scratch::new("hitpath-miss");
-    let store = ckpt_store(&scratch.file("ckpt.redb"));
+    let store = if relaxed {
+        ckpt_relaxed_store(&scratch.file("ckpt.redb"))
+    } else {
+        ckpt_store(&scratch.file("ckpt.redb"))
+    };
     let ckpt = ckpt_decorator(&store, "work");
     let raw = RawRedb::open(&scratch.file("raw.redb"));
-    let cached = cached_open(scratch.path(), "miss", true);
+    let cached = cached_open(scratch.path(), "miss", !relaxed);
+    let (durability, names) = if relaxed {
+        (
+            Durability::None,
+            [
+                "raw_redb miss+relaxed save",
+                "ckpt miss+relaxed save",
+                "cached miss+relaxed save",
+            ],
+        )
+    } else {
+        (
+            Durability::Immediate,
+            [
+                "raw_redb miss+durable save",
+                "ckpt miss+durable save",
+                "cached miss+durable save",
+            ],
+        )
+    };
     type MissOp<'a> = (&'static str, Box<dyn Fn() + 'a>);
     let ops: Vec<MissOp<'_>> = vec![
         (
-            "raw_redb miss+durable save",
+            names[0],
             Box::new(|| {
-                black_box(raw.call(fresh(), ARG, size, Durability::Immediate));
+                black_box(raw.call(fresh(), ARG, size, durability));
             }),
         ),
         (
-            "ckpt miss+durable save",
+            names[1],
             Box::new(|| {
                 black_box(ckpt_call(&ckpt, fresh(), ARG, size));
             }),
         ),
         (
-            "cached miss+durable save",
+            names[2],
             Box::new(|| {
                 black_box(cached_call(&cached, fresh(), ARG, size));
             }),
@@ -233,7 +294,10 @@ fn ab_miss(size: usize, rounds: usize) {
             }
         }
     }
-    println!("interleaved misses: {rounds} rounds x {calls} calls each, {size}-byte values");
+    let how = if relaxed { "relaxed" } else { "durable" };
+    println!(
+        "interleaved misses ({how}): {rounds} rounds x {calls} calls each, {size}-byte values"
+    );
     println!("| system | median ns/call | median per-round ratio to raw_redb |");
     println!("|---|---:|---:|");
     let mut json = Vec::new();
@@ -289,6 +353,18 @@ fn profile(system: &str, calls: u64, size: usize) {
             );
             assert_eq!(d.stats().misses, before, "the fixture holds every key");
         }
+        "ckpt-hot" => {
+            let store = ckpt_hot_store(&dir.join(format!("hitpath-ckpt-{size}.redb")));
+            let d = ckpt_decorator(&store, "work");
+            let before = d.stats().misses;
+            profile_loop(
+                &|i| {
+                    black_box(ckpt_call(&d, scattered(i, ENTRIES), black_box(ARG), size));
+                },
+                calls,
+            );
+            assert_eq!(d.stats().misses, before, "run `profile ckpt 0` first");
+        }
         "raw" => {
             let path = dir.join(format!("hitpath-raw-{size}.redb"));
             let fresh = !path.exists();
@@ -319,12 +395,28 @@ fn profile(system: &str, calls: u64, size: usize) {
                 calls,
             );
         }
-        "raw-miss" => {
+        "raw-miss" | "raw-relaxed" => {
             let scratch = Scratch::new("profile-miss");
             let raw = RawRedb::open(&scratch.file("raw.redb"));
+            let durability = if system == "raw-miss" {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
             measured_loop(
                 &|_| {
-                    black_box(raw.call(fresh(), ARG, size, Durability::Immediate));
+                    black_box(raw.call(fresh(), ARG, size, durability));
+                },
+                calls,
+            );
+        }
+        "ckpt-relaxed" => {
+            let scratch = Scratch::new("profile-miss");
+            let store = ckpt_relaxed_store(&scratch.file("ckpt.redb"));
+            let d = ckpt_decorator(&store, "work");
+            measured_loop(
+                &|_| {
+                    black_box(ckpt_call(&d, fresh(), ARG, size));
                 },
                 calls,
             );
@@ -342,7 +434,10 @@ fn profile(system: &str, calls: u64, size: usize) {
             calls,
         ),
         other => {
-            panic!("unknown system {other}: ckpt, raw, ckpt-miss, raw-miss, identify or rawkey")
+            panic!(
+                "unknown system {other}: ckpt, ckpt-hot, raw, ckpt-miss, raw-miss, ckpt-relaxed, \
+                 raw-relaxed, identify or rawkey"
+            )
         }
     }
 }
@@ -360,10 +455,10 @@ fn main() {
             let rounds = arg(2).map_or(15, |s| s.parse().expect("a round count"));
             ab(size, rounds);
         }
-        Some("abmiss") => {
+        Some(mode @ ("abmiss" | "abrelaxed")) => {
             let size = arg(1).map_or(256, |s| s.parse().expect("a value size in bytes"));
             let rounds = arg(2).map_or(15, |s| s.parse().expect("a round count"));
-            ab_miss(size, rounds);
+            ab_miss(size, rounds, mode == "abrelaxed");
         }
         Some("profile") => {
             let system = arg(1).expect("profile SYSTEM CALLS");
@@ -371,6 +466,6 @@ fn main() {
             let size = arg(3).map_or(256, |s| s.parse().expect("a value size in bytes"));
             profile(system, calls, size);
         }
-        Some(other) => panic!("unknown mode {other}: ab, abmiss or profile"),
+        Some(other) => panic!("unknown mode {other}: ab, abmiss, abrelaxed or profile"),
     }
 }

@@ -68,6 +68,7 @@ fn hit(c: &mut Criterion) {
     MACRO_STORE.set(macro_store.clone()).ok();
     let raw = RawRedb::open(&scratch.file("raw.redb"));
     let moka = moka_new();
+    let hot_store = ckpt_hot_store(&scratch.file("ckpt-hot.redb"));
 
     let mut g = c.benchmark_group("hit");
     g.warm_up_time(Duration::from_millis(500))
@@ -77,6 +78,8 @@ fn hit(c: &mut Criterion) {
         let entries = entries_for(size);
         let deco = ckpt_decorator(&store, deco_name(size));
         ckpt_fill(&deco, entries, size);
+        let hot = ckpt_decorator(&hot_store, deco_name(size));
+        ckpt_fill(&hot, entries, size);
         parallel_fill(entries, |n| {
             macro_call(n, ARG, size);
         });
@@ -84,6 +87,7 @@ fn hit(c: &mut Criterion) {
         let cached = cached_fill(scratch.path(), &format!("hit_{label}"), entries, size, true);
         moka_fill(&moka, entries, size);
         store.flush().expect("flush");
+        hot_store.flush().expect("flush");
         macro_store.flush().expect("flush");
 
         g.throughput(Throughput::Elements(1));
@@ -97,6 +101,13 @@ fn hit(c: &mut Criterion) {
                     black_box(ARG),
                     size,
                 ))
+            })
+        });
+        g.bench_function(BenchmarkId::new("ckpt_hot", label), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i += 1;
+                black_box(ckpt_call(&hot, scattered(i, entries), black_box(ARG), size))
             })
         });
         g.bench_function(BenchmarkId::new("ckpt_macro", label), |b| {
@@ -185,15 +196,13 @@ fn miss_durable(c: &mut Criterion) {
     g.finish();
 }
 
-/// A miss whose save may be lost in a crash (no fsync before returning).
-///
-/// TODO(ckpt): ckpt has no relaxed durability yet. Expected API, measured here once it exists:
-/// `Store::builder().durability(ckpt::Durability::Relaxed).open(path)` (an enum, like redb's
-/// `Durability`; `Relaxed` commits with `redb::Durability::None` and makes the file durable on
-/// `flush`, `close`, drop, or every `relaxed_flush_interval`).
+/// A miss whose save may be lost in a crash (no fsync before returning): ckpt with
+/// `Durability::Relaxed` (commits with the engine's `Durability::None`, synced within a second
+/// by its flusher), raw redb with `Durability::None`, cached with `durable(false)`.
 fn miss_relaxed(c: &mut Criterion) {
     let scratch = Scratch::new("miss-relaxed");
     let raw = RawRedb::open(&scratch.file("raw.redb"));
+    let store = ckpt_relaxed_store(&scratch.file("ckpt.redb"));
 
     let mut g = c.benchmark_group("miss_relaxed");
     g.warm_up_time(Duration::from_millis(500))
@@ -201,7 +210,11 @@ fn miss_relaxed(c: &mut Criterion) {
         .sample_size(20);
     for (size, label) in SIZES {
         let cached = cached_open(scratch.path(), &format!("relaxed_{label}"), false);
+        let deco = ckpt_decorator(&store, deco_name(size));
         g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("ckpt", label), |b| {
+            b.iter(|| black_box(ckpt_call(&deco, fresh(), black_box(ARG), size)))
+        });
         g.bench_function(BenchmarkId::new("raw_redb", label), |b| {
             b.iter(|| black_box(raw.call(fresh(), black_box(ARG), size, Durability::None)))
         });

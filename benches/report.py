@@ -100,7 +100,7 @@ def main():
     crit, extra = sys.argv[1], sys.argv[2]
     r = load_criterion(crit)
     extras = []
-    for part in ["interleaved", "scale", "large"]:
+    for part in ["interleaved", "scale", "large", "bulk", "group_commit"]:
         ej = Path(extra) / f"{part}.jsonl"
         if ej.exists():
             extras += [json.loads(line) for line in ej.read_text().splitlines() if line.strip()]
@@ -135,8 +135,9 @@ def main():
     w("1 MiB (`serde_bytes`). Systems: `ckpt` = `DecoratorCheckpoint` + redb `Store`;")
     w("`ckpt_macro` = a `checkpoint!` function; `raw_redb` = redb 4.5 by hand (xxh3-128 of the")
     w("postcard-encoded arguments, `begin_read` + `get` + copy, one write transaction per save);")
-    w("`cached` = `cached` 4.1 `RedbCache` (on redb 4.5 too); `moka` = `moka::sync::Cache` in memory.")
-    w("Both redb files get a 256 MiB page cache.")
+    w("`cached` = `cached` 4.1 `RedbCache` (on redb 4.5 too); `moka` = `moka::sync::Cache` in memory;")
+    w("`ckpt_hot` = `ckpt` with the store's in-process hot tier on (`StoreBuilder::hot_tier(128 MiB)`).")
+    w("Every redb file gets a 256 MiB page cache.")
     w("")
 
     # ---- per-call groups
@@ -160,11 +161,13 @@ def main():
 
     sizes = ["256B", "4KiB", "1MiB"]
     group_table(
-        "hit", ["ckpt", "ckpt_macro", "raw_redb", "cached", "moka"], sizes,
+        "hit", ["ckpt", "ckpt_hot", "ckpt_macro", "raw_redb", "cached", "moka"], sizes,
         [("ckpt/raw_redb", "ckpt", "raw_redb"), ("ckpt/cached", "ckpt", "cached"),
-         ("ckpt/moka", "ckpt", "moka"), ("macro/raw_redb", "ckpt_macro", "raw_redb")],
+         ("ckpt/moka", "ckpt", "moka"), ("hot/moka", "ckpt_hot", "moka"),
+         ("macro/raw_redb", "ckpt_macro", "raw_redb")],
         "Hit (10,000 entries; 64 for 1 MiB)",
-        "`cargo bench --bench peers -- hit/`",
+        "`cargo bench --bench peers -- hit/`. The hot tier keeps records up to 1/128 of its "
+        "size and never chunked ones, so at 1 MiB `ckpt_hot` reads the file like `ckpt`.",
     )
     group_table(
         "miss_durable", ["ckpt", "raw_redb", "cached", "moka"], sizes,
@@ -176,9 +179,9 @@ def main():
         "miss_relaxed", ["ckpt", "raw_redb", "cached"], sizes,
         [("ckpt/raw_redb", "ckpt", "raw_redb")],
         "Miss + relaxed save (no fsync)",
-        "`cargo bench --bench peers -- miss_relaxed/`. ckpt has no relaxed durability yet: its "
-        "column is empty until the API exists (raw redb uses `Durability::None`, cached "
-        "`durable(false)`).",
+        "`cargo bench --bench peers -- miss_relaxed/`: ckpt with `Durability::Relaxed { within: "
+        "1 s }` (commits with the engine's `Durability::None`, synced within a second), raw redb "
+        "with `Durability::None`, cached with `durable(false)`.",
     )
     group_table(
         "identify", ["ckpt", "raw_redb", "cached"], ["u64+str32"],
@@ -207,21 +210,38 @@ def main():
         w("")
 
     # ---- bulk
-    raw_bulk = get("bulk_100k", "raw_redb", "one_txn")
-    ckpt_bulk = get("bulk_100k", "ckpt", "calls_8_threads")
-    if raw_bulk or ckpt_bulk:
+    bulk = {e["system"]: e for e in extras if e.get("case") == "bulk"}
+    if bulk:
+        rounds = next(iter(bulk.values()))["rounds"]
         w("## 100,000 saves in bulk")
         w("")
-        w("`cargo bench --bench bulk`, time per save. raw redb: one write transaction for all")
-        w("100,000. ckpt has no batch API yet: its row is today's best, calls from 8 threads")
-        w("batched by group commit (measured on 10,000 saves).")
+        w("`cargo bench --bench bulk`: 100,000 saves of 256-byte values into a new file, "
+          f"{rounds} interleaved rounds (order alternating). raw redb: one write transaction; "
+          "ckpt: `DecoratorCheckpoint::save_all` (identify and encode each, one transaction "
+          "per 262,144 saves or 64 MiB, sorted by id). Medians, and the median of per-round ratios.")
         w("")
-        w("| system | per save | 100,000 saves |")
-        w("|---|---:|---:|")
-        if raw_bulk:
-            w(f"| raw_redb, one transaction | {fmt_ns(raw_bulk)} | {fmt_ns(raw_bulk * 1e5)} |")
-        if ckpt_bulk:
-            w(f"| ckpt, calls from 8 threads | {fmt_ns(ckpt_bulk)} | {fmt_ns(ckpt_bulk * 1e5)} |")
+        w("| system | 100,000 saves | per save | ratio to raw redb |")
+        w("|---|---:|---:|---:|")
+        for system, label in [("raw_redb", "raw_redb, one transaction"), ("ckpt", "ckpt, save_all")]:
+            e = bulk.get(system)
+            if e:
+                w(f"| {label} | {fmt_ns(e['median_ns'])} | {fmt_ns(e['median_ns'] / e['saves'])} | "
+                  f"{e['ratio_to_raw']:.2f}× |")
+        w("")
+
+    # ---- group commit
+    gc = [e for e in extras if e.get("case") == "group_commit"]
+    if gc:
+        w("## Group commit: durable saves per second by thread count")
+        w("")
+        w(f"`cargo bench --bench group_commit`: {gc[0]['rounds']} interleaved rounds of "
+          f"{gc[0]['saves_per_thread']} saves per thread (256-byte values, `Durability::Immediate`), "
+          "each round on a new store. Goal (issue 3): 8 threads ≥ 4× one thread.")
+        w("")
+        w("| threads | median saves/s | × one thread |")
+        w("|---:|---:|---:|")
+        for e in gc:
+            w(f"| {e['threads']} | {e['saves_per_s']:,} | {e['vs_one']:.2f}× |")
         w("")
 
     # ---- scale
@@ -234,17 +254,22 @@ def main():
             "`cargo bench --bench scale -- hit_by_entries/`",
         )
         group_table(
-            "open_by_entries", ["ckpt", "raw_redb"], scale_vals,
-            [("ckpt/raw_redb", "ckpt", "raw_redb")],
+            "open_by_entries", ["ckpt", "ckpt_trust", "raw_redb"], scale_vals,
+            [("ckpt/raw_redb", "ckpt", "raw_redb"), ("trust/raw_redb", "ckpt_trust", "raw_redb")],
             "Opening the store by size",
-            "`cargo bench --bench scale -- open_by_entries/` (open + close of an existing file)",
+            "`cargo bench --bench scale -- open_by_entries/` (open + close of an existing file). "
+            "`ckpt`: the default, `OpenCheck::Full` (the engine checks every page: O(file size)); "
+            "`ckpt_trust`: `OpenCheck::Trust` (constant time; a hostile file can then hang or "
+            "crash the engine). raw redb opens without a check.",
         )
     mem = [e for e in extras if e.get("case") == "mem_by_entries"]
     if mem:
         w("## Memory by store size")
         w("")
         w("`target/release/deps/scale-* mem SYSTEM ENTRIES`: a fresh process opens the store and")
-        w("makes 200,000 hits on scattered keys; peak resident memory (VmHWM).")
+        w("makes 200,000 hits on scattered keys; peak resident memory (VmHWM). `ckpt` opens as by")
+        w("default (`OpenCheck::Full`: the check reads every page through the page cache),")
+        w("`ckpt-trust` with `OpenCheck::Trust`.")
         w("")
         w("| system | entries | peak RSS | page cache limit |")
         w("|---|---:|---:|---:|")
@@ -317,17 +342,22 @@ def main():
         both(f"miss + durable save {v}: ≤ 1.1× raw redb",
              ratio(get("miss_durable", "ckpt", v), get("miss_durable", "raw_redb", v)),
              inter_ratio(size_bytes[v], "ckpt miss+durable save"), 1.1)
-    w("| miss + relaxed save: ≤ 1.3× raw redb `Durability::None` | no API in ckpt yet | not measurable |")
-    w("| bulk: 100k saves through a batch API ≤ 1.3× raw redb one transaction | no batch API yet"
-      + (f"; today's calls: {fmt_ratio(ratio(ckpt_bulk, raw_bulk))} raw" if ckpt_bulk and raw_bulk else "")
-      + " | not measurable |")
+    for v in ["256B", "4KiB"]:
+        both(f"miss + relaxed save {v}: ≤ 1.3× raw redb `Durability::None`",
+             ratio(get("miss_relaxed", "ckpt", v), get("miss_relaxed", "raw_redb", v)),
+             inter_ratio(size_bytes[v], "ckpt miss+relaxed save"), 1.3)
+    target("bulk: 100k saves through a batch API ≤ 1.3× raw redb one transaction",
+           bulk["ckpt"]["ratio_to_raw"] if "ckpt" in bulk else None, 1.3)
     if scale_vals:
         big = scale_vals[-1]
         target(f"hit with {big} entries ≤ 1.5× the {scale_vals[0]}-entry hit",
                ratio(get("hit_by_entries", "ckpt", big), get("hit_by_entries", "ckpt", scale_vals[0])), 1.5)
         o = get("open_by_entries", "ckpt", big)
-        target(f"opening the {big}-entry store ≤ 50 ms", None if o is None else o / 1e6, 50,
-               shown=fmt_ns(o))
+        target(f"opening the {big}-entry store ≤ 50 ms (default `OpenCheck::Full`)",
+               None if o is None else o / 1e6, 50, shown=fmt_ns(o))
+        o = get("open_by_entries", "ckpt_trust", big)
+        target(f"opening the {big}-entry store ≤ 50 ms (`OpenCheck::Trust`)",
+               None if o is None else o / 1e6, 50, shown=fmt_ns(o))
     ck = {e["entries"]: e for e in mem if e["system"] == "ckpt"}
     rk = {e["entries"]: e for e in mem if e["system"] == "raw"}
     if len(ck) >= 2:
@@ -359,17 +389,26 @@ def main():
         if e["system"] == "ckpt":
             target(f"{e['value'] / MIB:.0f} MiB {e['op']}: peak memory ≤ 2.2× the value",
                    e["peak_rss"] / e["value"], 2.2)
-    w("| hot tier hit ≤ 2× moka | no hot tier yet | not measurable |")
+    for v in ["256B", "4KiB"]:
+        ih, im = inter.get((size_bytes[v], "ckpt_hot hit")), inter.get((size_bytes[v], "moka hit"))
+        both(f"hot tier hit {v} ≤ 2× moka",
+             ratio(get("hit", "ckpt_hot", v), get("hit", "moka", v)),
+             ratio(ih["median_ns"], im["median_ns"]) if ih and im else None, 2.0)
+    if gc:
+        eight = next((e for e in gc if e["threads"] == 8), None)
+        target("group commit: durable saves/s with 8 threads ≥ 4× one thread (issue 3)",
+               eight["vs_one"] if eight else None, 4.0, cmp="ge")
     w("")
 
     if inter:
         w("## Interleaved hit path")
         w("")
-        w("`cargo bench --bench hitpath -- ab SIZE 15` (hits, identify) and `-- abmiss SIZE 15`")
-        w("(misses with a durable save, 20 per system per round): in each round every system makes")
-        w("the same number of calls back to back, rounds alternate, so load from other processes")
-        w("(CPU and the shared disk) falls on all alike. Median per call, and the median of")
-        w("per-round ratios to raw redb (for identify: to raw redb's key, postcard + xxh3-128).")
+        w("`cargo bench --bench hitpath -- ab SIZE 15` (hits, identify), `-- abmiss SIZE 15`")
+        w("(misses with a durable save, 20 per system per round) and `-- abrelaxed SIZE 15` (misses")
+        w("with a relaxed save, 200 per round): in each round every system makes the same number of")
+        w("calls back to back, rounds alternate, so load from other processes (CPU and the shared")
+        w("disk) falls on all alike. Median per call, and the median of per-round ratios to raw redb")
+        w("(for identify: to raw redb's key, postcard + xxh3-128).")
         w("")
         w("| value | system | median per call | ratio to raw redb |")
         w("|---|---|---:|---:|")

@@ -127,8 +127,20 @@ fn open_by_entries(c: &mut Criterion) {
             file_size(&ckpt),
             file_size(&raw)
         );
+        // The default checks every page of the file (`OpenCheck::Full`); trusting it opens in
+        // constant time.
         g.bench_function(BenchmarkId::new("ckpt", label(entries)), |b| {
             b.iter(|| drop(black_box(ckpt_store(&ckpt))))
+        });
+        g.bench_function(BenchmarkId::new("ckpt_trust", label(entries)), |b| {
+            b.iter(|| {
+                drop(black_box(
+                    ckpt::Store::builder()
+                        .open_check(ckpt::OpenCheck::Trust)
+                        .open(&ckpt)
+                        .expect("open"),
+                ))
+            })
         });
         g.bench_function(BenchmarkId::new("raw_redb", label(entries)), |b| {
             b.iter(|| drop(black_box(RawRedb::open(&raw))))
@@ -155,11 +167,22 @@ fn rss() -> (u64, u64) {
 /// hits on scattered keys.
 fn mem(system: &str, entries: u64) {
     const HITS: u64 = 200_000;
-    let path = fixture(system, entries);
+    let path = fixture(if system == "raw" { "raw" } else { "ckpt" }, entries);
     let (_, before) = rss();
     match system {
-        "ckpt" => {
-            let store = ckpt_store(&path);
+        // `ckpt`: opened as by default (`OpenCheck::Full`, every page checked); `ckpt-trust`:
+        // opened with `OpenCheck::Trust`.
+        "ckpt" | "ckpt-trust" => {
+            let store = if system == "ckpt" {
+                ckpt_store(&path)
+            } else {
+                ckpt::Store::builder()
+                    .open_check(ckpt::OpenCheck::Trust)
+                    .open(&path)
+                    .expect("open the ckpt store")
+            };
+            let (_, opened) = rss();
+            eprintln!("{system}: {} MiB resident after opening", opened >> 20);
             let d = ckpt_decorator(&store, "work_256");
             for i in 0..HITS {
                 black_box(ckpt_call(&d, scattered(i, entries), ARG, SIZE));

@@ -5,10 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
+use crate::record::{self, RecordSink};
 use crate::stats::Counters;
+
+/// A bulk save ([`Cache::save_many`]) is handed, and the redb store commits, at most this many
+/// entries at a time, and at most [`BATCH_MAX_BYTES`] of records (but always at least one
+/// entry): a transaction, and the encoded records waiting for it, stay bounded. Large on
+/// purpose: each transaction copies every B-tree leaf it touches, and random ids touch nearly
+/// every leaf of a large table, so 100,000 saves in batches of 16,384 cost three times one
+/// transaction (`benches/bulk.rs`, profiled).
+pub(crate) const BATCH_MAX_SAVES: usize = 256 * 1024;
+/// See [`BATCH_MAX_SAVES`].
+pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 
 /// Where checkpointed results live: saves and retrieves encoded results by id (the seed's
 /// `CacheBase`).
@@ -81,6 +93,38 @@ pub trait Cache: Send + Sync {
         }
     }
 
+    /// Lends the record stored under `id` to `read`, whole or in parts (see [`Lent`]), and says
+    /// whether there was one. The decorator's hit path calls this. The default lends, whole,
+    /// what [`retrieve_with`](Cache::retrieve_with) lends; a cache that keeps large records in
+    /// pieces overrides it to lend them without joining them into one buffer, so that decoding
+    /// never holds a large value and its record in memory at once.
+    ///
+    /// # Errors
+    /// As [`retrieve`](Cache::retrieve).
+    fn retrieve_parts(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
+        self.retrieve_with(id, &mut |bytes| read(Lent::whole(bytes)))
+    }
+
+    /// Stores a large result under `id`, replacing what was there. The decorator calls this
+    /// instead of [`save`](Cache::save) when a record would be longer than 512 KiB, and hands
+    /// the value over unencoded: [`LargeEntry`] encodes it as the cache writes it, so a record
+    /// of hundreds of MiB never sits in memory next to its value. The default encodes the record
+    /// into one buffer and calls `save`.
+    ///
+    /// # Errors
+    /// As [`save`](Cache::save), and when the value cannot be encoded.
+    fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
+        let bytes = entry.to_vec()?;
+        self.save(
+            id,
+            &Entry::new(entry.function(), &bytes, entry.compute_time()),
+        )
+    }
+
     /// Removes the entry under `id`, saying whether there was one. The decorator calls it to drop
     /// a stored value that failed its checks. The default does nothing.
     ///
@@ -89,6 +133,23 @@ pub trait Cache: Send + Sync {
     fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
         let _ = id;
         Ok(false)
+    }
+
+    /// Stores several entries, as [`save`](Cache::save) would one by one and in this order (a
+    /// later entry with the same id wins), but lets the cache write them together: the redb
+    /// [`Store`](crate::Store) writes them in a few transactions, each committed (and synced)
+    /// once, instead of one per entry. The default saves them one by one.
+    ///
+    /// [`DecoratorCheckpoint::save_all`](crate::DecoratorCheckpoint::save_all) calls this.
+    ///
+    /// # Errors
+    /// When an entry could not be stored. The entries before it may be stored: a cache that
+    /// writes in batches stores each batch whole or not at all.
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        for (id, entry) in entries {
+            self.save(id, entry)?;
+        }
+        Ok(())
     }
 
     /// Called once by each decorator before its first call, with the function it checkpoints and
@@ -136,11 +197,302 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// A large result to save: its value, encoded into a record as the cache writes it (see
+/// [`Cache::save_large`]).
+///
+/// The record is the same, byte for byte, as the one [`Entry::bytes`] would hold for the value:
+/// [`to_vec`](Self::to_vec) gives it in one buffer, [`write_to`](Self::write_to) streams it.
+pub struct LargeEntry<'a> {
+    function: &'a Function,
+    compute: Duration,
+    record: &'a dyn EncodeRecord,
+}
+
+/// A value ready to be encoded as a record, piece by piece.
+pub(crate) trait EncodeRecord {
+    /// Writes the record into `out` with its first 8 bytes (the checksum) zero; returns the
+    /// checksum.
+    fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error>;
+}
+
+/// A value and its compute time, to be encoded as a record.
+pub(crate) struct Encoder<'v, T: ?Sized> {
+    pub value: &'v T,
+    pub compute: Duration,
+}
+
+impl<T: Serialize + ?Sized> EncodeRecord for Encoder<'_, T> {
+    fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
+        record::write_unsealed(self.value, self.compute, out)
+    }
+}
+
+impl<'a> LargeEntry<'a> {
+    pub(crate) fn new(
+        function: &'a Function,
+        record: &'a dyn EncodeRecord,
+        compute: Duration,
+    ) -> Self {
+        LargeEntry {
+            function,
+            compute,
+            record,
+        }
+    }
+
+    /// The function whose result this is.
+    pub fn function(&self) -> &'a Function {
+        self.function
+    }
+
+    /// How long the call took.
+    pub fn compute_time(&self) -> Duration {
+        self.compute
+    }
+
+    /// Encodes the record into one buffer: the bytes [`Cache::save`] would get.
+    ///
+    /// # Errors
+    /// When the value cannot be encoded.
+    pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
+        struct Buffer(Vec<u8>);
+        impl RecordSink for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+                self.0.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+        let mut out = Buffer(Vec::new());
+        let sum = self.record.write_unsealed(&mut out)?;
+        out.0[..8].copy_from_slice(&sum.to_le_bytes());
+        Ok(out.0)
+    }
+
+    /// Writes the record to `out` in order, without holding it in memory, and returns its
+    /// length. The value is encoded twice: the record starts with the checksum of what follows.
+    ///
+    /// # Errors
+    /// When the value cannot be encoded (or encodes differently the second time), or `out`
+    /// fails.
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> Result<u64, Error> {
+        struct Measure(u64);
+        impl RecordSink for Measure {
+            fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+                self.0 += bytes.len() as u64;
+                Ok(())
+            }
+        }
+        /// Writes the record through, with the checksum in its first 8 bytes.
+        struct Through<'w> {
+            out: &'w mut dyn std::io::Write,
+            sum: [u8; 8],
+            at: u64,
+        }
+        impl RecordSink for Through<'_> {
+            fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+                let io = |e| Error::with_source(ErrorKind::Cache, "cannot write a record", e);
+                let mut bytes = bytes;
+                while self.at < 8 && !bytes.is_empty() {
+                    self.out
+                        .write_all(&self.sum[self.at as usize..][..1])
+                        .map_err(io)?;
+                    self.at += 1;
+                    bytes = &bytes[1..];
+                }
+                self.out.write_all(bytes).map_err(io)?;
+                self.at += bytes.len() as u64;
+                Ok(())
+            }
+        }
+        let mut measured = Measure(0);
+        let sum = self.record.write_unsealed(&mut measured)?;
+        let mut through = Through {
+            out,
+            sum: sum.to_le_bytes(),
+            at: 0,
+        };
+        let again = self.record.write_unsealed(&mut through)?;
+        if again != sum || through.at != measured.0 {
+            return Err(Error::new(
+                ErrorKind::Encode,
+                "the value encoded differently twice (its Serialize implementation is not \
+                 deterministic)",
+            ));
+        }
+        Ok(through.at)
+    }
+
+    pub(crate) fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
+        self.record.write_unsealed(out)
+    }
+}
+
+impl std::fmt::Debug for LargeEntry<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LargeEntry")
+            .field("function", &self.function)
+            .field("compute", &self.compute)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored record, as a cache lends it to the decorator ([`Cache::retrieve_parts`]): whole, in
+/// one buffer, or in [`Parts`].
+#[derive(Clone, Copy)]
+pub struct Lent<'a>(LentBytes<'a>);
+
+#[derive(Clone, Copy)]
+pub(crate) enum LentBytes<'a> {
+    Whole(&'a [u8]),
+    /// Whole, and checked by the store that lends it (its checksum verified): ckpt's own
+    /// hot tier only.
+    Checked(&'a [u8]),
+    Parts(&'a dyn Parts),
+}
+
+impl<'a> Lent<'a> {
+    /// A record in one buffer.
+    pub fn whole(bytes: &'a [u8]) -> Lent<'a> {
+        Lent(LentBytes::Whole(bytes))
+    }
+
+    /// A record in parts.
+    pub fn parts(parts: &'a dyn Parts) -> Lent<'a> {
+        Lent(LentBytes::Parts(parts))
+    }
+
+    /// A record whose checksum the lending store verified.
+    pub(crate) fn checked(bytes: &'a [u8]) -> Lent<'a> {
+        Lent(LentBytes::Checked(bytes))
+    }
+
+    pub(crate) fn bytes(&self) -> LentBytes<'a> {
+        self.0
+    }
+
+    /// The record's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self.0 {
+            LentBytes::Whole(b) | LentBytes::Checked(b) => b.len() as u64,
+            LentBytes::Parts(p) => p.len(),
+        }
+    }
+
+    /// Whether the record is empty (a sound record never is).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The record, if it is in one buffer.
+    pub fn as_whole(&self) -> Option<&'a [u8]> {
+        match self.0 {
+            LentBytes::Whole(b) | LentBytes::Checked(b) => Some(b),
+            LentBytes::Parts(_) => None,
+        }
+    }
+
+    /// The record in one buffer, its parts joined.
+    ///
+    /// # Errors
+    /// When a part cannot be read.
+    pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
+        match self.0 {
+            LentBytes::Whole(b) | LentBytes::Checked(b) => Ok(b.to_vec()),
+            LentBytes::Parts(p) => {
+                let mut out = Vec::with_capacity(usize::try_from(p.len()).unwrap_or(0));
+                for i in 0..p.count() {
+                    out.extend_from_slice(&p.part(i)?);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Lent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match self.0 {
+            LentBytes::Whole(_) | LentBytes::Checked(_) => "whole",
+            LentBytes::Parts(_) => "parts",
+        };
+        f.debug_struct("Lent")
+            .field("len", &self.len())
+            .field("as", &how)
+            .finish()
+    }
+}
+
+/// A record stored in parts, lent for reading (see [`Lent::parts`]): parts `0..count()`, none
+/// empty, whose bytes in order are the record.
+///
+/// ckpt reads them in order, twice (once to check the record's checksum, once to decode the
+/// value), holding one part at a time.
+pub trait Parts {
+    /// The record's length: the sum of the parts' lengths.
+    fn len(&self) -> u64;
+
+    /// Whether the record is empty (a sound record never is).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many parts there are.
+    fn count(&self) -> u32;
+
+    /// Part `index`, in `0..count()`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupted`] when the part is missing or damaged (the record is then treated
+    /// as damaged: a miss, and removed); any other error is a failed read, reported as such.
+    fn part(&self, index: u32) -> Result<Part<'_>, Error>;
+}
+
+/// The bytes of one part of a record (see [`Parts`]), borrowed or held.
+pub struct Part<'a>(PartBytes<'a>);
+
+enum PartBytes<'a> {
+    Borrowed(&'a [u8]),
+    Held(Box<dyn AsRef<[u8]> + 'a>),
+}
+
+impl<'a> Part<'a> {
+    /// A part whose bytes `bytes` holds (a buffer, or a guard of the storage engine).
+    pub fn new(bytes: impl AsRef<[u8]> + 'a) -> Part<'a> {
+        Part(PartBytes::Held(Box::new(bytes)))
+    }
+}
+
+impl<'a> From<&'a [u8]> for Part<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Part(PartBytes::Borrowed(bytes))
+    }
+}
+
+impl std::ops::Deref for Part<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            PartBytes::Borrowed(b) => b,
+            PartBytes::Held(h) => (**h).as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Part<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Part").field("len", &self.len()).finish()
+    }
+}
+
 macro_rules! forward_cache {
     ($($ty:ty),*) => {$(
         impl<C: Cache + ?Sized> Cache for $ty {
             fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
                 (**self).save(id, entry)
+            }
+            fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+                (**self).save_many(entries)
             }
             fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
                 (**self).retrieve(id)
@@ -151,6 +503,16 @@ macro_rules! forward_cache {
                 read: &mut dyn FnMut(&[u8]),
             ) -> Result<bool, Error> {
                 (**self).retrieve_with(id, read)
+            }
+            fn retrieve_parts(
+                &self,
+                id: &CheckpointId,
+                read: &mut dyn FnMut(Lent<'_>),
+            ) -> Result<bool, Error> {
+                (**self).retrieve_parts(id, read)
+            }
+            fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
+                (**self).save_large(id, entry)
             }
             fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
                 (**self).remove(id)

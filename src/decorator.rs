@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Encoder, Entry, LargeEntry};
 use crate::error::Error;
 use crate::flight::{Flights, Joined, Landing};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::{AutoIdentifier, Call, Identifier};
-use crate::record::{self, Rejected};
+use crate::record::{self, Decoded, Rejected, STREAM_ABOVE};
 use crate::stats::{CallStats, Counters, Event};
 
 /// What a decorator does when it cannot identify a call, read the cache, or save a result.
@@ -202,6 +202,104 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         self.execute(id, Mode::Rerun, || f(args), |r| r.as_ref().ok(), Ok)
     }
 
+    /// Saves results computed elsewhere: for each `(args, value)`, stores `value` as the result
+    /// of a call with `args`, replacing what was stored (as a [`rerun`](Self::rerun) would,
+    /// without running anything). Returns how many were saved.
+    ///
+    /// The results are handed to the cache in large batches
+    /// ([`Cache::save_many`](crate::Cache::save_many)): the redb [`Store`](crate::Store) writes
+    /// each batch of up to 262,144 results (or 64 MiB) in one transaction with one fsync, where
+    /// as many calls would each pay their own. Use it to seed a store from a parallel job, or to
+    /// import results.
+    ///
+    /// `value` must be of the type a call stores (`R` for [`call`](Self::call), `T` for
+    /// [`call_ok`](Self::call_ok)): its type is recorded, and a later call expecting another
+    /// type treats the entry as a miss. Each entry records a compute time of zero, since ckpt
+    /// did not time it, so hits on it add nothing to
+    /// [`time_saved`](crate::CallStats::time_saved).
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-save-all-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = Store::open(dir.join("checkpoints.redb"))?;
+    /// let square = DecoratorCheckpoint::new(Function::new("doc", "square"), AutoIdentifier, store);
+    ///
+    /// // Computed elsewhere (another machine, a rayon job), saved in one transaction.
+    /// let saved = square.save_all((0..1000u64).map(|x| (x, x * x)))?;
+    /// assert_eq!(saved, 1000);
+    /// assert_eq!(square.call(12u64, |_| -> u64 { unreachable!("saved above") })?, 144);
+    /// # drop(square); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The error policy does not apply (a bulk save is an explicit request): the first failure
+    /// to identify arguments, encode a value or store a batch is returned. The batches before it
+    /// stay saved; a failed batch saves nothing with the redb store.
+    pub fn save_all<A, R>(&self, items: impl IntoIterator<Item = (A, R)>) -> Result<usize, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize,
+    {
+        self.ensure_registered();
+        let saved = self.save_all_inner(items);
+        if saved.is_err() {
+            self.counters.record(Event::Error);
+        }
+        saved
+    }
+
+    fn save_all_inner<A, R>(&self, items: impl IntoIterator<Item = (A, R)>) -> Result<usize, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize,
+    {
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut saved = 0;
+        for (args, value) in items {
+            let id = self.identify(&args)?;
+            let Some(bytes) = record::encode_bounded(&value, Duration::ZERO, STREAM_ABOVE)? else {
+                // Too large to batch: saved alone, after the batch so far (a later save of the
+                // same id must still win).
+                saved += self.save_batch(&mut batch)?;
+                batch_bytes = 0;
+                self.save_large(&id, &value, Duration::ZERO)?;
+                self.counters.record(Event::Saved { spent_nanos: 0 });
+                saved += 1;
+                continue;
+            };
+            batch_bytes += bytes.len();
+            batch.push((id, bytes));
+            if batch.len() >= BATCH_MAX_SAVES || batch_bytes >= BATCH_MAX_BYTES {
+                saved += self.save_batch(&mut batch)?;
+                batch_bytes = 0;
+            }
+        }
+        saved += self.save_batch(&mut batch)?;
+        Ok(saved)
+    }
+
+    /// Hands `batch` to the cache's bulk save, and empties it.
+    fn save_batch(&self, batch: &mut Vec<(CheckpointId, Vec<u8>)>) -> Result<usize, Error> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let entries: Vec<(CheckpointId, Entry<'_>)> = batch
+            .iter()
+            .map(|(id, bytes)| (*id, Entry::new(&self.function, bytes, Duration::ZERO)))
+            .collect();
+        self.cache.save_many(&entries)?;
+        for _ in 0..entries.len() {
+            self.counters.record(Event::Saved { spent_nanos: 0 });
+        }
+        let n = entries.len();
+        drop(entries);
+        batch.clear();
+        Ok(n)
+    }
+
     /// The stored result for `id`, if there is a sound one of type `R`; never runs anything.
     ///
     /// A peek is not a call: it counts no hit, miss or type mismatch. A damaged record it finds
@@ -210,21 +308,35 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// # Errors
     /// Under [`OnError::Raise`], when the cache could not be read.
     pub fn peek<R: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<R>, Error> {
-        let mut decoded = None;
-        let found = self
-            .cache
-            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<R>(bytes)));
+        let (found, decoded) = self.lend::<R>(id);
         if let Err(e) = found {
             self.fail(e)?;
         }
         match decoded {
-            Some(Ok((value, _))) => Ok(Some(value)),
-            Some(Err(Rejected::Corrupt)) => {
+            Some(Ok(Ok((value, _)))) => Ok(Some(value)),
+            Some(Ok(Err(Rejected::Corrupt))) => {
                 self.drop_corrupt(id)?;
                 Ok(None)
             }
-            Some(Err(Rejected::TypeMismatch)) | None => Ok(None),
+            Some(Err(e)) => {
+                self.fail(e)?;
+                Ok(None)
+            }
+            Some(Ok(Err(Rejected::TypeMismatch))) | None => Ok(None),
         }
+    }
+
+    /// Looks `id` up and decodes what the cache lends, if anything.
+    #[inline]
+    fn lend<V: DeserializeOwned>(
+        &self,
+        id: &CheckpointId,
+    ) -> (Result<bool, Error>, Option<Decoded<V>>) {
+        let mut decoded = None;
+        let found = self.cache.retrieve_parts(id, &mut |lent| {
+            decoded = Some(record::decode_lent::<V>(&lent));
+        });
+        (found, decoded)
     }
 
     /// Counts a damaged record and removes it.
@@ -325,28 +437,33 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
 
     /// The stored value for `id`, checked; a damaged or mistyped one is a miss.
     fn fetch<V: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<V>, Error> {
-        let mut decoded = None;
-        let found = self
-            .cache
-            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<V>(bytes)));
+        let (found, decoded) = self.lend::<V>(id);
         if let Err(e) = found {
             self.fail(e)?;
             return Ok(None);
         }
+        let decoded = match decoded {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                // A part of a large record could not be read: a failed read, not a miss.
+                self.fail(e)?;
+                return Ok(None);
+            }
+            Some(Ok(decoded)) => decoded,
+        };
         match decoded {
-            None => Ok(None),
-            Some(Ok((value, header))) => {
+            Ok((value, header)) => {
                 self.counters.record(Event::Hit {
                     saved_nanos: header.compute_nanos,
                 });
                 Ok(Some(value))
             }
-            Some(Err(Rejected::TypeMismatch)) => {
+            Err(Rejected::TypeMismatch) => {
                 // Left in place: the save that follows the miss overwrites it.
                 self.counters.record(Event::TypeMismatch);
                 Ok(None)
             }
-            Some(Err(Rejected::Corrupt)) => {
+            Err(Rejected::Corrupt) => {
                 self.drop_corrupt(id)?;
                 Ok(None)
             }
@@ -356,12 +473,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// A second look after a miss (another thread may have saved meanwhile): counts a hit, but
     /// not again the failures the first look counted.
     fn fetch_again<V: DeserializeOwned>(&self, id: &CheckpointId) -> Option<V> {
-        let mut decoded = None;
-        let found = self
-            .cache
-            .retrieve_with(id, &mut |bytes| decoded = Some(record::decode::<V>(bytes)));
-        match (found, decoded) {
-            (Ok(true), Some(Ok((value, header)))) => {
+        match self.lend::<V>(id) {
+            (Ok(true), Some(Ok(Ok((value, header))))) => {
                 self.counters.record(Event::Hit {
                     saved_nanos: header.compute_nanos,
                 });
@@ -395,11 +508,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             self.counters.record(Event::NotSaved { spent_nanos });
             return Ok((r, false));
         };
-        let saved = record::encode(value, elapsed).and_then(|bytes| {
-            self.cache
-                .save(id, &Entry::new(&self.function, &bytes, elapsed))
-        });
-        match saved {
+        match self.save_value(id, value, elapsed) {
             Ok(()) => {
                 self.counters.record(Event::Saved { spent_nanos });
                 Ok((r, true))
@@ -410,6 +519,36 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 Ok((r, false))
             }
         }
+    }
+}
+
+impl<I, C: Cache> DecoratorCheckpoint<I, C> {
+    /// Encodes `value` and saves it: in one buffer, or, for a record longer than
+    /// `STREAM_ABOVE`, encoded as the cache writes it.
+    fn save_value<V: Serialize>(
+        &self,
+        id: &CheckpointId,
+        value: &V,
+        compute: Duration,
+    ) -> Result<(), Error> {
+        match record::encode_bounded(value, compute, STREAM_ABOVE)? {
+            Some(bytes) => self
+                .cache
+                .save(id, &Entry::new(&self.function, &bytes, compute)),
+            None => self.save_large(id, value, compute),
+        }
+    }
+
+    /// Saves `value` encoded as the cache writes it (see `LargeEntry`).
+    fn save_large<V: Serialize>(
+        &self,
+        id: &CheckpointId,
+        value: &V,
+        compute: Duration,
+    ) -> Result<(), Error> {
+        let encoder = Encoder { value, compute };
+        self.cache
+            .save_large(id, &LargeEntry::new(&self.function, &encoder, compute))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, LargeEntry, Lent};
 use crate::error::{Error, OpenError};
 use crate::id::{CheckpointId, Function};
 use crate::stats::Counters;
@@ -67,6 +67,10 @@ impl Cache for DefaultStore {
         store()?.save(id, entry)
     }
 
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        store()?.save_many(entries)
+    }
+
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
         store()?.retrieve(id)
     }
@@ -76,6 +80,21 @@ impl Cache for DefaultStore {
             Some(s) => s.retrieve_with(id, read),
             None => store()?.retrieve_with(id, read),
         }
+    }
+
+    fn retrieve_parts(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
+        match DEFAULT.get() {
+            Some(s) => s.retrieve_parts(id, read),
+            None => store()?.retrieve_parts(id, read),
+        }
+    }
+
+    fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
+        store()?.save_large(id, entry)
     }
 
     fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {

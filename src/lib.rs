@@ -65,7 +65,7 @@ mod store;
 pub mod testing;
 mod warn;
 
-pub use cache::{Cache, Entry, MemoryCache};
+pub use cache::{Cache, Entry, LargeEntry, Lent, MemoryCache, Part, Parts};
 pub use decorator::{DecoratorCheckpoint, OnError};
 pub use default_store::{
     DEFAULT_DIR, DEFAULT_FILE, DIR_VAR, DefaultStore, default_store, default_store_path,

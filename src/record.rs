@@ -14,15 +14,26 @@
 //! | 24..32 | compute time of the call that produced it, in nanoseconds      |
 //! | 32..   | the value, postcard-encoded                                    |
 
+mod de;
+
+use std::hash::Hasher as _;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::cache::{Lent, LentBytes, Parts};
 use crate::error::{Error, ErrorKind};
 
 pub(crate) const HEADER_LEN: usize = 32;
+
+/// Records longer than this are encoded as a stream (into the cache's
+/// [`save_large`](crate::Cache::save_large)) rather than into one buffer; the redb store keeps
+/// them in chunks of at most this many bytes. 64 bytes under 512 KiB: a chunk alone in a B-tree
+/// leaf (4 bytes of header, 4 of length, 20 of key) fills one 512 KiB page of the engine
+/// exactly, where a whole power of two would be rounded up to the next.
+pub(crate) const STREAM_ABOVE: usize = 512 * 1024 - 64;
 
 /// The record checksum: xxh3-64 of `bytes`.
 ///
@@ -46,25 +57,171 @@ pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
 }
 
 /// Encodes `value` as a record, in one allocation.
+#[cfg_attr(not(any(test, feature = "fault-injection")), allow(dead_code))]
 pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
     compute: Duration,
 ) -> Result<Vec<u8>, Error> {
-    let mut out = vec![0u8; HEADER_LEN];
-    let mut out = postcard::to_extend(value, std::mem::take(&mut out)).map_err(|e| {
-        Error::with_source(
-            ErrorKind::Encode,
-            format!("cannot encode a {}", std::any::type_name::<T>()),
-            e,
-        )
-    })?;
+    let mut out = postcard::to_extend(value, vec![0u8; HEADER_LEN]).map_err(encode_error::<T>)?;
+    seal(&mut out, fingerprint::<T>(), compute);
+    Ok(out)
+}
+
+/// Encodes `value` as a record if the record is at most `limit` bytes long; `None` if longer (the
+/// encoding stops there).
+pub(crate) fn encode_bounded<T: Serialize + ?Sized>(
+    value: &T,
+    compute: Duration,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, Error> {
+    struct Bounded {
+        out: Vec<u8>,
+        limit: usize,
+    }
+    impl postcard::ser_flavors::Flavor for Bounded {
+        type Output = Vec<u8>;
+        fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+            self.try_extend(&[b])
+        }
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            if self.out.len() + data.len() > self.limit {
+                return Err(postcard::Error::SerializeBufferFull);
+            }
+            self.out.extend_from_slice(data);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<Vec<u8>> {
+            Ok(self.out)
+        }
+    }
+    let flavor = Bounded {
+        out: vec![0u8; HEADER_LEN],
+        limit,
+    };
+    let mut out = match postcard::serialize_with_flavor(value, flavor) {
+        Ok(out) => out,
+        Err(postcard::Error::SerializeBufferFull) => return Ok(None),
+        Err(e) => return Err(encode_error::<T>(e)),
+    };
+    seal(&mut out, fingerprint::<T>(), compute);
+    Ok(Some(out))
+}
+
+fn encode_error<T: ?Sized>(e: postcard::Error) -> Error {
+    Error::with_source(
+        ErrorKind::Encode,
+        format!("cannot encode a {}", std::any::type_name::<T>()),
+        e,
+    )
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Fills in the header of a record whose payload follows its first `HEADER_LEN` bytes.
+fn seal(out: &mut [u8], fingerprint: u64, compute: Duration) {
     out[8] = RECORD_VERSION;
-    out[16..24].copy_from_slice(&fingerprint::<T>().to_le_bytes());
-    let nanos = u64::try_from(compute.as_nanos()).unwrap_or(u64::MAX);
-    out[24..32].copy_from_slice(&nanos.to_le_bytes());
+    out[16..24].copy_from_slice(&fingerprint.to_le_bytes());
+    out[24..32].copy_from_slice(&nanos(compute).to_le_bytes());
     let sum = checksum(&out[8..]);
     out[..8].copy_from_slice(&sum.to_le_bytes());
-    Ok(out)
+}
+
+/// Where a record goes as it is encoded, piece by piece.
+pub(crate) trait RecordSink {
+    /// Appends `bytes` to the record.
+    ///
+    /// # Errors
+    /// When the bytes cannot be stored; the encoding stops.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error>;
+}
+
+/// Encodes `value` as a record into `out`, in pieces, with its first 8 bytes (the checksum)
+/// zero; returns the checksum, for the caller to put there. One pass over the value, and no
+/// buffer the size of the record.
+pub(crate) fn write_unsealed<T: Serialize + ?Sized>(
+    value: &T,
+    compute: Duration,
+    out: &mut dyn RecordSink,
+) -> Result<u64, Error> {
+    let mut header = [0u8; HEADER_LEN];
+    header[8] = RECORD_VERSION;
+    header[16..24].copy_from_slice(&fingerprint::<T>().to_le_bytes());
+    header[24..32].copy_from_slice(&nanos(compute).to_le_bytes());
+    let mut hasher = twox_hash::XxHash3_64::new();
+    hasher.write(&header[8..]);
+    out.write(&header)?;
+    let mut failed = None;
+    let flavor = Streaming {
+        out,
+        hasher: &mut hasher,
+        failed: &mut failed,
+        buf: [0; 256],
+        len: 0,
+    };
+    let encoded = postcard::serialize_with_flavor(value, flavor);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    encoded.map_err(encode_error::<T>)?;
+    Ok(hasher.finish())
+}
+
+/// A postcard output that hashes the bytes and passes them on, gathering the small writes
+/// postcard makes (a varint, a byte) into larger ones.
+struct Streaming<'a> {
+    out: &'a mut dyn RecordSink,
+    hasher: &'a mut twox_hash::XxHash3_64,
+    failed: &'a mut Option<Error>,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Streaming<'_> {
+    fn emit(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.hasher.write(bytes);
+        self.out.write(bytes).map_err(|e| {
+            *self.failed = Some(e);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+
+    fn drain(&mut self) -> postcard::Result<()> {
+        if self.len > 0 {
+            let buf = self.buf;
+            let len = std::mem::take(&mut self.len);
+            self.emit(&buf[..len])?;
+        }
+        Ok(())
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Streaming<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        if self.len == self.buf.len() {
+            self.drain()?;
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if self.len + data.len() <= self.buf.len() {
+            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+            self.len += data.len();
+            return Ok(());
+        }
+        self.drain()?;
+        self.emit(data)
+    }
+
+    fn finalize(mut self) -> postcard::Result<()> {
+        self.drain()
+    }
 }
 
 /// A record's header, checked.
@@ -83,31 +240,51 @@ pub(crate) enum Rejected {
     TypeMismatch,
 }
 
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The header's fields, if its version and reserved bytes are ones this build reads (the
+/// checksum is the caller's to check).
+fn header_of(head: &[u8; HEADER_LEN]) -> Result<Header, Rejected> {
+    if head[8] != RECORD_VERSION || head[9..16] != [0; 7] {
+        return Err(Rejected::Corrupt);
+    }
+    Ok(Header {
+        fingerprint: word(head, 16),
+        compute_nanos: word(head, 24),
+    })
+}
+
+/// The first `HEADER_LEN` bytes, if there are as many.
+fn head(bytes: &[u8]) -> Result<&[u8; HEADER_LEN], Rejected> {
+    bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Rejected::Corrupt)
+}
+
 /// Checks the header and checksum of `bytes`; on success returns the header and the payload.
 pub(crate) fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), Rejected> {
-    if bytes.len() < HEADER_LEN {
+    let head = head(bytes)?;
+    if checksum(&bytes[8..]) != word(head, 0) {
         return Err(Rejected::Corrupt);
     }
-    let sum = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| Rejected::Corrupt)?);
-    if checksum(&bytes[8..]) != sum || bytes[8] != RECORD_VERSION || bytes[9..16] != [0; 7] {
-        return Err(Rejected::Corrupt);
-    }
-    let word = |at: usize| {
-        bytes[at..at + 8]
-            .try_into()
-            .map(u64::from_le_bytes)
-            .map_err(|_| Rejected::Corrupt)
-    };
-    let header = Header {
-        fingerprint: word(16)?,
-        compute_nanos: word(24)?,
-    };
-    Ok((header, &bytes[HEADER_LEN..]))
+    Ok((header_of(head)?, &bytes[HEADER_LEN..]))
 }
 
 /// Decodes a record holding a `T`.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Header), Rejected> {
     let (header, payload) = parse(bytes)?;
+    decode_payload(header, payload)
+}
+
+fn decode_payload<T: DeserializeOwned>(
+    header: Header,
+    payload: &[u8],
+) -> Result<(T, Header), Rejected> {
     if header.fingerprint != fingerprint::<T>() {
         return Err(Rejected::TypeMismatch);
     }
@@ -115,6 +292,104 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Header), R
         Ok((value, [])) => Ok((value, header)),
         _ => Err(Rejected::Corrupt),
     }
+}
+
+/// Decodes a record that the store checked before lending it (its hot tier): everything but the
+/// checksum is checked again.
+pub(crate) fn decode_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Header), Rejected> {
+    let header = header_of(head(bytes)?)?;
+    decode_payload(header, &bytes[HEADER_LEN..])
+}
+
+/// Checks a record fed to it piece by piece, in order: its checksum, its header.
+pub(crate) struct RecordCheck {
+    head: [u8; HEADER_LEN],
+    len: u64,
+    hasher: twox_hash::XxHash3_64,
+}
+
+impl RecordCheck {
+    pub(crate) fn new() -> RecordCheck {
+        RecordCheck {
+            head: [0; HEADER_LEN],
+            len: 0,
+            hasher: twox_hash::XxHash3_64::new(),
+        }
+    }
+
+    /// The next bytes of the record.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+        while self.len < HEADER_LEN as u64 && !bytes.is_empty() {
+            let at = self.len as usize;
+            let n = (HEADER_LEN - at).min(bytes.len());
+            self.head[at..at + n].copy_from_slice(&bytes[..n]);
+            // The checksum covers everything after itself.
+            let hashed = 8usize.saturating_sub(at).min(n);
+            self.hasher.write(&bytes[hashed..n]);
+            self.len += n as u64;
+            bytes = &bytes[n..];
+        }
+        self.hasher.write(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// How many bytes were fed.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The header, if the record fed is sound.
+    pub(crate) fn finish(&self) -> Result<Header, Rejected> {
+        if self.len < HEADER_LEN as u64 || self.hasher.finish() != word(&self.head, 0) {
+            return Err(Rejected::Corrupt);
+        }
+        header_of(&self.head)
+    }
+}
+
+/// How decoding a lent record ended: a value, a rejected record, or a failed read of one of its
+/// parts (an error, not a sign of damage).
+pub(crate) type Decoded<T> = Result<Result<(T, Header), Rejected>, Error>;
+
+/// Decodes a record as a cache lent it.
+#[inline]
+pub(crate) fn decode_lent<T: DeserializeOwned>(lent: &Lent<'_>) -> Decoded<T> {
+    match lent.bytes() {
+        LentBytes::Whole(bytes) => Ok(decode(bytes)),
+        LentBytes::Checked(bytes) => Ok(decode_checked(bytes)),
+        LentBytes::Parts(parts) => decode_parts(parts),
+    }
+}
+
+/// Decodes a record in parts, in one pass that reads one part at a time: the header is checked
+/// before the value is decoded, the checksum before it is returned (see `de.rs`).
+pub(crate) fn decode_parts<T: DeserializeOwned>(parts: &dyn Parts) -> Decoded<T> {
+    match de::record_from_parts::<T>(parts, fingerprint::<T>()) {
+        Ok(decoded) => Ok(Ok(decoded)),
+        Err(de::PartsFailure::Corrupt) => Ok(Err(Rejected::Corrupt)),
+        Err(de::PartsFailure::Read(e)) => Err(e),
+        // A record of another type, unless it is damaged (then it goes, as a damaged one).
+        Err(de::PartsFailure::OtherType) => {
+            Ok(check_parts(parts)?.and(Err(Rejected::TypeMismatch)))
+        }
+    }
+}
+
+/// Checks a record in parts; the parts must add up to the length they declare.
+pub(crate) fn check_parts(parts: &dyn Parts) -> Result<Result<Header, Rejected>, Error> {
+    let mut check = RecordCheck::new();
+    for i in 0..parts.count() {
+        match parts.part(i) {
+            Ok(part) if !part.is_empty() => check.feed(&part),
+            Ok(_) => return Ok(Err(Rejected::Corrupt)),
+            Err(e) if e.kind() == ErrorKind::Corrupted => return Ok(Err(Rejected::Corrupt)),
+            Err(e) => return Err(e),
+        }
+    }
+    if check.len != parts.len() {
+        return Ok(Err(Rejected::Corrupt));
+    }
+    Ok(check.finish())
 }
 
 #[cfg(test)]
@@ -170,6 +445,70 @@ mod tests {
                 "flip of bit {i} accepted"
             );
         }
+    }
+
+    /// A record lent in parts of `size` bytes.
+    struct Cut<'a>(&'a [u8], usize);
+
+    impl Parts for Cut<'_> {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn count(&self) -> u32 {
+            self.0.len().div_ceil(self.1) as u32
+        }
+        fn part(&self, i: u32) -> Result<crate::cache::Part<'_>, Error> {
+            let start = i as usize * self.1;
+            Ok(self.0[start..(start + self.1).min(self.0.len())].into())
+        }
+    }
+
+    #[test]
+    fn a_record_in_parts_decodes_and_every_bit_flip_is_rejected() {
+        let value = ("hello, parts".to_string(), 42u64, vec![7u8; 40]);
+        let bytes = encode(&value, Duration::from_millis(5)).unwrap();
+        for size in [1, 5, 32, 33, bytes.len()] {
+            let (v, h) = decode_parts::<(String, u64, Vec<u8>)>(&Cut(&bytes, size))
+                .unwrap()
+                .unwrap();
+            assert_eq!(v, value);
+            assert_eq!(h.compute_nanos, 5_000_000);
+            assert_eq!(
+                decode_parts::<u64>(&Cut(&bytes, size))
+                    .unwrap()
+                    .unwrap_err(),
+                Rejected::TypeMismatch
+            );
+        }
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(
+                matches!(
+                    decode_parts::<(String, u64, Vec<u8>)>(&Cut(&b, 7)),
+                    Ok(Err(Rejected::Corrupt))
+                ),
+                "flip of bit {i} not taken for damage"
+            );
+            // Damaged and of another type: damaged (removed), not a mismatch (kept).
+            if !(16 * 8..24 * 8).contains(&i) {
+                assert_eq!(
+                    decode_parts::<u64>(&Cut(&b, 7)).unwrap().unwrap_err(),
+                    Rejected::Corrupt
+                );
+            }
+        }
+        // Short or long by a byte.
+        assert!(matches!(
+            decode_parts::<(String, u64, Vec<u8>)>(&Cut(&bytes[..bytes.len() - 1], 7)),
+            Ok(Err(Rejected::Corrupt))
+        ));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_parts::<(String, u64, Vec<u8>)>(&Cut(&long, 7)),
+            Ok(Err(Rejected::Corrupt))
+        ));
     }
 
     #[test]

@@ -34,10 +34,31 @@ pub fn entry<'a>(function: &'a Function, bytes: &'a [u8], compute: Duration) -> 
     Entry::new(function, bytes, compute)
 }
 
+/// Saves `value` through [`Cache::save_large`](crate::Cache::save_large), encoded as the cache
+/// writes it, as the decorator does for a large result.
+///
+/// # Errors
+/// As `save_large`.
+pub fn save_large<T: Serialize + ?Sized>(
+    cache: &dyn crate::Cache,
+    id: &crate::CheckpointId,
+    function: &Function,
+    value: &T,
+    compute: Duration,
+) -> Result<(), Error> {
+    let encoder = crate::cache::Encoder { value, compute };
+    cache.save_large(id, &crate::LargeEntry::new(function, &encoder, compute))
+}
+
 /// Marks the store's engine handle broken, as an I/O failure or a contained panic does: the next
 /// operation closes the handle and reopens the store.
 pub fn break_engine(store: &crate::Store) {
     store.shared().engine().mark_broken();
+}
+
+/// How many records the store's hot tier holds (0 without one).
+pub fn hot_records(store: &crate::Store) -> usize {
+    store.shared().engine().hot().map_or(0, |h| h.len())
 }
 
 /// Encodes `value` as the decorator does before saving it.

@@ -325,3 +325,37 @@ fn random_damage_is_refused_whole() {
     assert_eq!(target.stats().unwrap().entries, 0);
     assert!(target.verify().unwrap().is_clean());
 }
+
+#[test]
+fn large_records_travel_in_chunks_and_come_back_whole() {
+    let dir = TempDir::new("archive-large");
+    let source = Store::open(dir.join("a.redb")).unwrap();
+    let f = deco(&source, Function::new("app", "large").with_code_hash(7));
+    // 3 MiB of varied bytes: stored in chunks (records over 512 KiB are).
+    let value = |n: u64| -> Vec<u8> { (0..3u64 << 20).map(|i| (i * 31 + n) as u8).collect() };
+    for n in 0..2u64 {
+        f.call(n, value).unwrap();
+    }
+    f.call(9u64, |_| vec![1u8; 100]).unwrap();
+    let before = snapshot(&source);
+    assert_eq!(before.len(), 3);
+    for (_, bytes) in &before {
+        Record::parse(bytes).expect("read_record joins a chunked record into a sound one");
+    }
+
+    let mut archive = Vec::new();
+    let out = source.export(&mut archive).unwrap();
+    assert_eq!((out.entries, out.skipped_damaged), (3, 0));
+    assert!(out.record_bytes > 6 << 20);
+
+    let target = Store::open(dir.join("b.redb")).unwrap();
+    let report = target.import(archive.as_slice()).unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(snapshot(&target), before);
+    let g = deco(&target, Function::new("app", "large").with_code_hash(7));
+    for n in 0..2u64 {
+        let got: Vec<u8> = g.call(n, |_| panic!("must be a hit")).unwrap();
+        assert_eq!(got, value(n));
+    }
+    assert!(target.verify().unwrap().is_clean());
+}

@@ -28,9 +28,10 @@ fn function() -> Function {
     Function::new("reliability", "f")
 }
 
-/// A store with `n` entries, closed; returns the ids and expected values.
+/// A store with `n` entries, closed; returns the ids and expected values. Its chunks are small,
+/// so that most values (those over 1 KiB) are stored in chunks.
 fn build_store(path: &std::path::Path, n: u64) -> BTreeMap<CheckpointId, Val> {
-    let store = Store::open(path).unwrap();
+    let store = Store::builder().chunk_size(1024).open(path).unwrap();
     let deco = DecoratorCheckpoint::new(function(), AutoIdentifier, store.clone())
         .with_on_error(OnError::Raise);
     let mut out = BTreeMap::new();
@@ -300,9 +301,22 @@ fn a_truncated_store_is_refused_or_repaired_never_wrong() {
     }
 }
 
-/// Every retrieve returns the right value or a miss.
+/// Every retrieve returns the right value or a miss, and so does every peek of the decorator
+/// (which reads chunked records without joining them).
 fn check_values(store: &Store, expected: &BTreeMap<CheckpointId, Val>) -> (u64, u64, u64) {
     let (mut hits, mut misses, mut errors) = (0, 0, 0);
+    let deco = DecoratorCheckpoint::new(function(), AutoIdentifier, store.clone())
+        .with_on_error(OnError::Raise);
+    for (id, want) in expected {
+        match deco.peek::<Val>(id) {
+            Ok(Some(v)) => assert_eq!(&v, want, "a wrong value for {id}"),
+            Ok(None) => {}
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Storage),
+                "{e}"
+            ),
+        }
+    }
     for (id, want) in expected {
         match store.retrieve(id) {
             Ok(Some(bytes)) => match testing::decode_record::<Val>(&bytes) {

@@ -37,8 +37,10 @@ fn function() -> Function {
 
 fn open(mem: &MemoryBackend, faults: &Arc<Faults>) -> Store {
     let (mem, faults) = (mem.clone(), faults.clone());
+    // Small chunks: the values past the group-commit limit are stored in five chunks each.
     Store::builder()
         .cache_size(64 << 10)
+        .chunk_size(64 << 10)
         .open_backend("mem:faults", move || {
             Ok(FaultyBackend::new(mem.clone(), faults.clone()))
         })

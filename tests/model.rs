@@ -2,8 +2,9 @@
 //! saves (small, and large enough to bypass group commit), retrieves, removes, decorated calls
 //! (hits go through a deliberately tiny access log), FIFO eviction to an entry cap, expiry by
 //! age, flushes, verifies and reopens, checked after every step. An injected clock advances one
-//! millisecond per step, so "oldest" is always defined. `PROPTEST_CASES` sets the number of
-//! sequences (default 64).
+//! millisecond per step, so "oldest" is always defined. Half the sequences run on a store with a
+//! hot tier and 256-byte chunks (most saves then stored in chunks). `PROPTEST_CASES` sets the
+//! number of sequences (default 64).
 
 mod common;
 
@@ -127,15 +128,19 @@ struct Harness {
     decos: Vec<DecoratorCheckpoint<AutoIdentifier, Store>>,
     /// Hits each function's decorators counted, over reopens.
     hits: [u64; 3],
+    /// A hot tier, and small chunks.
+    hot_and_chunks: bool,
 }
 
 impl Harness {
     fn open(&mut self) {
-        let store = Store::builder()
+        let mut builder = Store::builder()
             .access_log_capacity(16)
-            .clock(self.clock.clone())
-            .open(&self.path)
-            .unwrap();
+            .clock(self.clock.clone());
+        if self.hot_and_chunks {
+            builder = builder.hot_tier(1 << 20).chunk_size(256);
+        }
+        let store = builder.open(&self.path).unwrap();
         self.decos = (0..3)
             .map(|f| {
                 DecoratorCheckpoint::new(function(f), AutoIdentifier, store.clone())
@@ -188,7 +193,7 @@ fn check(h: &Harness, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, hot_and_chunks: bool) -> Result<(), TestCaseError> {
     let dir = TempDir::new("model");
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let now = || clock.now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
@@ -198,6 +203,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         store: None,
         decos: Vec::new(),
         hits: [0; 3],
+        hot_and_chunks,
     };
     h.open();
     let mut model = Model {
@@ -307,7 +313,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops)?;
+    fn store_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        hot_and_chunks in any::<bool>(),
+    ) {
+        run(ops, hot_and_chunks)?;
     }
 }

@@ -9,6 +9,7 @@
 //! * `ckpt`: [`DecoratorCheckpoint`] with [`AutoIdentifier`] over a redb [`Store`];
 //! * `ckpt_macro`: a `checkpoint!` function (its decorator behind an `Arc<dyn Cache>`), defined in
 //!   each bench file since the macro needs module scope;
+//! * `ckpt_hot`: `ckpt` with the store's in-process hot tier on (`StoreBuilder::hot_tier`);
 //! * `raw_redb`: redb 4.5 by hand: key xxh3-128 of the postcard-encoded arguments, `begin_read`
 //!   + `open_table` + `get` + copy on a hit, one write transaction per save;
 //! * `cached`: the `cached` crate's `RedbCache<String, V>` (also redb 4.5), keyed by the
@@ -103,6 +104,32 @@ pub type Ckpt = DecoratorCheckpoint<AutoIdentifier, Store>;
 
 pub fn ckpt_store(path: &Path) -> Store {
     Store::open(path).expect("open the ckpt store")
+}
+
+/// The in-process hot tier the `ckpt_hot` rows use: large enough for every bench's working set
+/// (10,000 values of 4 KiB).
+pub const HOT_TIER: usize = 128 << 20;
+
+/// A store with a hot tier ([`HOT_TIER`]).
+pub fn ckpt_hot_store(path: &Path) -> Store {
+    Store::builder()
+        .hot_tier(HOT_TIER)
+        .open(path)
+        .expect("open the ckpt store")
+}
+
+/// How long a relaxed save may stay volatile in the `miss_relaxed` rows.
+pub const RELAXED_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A store with relaxed durability: commits without an fsync, synced within
+/// [`RELAXED_WITHIN`].
+pub fn ckpt_relaxed_store(path: &Path) -> Store {
+    Store::builder()
+        .durability(ckpt::Durability::Relaxed {
+            within: RELAXED_WITHIN,
+        })
+        .open(path)
+        .expect("open the ckpt store")
 }
 
 pub fn ckpt_decorator(store: &Store, name: &'static str) -> Ckpt {

@@ -85,6 +85,14 @@ fn big_record(key: u8) -> Vec<u8> {
     .clone()
 }
 
+/// A record of a few chunks at the harness's chunk size (`CHUNK`).
+fn chunked_record(key: u8, arg: u8) -> Vec<u8> {
+    record(CHUNK as usize + usize::from(arg) * 40, key ^ arg)
+}
+
+/// The chunk length of the stores the harnesses build: small, so that chunked records are cheap.
+const CHUNK: u32 = 4096;
+
 fn id(key: u8) -> CheckpointId {
     CheckpointId::from_u128(0xf0_0000 + u128::from(key))
 }
@@ -111,6 +119,7 @@ impl OpsRun {
         Store::builder()
             .cache_size(1 << 20)
             .access_log_capacity(16)
+            .chunk_size(CHUNK)
             .open_backend("mem:fuzz-ops", move || {
                 Ok(FaultyBackend::new(mem.clone(), faults.clone()))
             })
@@ -179,14 +188,26 @@ pub fn ops(data: &[u8]) {
         let Some(store) = run.store() else { continue };
         match op {
             0..=2 => {
-                let bytes = if arg.is_multiple_of(16) {
-                    big_record(key)
-                } else {
-                    record(usize::from(arg) * 5, key ^ arg)
-                };
                 let fun = function(key);
-                let entry = testing::entry(&fun, &bytes, Duration::ZERO);
-                match store.save(&id(key), &entry) {
+                // Some saves are encoded as they are written (as large results are): the same
+                // bytes must land.
+                let (bytes, saved) = if arg % 4 == 2 {
+                    let value: Vec<u8> = (0..usize::from(arg) * 40)
+                        .map(|i| (i as u8) ^ key ^ arg)
+                        .collect();
+                    let bytes = testing::encode_record(&value, Duration::ZERO).unwrap();
+                    let saved = testing::save_large(&store, &id(key), &fun, &value, Duration::ZERO);
+                    (bytes, saved)
+                } else {
+                    let bytes = match arg % 16 {
+                        0 => big_record(key),
+                        8 => chunked_record(key, arg),
+                        _ => record(usize::from(arg) * 5, key ^ arg),
+                    };
+                    let saved = store.save(&id(key), &testing::entry(&fun, &bytes, Duration::ZERO));
+                    (bytes, saved)
+                };
+                match saved {
                     Ok(()) => {
                         run.model.insert(key, vec![Some(bytes)]);
                     }
@@ -413,7 +434,9 @@ pub fn image() -> &'static Image {
     IMAGE.get_or_init(|| {
         let mem = MemoryBackend::new();
         let m = mem.clone();
+        // Small chunks: the 9,000-byte value is stored in nine of them.
         let store = Store::builder()
+            .chunk_size(1024)
             .open_backend("mem:fuzz-image", move || Ok(m.clone()))
             .unwrap();
         let mut entries = Vec::new();
@@ -486,6 +509,23 @@ fn hostile_tables(input: &mut Input<'_>) -> Vec<u8> {
         TableDefinition::new("ckpt_order_created");
     const ORDER_ACCESS: TableDefinition<&[u8; 24], ()> = TableDefinition::new("ckpt_order_access");
     const ORDER_HITS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ckpt_order_hits");
+    const CHUNKS: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("ckpt_chunks");
+    // A chunked record's manifest (format in ckpt's store/chunks.rs).
+    fn manifest(checksum: &[u8], len: u64, count: u32, chunk_len: u32) -> [u8; 32] {
+        let mut m = [0u8; 32];
+        m[..8].copy_from_slice(&checksum[..8]);
+        m[8] = 0xc1;
+        m[16..24].copy_from_slice(&len.to_le_bytes());
+        m[24..28].copy_from_slice(&count.to_le_bytes());
+        m[28..32].copy_from_slice(&chunk_len.to_le_bytes());
+        m
+    }
+    fn chunk_key(id: &[u8; 16], index: u32) -> [u8; 20] {
+        let mut k = [0u8; 20];
+        k[..16].copy_from_slice(id);
+        k[16..].copy_from_slice(&index.to_be_bytes());
+        k
+    }
     let mem = MemoryBackend::new();
     let db = redb::Builder::new()
         .create_with_backend(EngineBytes(mem.clone()))
@@ -509,6 +549,7 @@ fn hostile_tables(input: &mut Input<'_>) -> Vec<u8> {
         let mut created = txn.open_table(ORDER_CREATED).unwrap();
         let mut access = txn.open_table(ORDER_ACCESS).unwrap();
         let mut hits = txn.open_table(ORDER_HITS).unwrap();
+        let mut chunks = txn.open_table(CHUNKS).unwrap();
         let fn_key = |k: u8| function(k).key();
         for _ in 0..24 {
             if input.is_empty() {
@@ -518,7 +559,7 @@ fn hostile_tables(input: &mut Input<'_>) -> Vec<u8> {
             let key = input.u8() % 16;
             let arg = input.u8();
             let id = *id(key).as_bytes();
-            match op % 6 {
+            match op % 9 {
                 0 => {
                     let rec = record(usize::from(arg), key);
                     results.insert(&id, rec.as_slice()).unwrap();
@@ -564,10 +605,41 @@ fn hostile_tables(input: &mut Input<'_>) -> Vec<u8> {
                         _ => hits.insert(&key, ()).unwrap(),
                     };
                 }
-                _ => {
+                5 => {
                     let n = usize::from(arg) % 40;
                     let raw: Vec<u8> = (0..n).map(|_| input.u8()).collect();
                     functions.insert(fn_key(key), raw.as_slice()).unwrap();
+                }
+                6 => {
+                    // A sound record in chunks: the manifest, then the chunks.
+                    let rec = record(200 + usize::from(arg) * 2, key);
+                    let chunk_len = 64 * (1 + u32::from(arg % 4));
+                    let pieces: Vec<&[u8]> = rec.chunks(chunk_len as usize).collect();
+                    let m = manifest(&rec, rec.len() as u64, pieces.len() as u32, chunk_len);
+                    results.insert(&id, &m[..]).unwrap();
+                    for (i, piece) in pieces.iter().enumerate() {
+                        chunks.insert(&chunk_key(&id, i as u32), *piece).unwrap();
+                    }
+                }
+                7 => {
+                    // A manifest whose fields the input picks.
+                    let checksum: Vec<u8> = (0..8).map(|_| input.u8()).collect();
+                    let m = manifest(
+                        &checksum,
+                        u64::from(input.u32()) % 100_000,
+                        input.u32() % 64,
+                        input.u32() % 4096,
+                    );
+                    results.insert(&id, &m[..]).unwrap();
+                }
+                _ => {
+                    // A chunk row for any id and index.
+                    let n = usize::from(arg) % 300;
+                    let raw: Vec<u8> = (0..n).map(|_| input.u8()).collect();
+                    let index = u32::from(input.u8() % 8);
+                    chunks
+                        .insert(&chunk_key(&id, index), raw.as_slice())
+                        .unwrap();
                 }
             }
         }

@@ -18,9 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{ReadTransaction, ReadableTable};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
-use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
+use super::chunks::{Manifest, TableParts, claims_chunks};
+use super::schema::{CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
 use super::write::{SaveOp, engine_error};
 use super::{Commit, Store};
+use crate::cache::Parts;
 use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::ID_SCHEME;
@@ -44,9 +46,10 @@ const END_LEN: u64 = 32;
 const MAX_NAME: usize = 64 * 1024;
 /// Longest function frame body.
 const MAX_FUNCTION_BODY: u64 = 8 + 8 + 1 + 8 + 3 * (4 + MAX_NAME as u64);
-/// Longest record an archive may carry: more than any record a store holds (the storage engine
-/// stores values up to 3 GiB).
-pub const MAX_ARCHIVE_RECORD: u64 = 4 << 30;
+/// Longest record an archive may carry (a bound on what a frame may claim, not an allocation:
+/// memory grows only as bytes arrive). Records over 512 KiB are stored in chunks, so a store can
+/// hold longer ones; an export leaves those out and counts them as damaged.
+pub const MAX_ARCHIVE_RECORD: u64 = 64 << 30;
 /// Memory grows by at most this much ahead of the bytes actually read.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -136,6 +139,45 @@ impl<W: Write> Hashing<W> {
             self.put(p)?;
         }
         self.put(&sum.digest().to_le_bytes())
+    }
+
+    /// Writes one frame whose body is `fixed` followed by a record in `parts`, read one part at
+    /// a time.
+    fn frame_parts(&mut self, kind: u8, fixed: &[u8], parts: &dyn Parts) -> Result<(), Error> {
+        let len = fixed.len() as u64 + parts.len();
+        let mut sum = Xxh3Default::new();
+        let head = frame_head(kind, len);
+        sum.update(&head);
+        self.put(&head)?;
+        sum.update(fixed);
+        self.put(fixed)?;
+        for i in 0..parts.count() {
+            let part = parts.part(i)?;
+            sum.update(&part);
+            self.put(&part)?;
+        }
+        self.put(&sum.digest().to_le_bytes())
+    }
+}
+
+/// The manifest in a results row, if the row is one (a row that claims to be one but does not
+/// decode is taken as a record, and fails a record's checks).
+fn manifest_of(row: &[u8]) -> Option<Manifest> {
+    if claims_chunks(row) {
+        Manifest::decode(row)
+    } else {
+        None
+    }
+}
+
+type ChunksRead = redb::ReadOnlyTable<&'static [u8; 20], &'static [u8]>;
+
+/// A chunked record's parts need the chunks table; a file without one has none to lend.
+fn chunks_table(txn: &ReadTransaction) -> Result<Option<ChunksRead>, Error> {
+    match txn.open_table(CHUNKS) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(engine_error("cannot open the chunks table", e)),
     }
 }
 
@@ -325,10 +367,27 @@ fn read_record(txn: &ReadTransaction, id: &[u8; 16]) -> Result<Option<Vec<u8>>, 
     let results = txn
         .open_table(RESULTS)
         .map_err(|e| engine_error("cannot open the results table", e))?;
-    let row = results
+    let Some(row) = results
         .get(id)
-        .map_err(|e| engine_error("cannot read a result", e))?;
-    Ok(row.map(|g| g.value().to_vec()))
+        .map_err(|e| engine_error("cannot read a result", e))?
+    else {
+        return Ok(None);
+    };
+    let row = row.value();
+    let (Some(manifest), Some(table)) = (manifest_of(row), chunks_table(txn)?) else {
+        return Ok(Some(row.to_vec()));
+    };
+    // The parts joined, grown as they are read: the manifest's length is not trusted.
+    let parts = TableParts {
+        table: &table,
+        id: *id,
+        manifest,
+    };
+    let mut record = Vec::new();
+    for i in 0..parts.count() {
+        record.extend_from_slice(&parts.part(i)?);
+    }
+    Ok(Some(record))
 }
 
 fn export_snapshot<W: Write>(
@@ -347,6 +406,7 @@ fn export_snapshot<W: Write>(
     let functions = txn
         .open_table(FUNCTIONS)
         .map_err(|e| engine_error("cannot open the functions table", e))?;
+    let chunks = chunks_table(txn)?;
 
     // Which functions have entries to export (one pass over the 64-byte metadata rows).
     let mut used = HashSet::new();
@@ -400,6 +460,22 @@ fn export_snapshot<W: Write>(
             continue;
         };
         let bytes = result.value();
+        if let (Some(manifest), Some(table)) = (manifest_of(bytes), chunks.as_ref()) {
+            // A large record: checked in one pass, then written in a second, a chunk at a time.
+            let parts = TableParts {
+                table,
+                id,
+                manifest,
+            };
+            if record::check_parts(&parts)?.is_err() || parts.len() > MAX_ARCHIVE_RECORD {
+                report.skipped_damaged += 1;
+                continue;
+            }
+            out.frame_parts(KIND_ENTRY, &entry_fixed(&id, &meta), &parts)?;
+            report.entries += 1;
+            report.record_bytes += parts.len();
+            continue;
+        }
         if record::parse(bytes).is_err() || bytes.len() as u64 > MAX_ARCHIVE_RECORD {
             report.skipped_damaged += 1;
             continue;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
+use super::hot::HotTier;
 use super::snapshot::Snapshots;
 use super::write::engine_error;
 use crate::error::{Error, ErrorKind, OpenError};
@@ -34,6 +35,8 @@ pub(crate) struct Engine {
     /// transactions of the database in `slot`: dropped before it is closed, reopened or used
     /// exclusively.
     snapshots: Snapshots,
+    /// Checked records of recent hits (see `hot.rs`), if the store keeps any.
+    hot: Option<HotTier>,
     slot: RwLock<Option<Database>>,
     broken: AtomicBool,
     reopen: Opener,
@@ -63,9 +66,10 @@ fn breaks_handle(err: &Error) -> bool {
 }
 
 impl Engine {
-    pub(crate) fn new(db: Database, path: &Path, reopen: Opener) -> Engine {
+    pub(crate) fn new(db: Database, path: &Path, reopen: Opener, hot: Option<HotTier>) -> Engine {
         Engine {
             snapshots: Snapshots::new(),
+            hot,
             slot: RwLock::new(Some(db)),
             broken: AtomicBool::new(false),
             reopen,
@@ -76,6 +80,32 @@ impl Engine {
     /// The hits' snapshots.
     pub(crate) fn snapshots(&self) -> &Snapshots {
         &self.snapshots
+    }
+
+    /// The hot tier, if the store keeps one.
+    #[inline]
+    pub(crate) fn hot(&self) -> Option<&HotTier> {
+        self.hot.as_ref()
+    }
+
+    /// After a commit that saved or removed `changed`: hits see it from now on.
+    pub(crate) fn committed(&self, changed: &[[u8; 16]]) {
+        // The generation first: a record read before it is not admitted after.
+        self.snapshots.invalidate();
+        if let Some(hot) = &self.hot {
+            for id in changed {
+                hot.remove(id);
+            }
+        }
+    }
+
+    /// Before the file changes outside a write transaction (a check, a repair, a compaction, a
+    /// reopen): nothing read before may be served after.
+    fn forget_reads(&self) {
+        self.snapshots.invalidate();
+        if let Some(hot) = &self.hot {
+            hot.clear();
+        }
     }
 
     /// Marks the handle unusable: the next operation reopens the file.
@@ -145,7 +175,7 @@ impl Engine {
             return Ok(());
         }
         // Nobody holds the slot, so no snapshot is in use: drop them with the old handle.
-        self.snapshots.invalidate();
+        self.forget_reads();
         // Close the old handle first: it holds the file's lock.
         if let Some(old) = slot.take() {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
@@ -182,8 +212,9 @@ impl Engine {
         }
         let mut slot = self.slot.write();
         // Snapshots are open read transactions, which an exclusive operation cannot run beside;
-        // nobody holds the slot now, so none is in use.
-        self.snapshots.invalidate();
+        // nobody holds the slot now, so none is in use. What it changes, the hot tier must not
+        // serve.
+        self.forget_reads();
         let db = slot
             .as_mut()
             .ok_or_else(|| Error::new(ErrorKind::Closed, format!("{what}: store closed")))?;

@@ -4,9 +4,11 @@ mod access;
 mod archive;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod backend;
+mod chunks;
 mod engine;
 mod flusher;
 mod group_commit;
+mod hot;
 mod inspect;
 mod open;
 mod options;
@@ -32,16 +34,19 @@ pub use options::{
 pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};
+use self::chunks::{Manifest, TableParts};
 use self::engine::{Engine, Opener};
 use self::flusher::Flusher;
 use self::group_commit::Queue;
+use self::hot::HotTier;
 use self::options::{duration_ms, to_ms};
-use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
+use self::schema::{CHUNKS, ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
 pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
 use self::write::{QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
-use crate::cache::{Cache, Entry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry, Lent};
 use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::{CheckpointId, Function};
+use crate::record::{self, STREAM_ABOVE};
 use crate::stats::Counters;
 
 /// A checkpoint store: one redb file holding results, their metadata, and per-function
@@ -110,6 +115,8 @@ pub(crate) struct Shared {
     writer: Mutex<()>,
     queue: Queue,
     flusher: Arc<Flusher>,
+    /// Records longer than this are stored in chunks of this length (see `chunks.rs`).
+    chunk_len: u32,
 }
 
 /// Options for opening a [`Store`].
@@ -135,6 +142,8 @@ pub struct StoreBuilder {
     concurrency: ConcurrencyMode,
     clock: Arc<dyn Clock>,
     open_check: OpenCheck,
+    chunk_len: u32,
+    hot_bytes: usize,
 }
 
 impl Default for StoreBuilder {
@@ -147,6 +156,8 @@ impl Default for StoreBuilder {
             concurrency: ConcurrencyMode::default(),
             clock: Arc::new(SystemClock),
             open_check: OpenCheck::default(),
+            chunk_len: STREAM_ABOVE as u32,
+            hot_bytes: 0,
         }
     }
 }
@@ -202,6 +213,39 @@ impl StoreBuilder {
         self
     }
 
+    /// Keeps up to `bytes` of recently hit records in memory (default 0: none), so that a hit
+    /// on one skips the storage engine and the record's checksum: an in-process tier in front
+    /// of the file, for hot working sets.
+    ///
+    /// Records are kept as they are stored (encoded, checked once when read from the file), in
+    /// shards bounded by bytes; a record larger than 1/128 of `bytes`, or stored in chunks, is
+    /// not kept. Every save, removal or eviction drops the record it replaces before it returns,
+    /// so a hit never sees an older value than a read from the file would. Not available with
+    /// [`ConcurrencyMode::MultiProcess`] (another process's saves could not drop what they
+    /// replace); not used while a `max_age` limit is set (a hit must read the entry's age).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-hot-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = ckpt::Store::builder().hot_tier(64 << 20).open(dir.join("checkpoints.redb"))?;
+    /// # drop(store); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hot_tier(mut self, bytes: usize) -> Self {
+        self.hot_bytes = bytes;
+        self
+    }
+
+    /// The length of the chunks large records are stored in (default 64 bytes under 512 KiB,
+    /// so that each fills one page of the engine); records longer than one chunk are chunked.
+    /// For tests, which store many chunks cheaply with a small length; clamped to 64 B..64 MiB.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn chunk_size(mut self, bytes: u32) -> Self {
+        self.chunk_len = bytes.clamp(chunks::MIN_CHUNK, chunks::MAX_CHUNK);
+        self
+    }
+
     fn engine_options(&self) -> open::EngineOptions {
         open::EngineOptions {
             cache_bytes: self.cache_bytes,
@@ -236,11 +280,24 @@ impl StoreBuilder {
                  only see commits that are on disk",
             ));
         }
+        if self.concurrency == ConcurrencyMode::MultiProcess && self.hot_bytes > 0 {
+            return Err(OpenError::with_source(
+                &path,
+                OpenErrorKind::Unsupported,
+                "a hot tier needs ConcurrencyMode::SingleProcess: another process's saves could \
+                 not drop the records they replace",
+            ));
+        }
         let db = opener()?;
         let indexes = open::read_indexes(&path, &db)?;
         let flusher = Arc::new(Flusher::default());
         let shared = Arc::new(Shared {
-            engine: Engine::new(db, &path, opener),
+            engine: Engine::new(
+                db,
+                &path,
+                opener,
+                (self.hot_bytes > 0).then(|| HotTier::new(self.hot_bytes)),
+            ),
             path: path.clone(),
             clock: Arc::clone(&self.clock),
             durability: self.durability,
@@ -253,6 +310,7 @@ impl StoreBuilder {
             writer: Mutex::new(()),
             queue: Queue::default(),
             flusher: Arc::clone(&flusher),
+            chunk_len: self.chunk_len,
         });
         let thread = Flusher::spawn(Arc::downgrade(&shared), flusher);
         let store = Store {
@@ -504,7 +562,7 @@ impl Shared {
             self.access.drain_into(&mut accesses);
         }
         let out = {
-            let mut tx = Tx::open(&txn, self.now_ms(), indexes)?;
+            let mut tx = Tx::open(&txn, self.now_ms(), indexes, self.chunk_len)?;
             let need = limits.needed_indexes();
             if need & !indexes != 0 {
                 let now = tx.ensure_indexes(need)?;
@@ -523,17 +581,18 @@ impl Shared {
             }
             let out = body(&mut tx)?;
             tx.enforce(&limits)?;
-            tx.finish()?;
-            out
+            (out, tx.finish()?)
         };
+        let (out, changed) = out;
         if commit == Commit::DryRun {
             txn.abort()
                 .map_err(|e| engine_error("cannot roll back", e))?;
             return Ok(out);
         }
         let committed = txn.commit();
-        // Before returning: a hit that follows this write must not read an older snapshot.
-        self.engine.snapshots().invalidate();
+        // Before returning: a hit that follows this write must not read an older snapshot, or
+        // a replaced record from the hot tier.
+        self.engine.committed(&changed);
         committed.map_err(|e| engine_error("cannot commit", e))?;
         drop(db);
         if let Some(plan) = plan {
@@ -570,33 +629,74 @@ impl Shared {
 
     fn check_size(&self, len: usize) -> Result<(), Error> {
         match self.limits.read().max_bytes_value() {
-            Some(max) if len as u64 > max => Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("a value of {len} bytes cannot fit the store's byte cap of {max}"),
-            )),
+            Some(max) if len as u64 > max => Err(too_large(len as u64, max)),
             _ => Ok(()),
         }
     }
 
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
         self.check_size(entry.bytes().len())?;
-        let compute_nanos = u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX);
+        let op = SaveOp::new(id, entry);
         if entry.bytes().len() > GROUP_COMMIT_MAX_BYTES {
-            let op = SaveOp {
-                id: *id.as_bytes(),
-                function: entry.function(),
-                bytes: entry.bytes(),
-                compute_nanos,
-            };
             return self.write(Commit::Yes, |tx| tx.put(&op));
         }
         let queued = QueuedSave {
-            id: *id.as_bytes(),
+            id: op.id,
             function: entry.function().clone(),
             bytes: entry.bytes().to_vec(),
-            compute_nanos,
+            compute_nanos: op.compute_nanos,
         };
         self.queue.submit(queued, |batch| self.commit_batch(batch))
+    }
+
+    /// Saves `entries` in order, in as few transactions as the batch bounds allow (see
+    /// `cache::BATCH_MAX_SAVES`); each commits whole or not at all.
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        // Refuse an entry that cannot fit before writing any: a bulk save stops at its first
+        // failure, and this one is known in advance.
+        for (_, entry) in entries {
+            self.check_size(entry.bytes().len())?;
+        }
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let (mut n, mut bytes) = (0, 0);
+            while n < rest.len() && n < BATCH_MAX_SAVES {
+                let len = rest[n].1.bytes().len();
+                if n > 0 && bytes + len > BATCH_MAX_BYTES {
+                    break;
+                }
+                bytes += len;
+                n += 1;
+            }
+            let (batch, later) = rest.split_at(n);
+            // In id order: consecutive inserts then land in the same B-tree leaves, which stay
+            // in the CPU's cache and are modified in place. A stable sort keeps duplicates in
+            // their order, so the later one still wins.
+            let mut order: Vec<&(CheckpointId, Entry<'_>)> = batch.iter().collect();
+            order.sort_by_key(|(id, _)| *id.as_bytes());
+            self.write(Commit::Yes, |tx| {
+                for (id, entry) in order {
+                    tx.put(&SaveOp::new(id, entry))?;
+                }
+                Ok(())
+            })?;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    /// Saves a large record, encoded as it is written into chunks, in its own transaction.
+    fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
+        let compute_nanos = u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX);
+        let cap = self.limits.read().max_bytes_value();
+        self.write(Commit::Yes, |tx| {
+            let len = tx.put_large(*id.as_bytes(), entry, compute_nanos)?;
+            // Its length is known only now: over the cap, the transaction is abandoned.
+            match cap {
+                Some(max) if len > max => Err(too_large(len, max)),
+                _ => Ok(()),
+            }
+        })
     }
 
     /// Commits a batch in one transaction; if that fails, each save alone, so one bad save does
@@ -618,7 +718,15 @@ impl Shared {
         }
     }
 
-    fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+    fn read(&self, id: &CheckpointId, read: &mut dyn FnMut(Lent<'_>)) -> Result<bool, Error> {
+        if let Some(hot) = self.engine.hot()
+            && self.max_age_ms.load(Ordering::Relaxed) == 0
+            && let Some(record) = hot.get(id.as_bytes())
+        {
+            read(Lent::checked(&record));
+            self.accessed(id, self.now_ms());
+            return Ok(true);
+        }
         // A panic of the caller's `read` is the caller's: carried past the engine's guard and
         // resumed.
         let mut caller_panic = None;
@@ -637,21 +745,30 @@ impl Shared {
         found
     }
 
-    fn read_inner(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+    fn read_inner(&self, id: &CheckpointId, read: &mut dyn FnMut(Lent<'_>)) -> Result<bool, Error> {
         let db = self.engine.db()?;
         let now = self.now_ms();
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
         let found = if max_age == 0 && self.concurrency == ConcurrencyMode::SingleProcess {
             // The fast path: a snapshot kept since an earlier hit, valid until the next commit
             // of this process (the only writer in this mode).
-            self.engine.snapshots().with_results(&db, |table| {
-                let Some(row) = table
+            self.engine.snapshots().with_snapshot(&db, |snap| {
+                let Some(row) = snap
+                    .results
                     .get(id.as_bytes())
                     .map_err(|e| engine_error("cannot read a result", e))?
                 else {
                     return Ok(false);
                 };
-                read(row.value());
+                let row = row.value();
+                lend(row, id, &snap.txn, read)?;
+                if let Some(hot) = self.engine.hot()
+                    && !chunks::claims_chunks(row)
+                    && record::parse(row).is_ok()
+                {
+                    let generation = self.engine.snapshots().generation();
+                    hot.admit(id.as_bytes(), row, snap.generation, generation);
+                }
                 Ok(true)
             })?
         } else {
@@ -672,13 +789,19 @@ impl Shared {
             if max_age != 0 && self.expired(&txn, id, now, max_age)? {
                 return Ok(false);
             }
-            read(row.value());
+            lend(row.value(), id, &txn, read)?;
             true
         };
         drop(db);
-        if !found {
-            return Ok(false);
+        if found {
+            self.accessed(id, now);
         }
+        Ok(found)
+    }
+
+    /// Records a hit in the access log.
+    #[inline]
+    fn accessed(&self, id: &CheckpointId, now: u64) {
         if !self.access.record(Access {
             id: *id.as_bytes(),
             at_ms: now,
@@ -686,7 +809,6 @@ impl Shared {
         {
             self.flusher.request_flush();
         }
-        Ok(true)
     }
 
     /// Whether the entry was saved more than `max_age` ms ago (it is then a miss, and the next
@@ -726,6 +848,46 @@ impl Shared {
     }
 }
 
+fn too_large(len: u64, max: u64) -> Error {
+    Error::new(
+        ErrorKind::TooLarge,
+        format!("a value of {len} bytes cannot fit the store's byte cap of {max}"),
+    )
+}
+
+/// Lends a results row: a record, whole; for a manifest, the record's chunks, read from the
+/// same transaction.
+#[inline]
+fn lend(
+    row: &[u8],
+    id: &CheckpointId,
+    txn: &redb::ReadTransaction,
+    read: &mut dyn FnMut(Lent<'_>),
+) -> Result<(), Error> {
+    if chunks::claims_chunks(row)
+        && let Some(manifest) = Manifest::decode(row)
+    {
+        let table = match txn.open_table(CHUNKS) {
+            Ok(t) => t,
+            // A manifest in a file without chunks: lent as it is, it fails a record's checks.
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                read(Lent::whole(row));
+                return Ok(());
+            }
+            Err(e) => return Err(engine_error("cannot open the chunks table", e)),
+        };
+        let parts = TableParts {
+            table: &table,
+            id: *id.as_bytes(),
+            manifest,
+        };
+        read(Lent::parts(&parts));
+    } else {
+        read(Lent::whole(row));
+    }
+    Ok(())
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // Best effort: errors have nowhere to go from a destructor (use `Store::close` to see
@@ -739,14 +901,42 @@ impl Cache for Store {
         self.shared().save(id, entry)
     }
 
+    fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
+        self.shared().save_many(entries)
+    }
+
+    fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
+        self.shared().save_large(id, entry)
+    }
+
+    /// The record under `id`, a chunked one joined into one buffer.
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
         let mut out = None;
-        self.shared().read(id, &mut |b| out = Some(b.to_vec()))?;
-        Ok(out)
+        self.shared()
+            .read(id, &mut |lent| out = Some(lent.to_vec()))?;
+        out.transpose()
+    }
+
+    /// Lends the record under `id` in one buffer (a chunked one joined: see
+    /// [`retrieve_parts`](Cache::retrieve_parts) to read it without).
+    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+        let mut failed = None;
+        let found = self.shared().read(id, &mut |lent| match lent.as_whole() {
+            Some(bytes) => read(bytes),
+            None => match lent.to_vec() {
+                Ok(bytes) => read(&bytes),
+                Err(e) => failed = Some(e),
+            },
+        })?;
+        failed.map_or(Ok(found), Err)
     }
 
     #[inline]
-    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+    fn retrieve_parts(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
         self.shared().read(id, read)
     }
 

@@ -10,7 +10,7 @@ use redb::{Database, DatabaseError, ReadableDatabase, StorageBackend, StorageErr
 
 use super::options::{ConcurrencyMode, OpenCheck};
 use super::schema::{
-    ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INDEXES_KEY, INFO, RESULTS, SCHEMA_KEY,
+    CHUNKS, ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INDEXES_KEY, INFO, RESULTS, SCHEMA_KEY,
     SCHEMA_VERSION, indexes,
 };
 use crate::error::{OpenError, OpenErrorKind};
@@ -171,6 +171,7 @@ fn init_tables(db: &Database) -> Result<(), redb::Error> {
         txn.open_table(RESULTS)?;
         txn.open_table(ENTRIES)?;
         txn.open_table(FUNCTIONS)?;
+        txn.open_table(CHUNKS)?;
     }
     txn.commit()?;
     Ok(())

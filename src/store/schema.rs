@@ -17,6 +17,10 @@ pub(crate) const RESULTS: TableDefinition<'static, &[u8; 16], &[u8]> =
 /// id -> entry metadata (`EntryMeta`, 64 bytes).
 pub(crate) const ENTRIES: TableDefinition<'static, &[u8; 16], &[u8; 64]> =
     TableDefinition::new("ckpt_entries");
+/// (id, chunk index, big-endian) -> the chunk: the pieces of a record longer than the store's
+/// chunk length, whose results row is then a manifest (see `chunks.rs`).
+pub(crate) const CHUNKS: TableDefinition<'static, &[u8; 20], &[u8]> =
+    TableDefinition::new("ckpt_chunks");
 /// function key -> function record (postcard `FunctionRecord`).
 pub(crate) const FUNCTIONS: TableDefinition<'static, u64, &[u8]> =
     TableDefinition::new("ckpt_functions");

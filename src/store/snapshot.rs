@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
 
 use super::access::thread_slot;
 use super::schema::RESULTS;
@@ -25,9 +25,13 @@ use crate::error::Error;
 
 type Results = ReadOnlyTable<&'static [u8; 16], &'static [u8]>;
 
-struct Snapshot {
-    generation: u64,
-    table: Results,
+/// A read transaction, with its results table open.
+pub(crate) struct Snapshot {
+    /// The generation current when it was opened: it sees every commit before it.
+    pub generation: u64,
+    /// Kept for the tables a hit rarely needs (the chunks of a large record).
+    pub txn: ReadTransaction,
+    pub results: Results,
 }
 
 pub(crate) struct Snapshots {
@@ -36,11 +40,18 @@ pub(crate) struct Snapshots {
     shards: Box<[Mutex<Option<Snapshot>>]>,
 }
 
-fn open(db: &Database) -> Result<Results, Error> {
-    db.begin_read()
-        .map_err(|e| engine_error("cannot begin a read", e))?
+fn open(db: &Database, generation: u64) -> Result<Snapshot, Error> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| engine_error("cannot begin a read", e))?;
+    let results = txn
         .open_table(RESULTS)
-        .map_err(|e| engine_error("cannot open the results table", e))
+        .map_err(|e| engine_error("cannot open the results table", e))?;
+    Ok(Snapshot {
+        generation,
+        txn,
+        results,
+    })
 }
 
 impl Snapshots {
@@ -55,35 +66,36 @@ impl Snapshots {
         }
     }
 
-    /// Runs `f` on a snapshot of the results table that sees every commit made before this
-    /// call.
+    /// The counter of commits that snapshots (and the hot tier) are checked against.
+    pub(crate) fn generation(&self) -> &AtomicU64 {
+        &self.generation
+    }
+
+    /// Runs `f` on a snapshot that sees every commit made before this call.
     #[inline]
-    pub(crate) fn with_results<T>(
+    pub(crate) fn with_snapshot<T>(
         &self,
         db: &Database,
-        f: impl FnOnce(&Results) -> Result<T, Error>,
+        f: impl FnOnce(&Snapshot) -> Result<T, Error>,
     ) -> Result<T, Error> {
         // Read before opening: a snapshot opened now sees at least this generation's commits.
         let generation = self.generation.load(Ordering::Acquire);
         let shard = &self.shards[thread_slot() & (self.shards.len() - 1)];
         let Some(mut slot) = shard.try_lock() else {
-            return f(&open(db)?);
+            return f(&open(db, generation)?);
         };
         match &*slot {
             Some(s) if s.generation == generation => {}
             _ => {
                 // Drop the stale snapshot before opening the next: it pins old pages.
                 *slot = None;
-                *slot = Some(Snapshot {
-                    generation,
-                    table: open(db)?,
-                });
+                *slot = Some(open(db, generation)?);
             }
         }
         match &*slot {
-            Some(s) => f(&s.table),
+            Some(s) => f(s),
             // invariant: the match above left a snapshot in the slot.
-            None => f(&open(db)?),
+            None => f(&open(db, generation)?),
         }
     }
 

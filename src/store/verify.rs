@@ -7,14 +7,15 @@ use std::fmt;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::Store;
+use super::chunks::{Manifest, remove_chunks, split_key};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
-    ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS, ORDER_CREATED,
-    ORDER_HITS, RESULTS,
+    CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
+    ORDER_CREATED, ORDER_HITS, RESULTS,
 };
 use super::write::engine_error;
 use crate::error::Error;
-use crate::record;
+use crate::record::{self, RecordCheck};
 
 /// What [`Store::verify`] or [`Store::repair`] found.
 ///
@@ -58,6 +59,10 @@ pub struct VerifyReport {
     pub bad_function_rows: u64,
     /// Functions with entries but no row.
     pub missing_function_rows: u64,
+    /// Chunk rows (pieces of large records) that belong to no stored record, or lie past the
+    /// end of the one they name. A large record missing a chunk, or whose chunks fail its
+    /// checksum, counts among `bad_records`.
+    pub orphan_chunks: u64,
     /// Whether the problems counted here were fixed ([`Store::repair`] found some).
     pub repaired: bool,
 }
@@ -74,6 +79,7 @@ impl VerifyReport {
             + self.function_count_mismatches
             + self.bad_function_rows
             + self.missing_function_rows
+            + self.orphan_chunks
     }
 
     /// Whether nothing at all was wrong.
@@ -101,6 +107,7 @@ impl fmt::Display for VerifyReport {
             (self.function_count_mismatches, "wrong function counts"),
             (self.bad_function_rows, "damaged function rows"),
             (self.missing_function_rows, "missing function rows"),
+            (self.orphan_chunks, "orphan chunks"),
         ];
         for (n, what) in counts {
             if n > 0 {
@@ -193,6 +200,8 @@ struct Seen {
 struct Scan {
     report: VerifyReport,
     ids: HashMap<[u8; 16], Seen>,
+    /// Chunk rows to remove: orphans, and those past the end of their record.
+    orphan_chunks: Vec<[u8; 20]>,
     /// The order indexes the file maintains, with their rows.
     indexes: Vec<(u8, BTreeSet<Vec<u8>>)>,
     functions: HashMap<u64, Option<FunctionRecord>>,
@@ -264,27 +273,127 @@ fn scan_read(db: &Database) -> Result<Scan, Error> {
         .map_err(|e| engine_error("cannot begin a read", e))?;
     let mask = mask(&txn.open_table(INFO).map_err(table_error)?)?;
     let indexes = read_indexes!(txn, mask);
+    let chunks = match txn.open_table(CHUNKS) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(table_error(e)),
+    };
     scan(
         &txn.open_table(RESULTS).map_err(table_error)?,
         &txn.open_table(ENTRIES).map_err(table_error)?,
+        chunks.as_ref(),
         indexes,
         &txn.open_table(FUNCTIONS).map_err(table_error)?,
     )
+}
+
+/// The chunks of one large record, checked as the scan meets them (in key order).
+struct ChunkRun {
+    id: [u8; 16],
+    manifest: Manifest,
+    next: u32,
+    sound: bool,
+    check: RecordCheck,
+}
+
+impl ChunkRun {
+    /// Whether the record's chunks are all there, of the right lengths, and pass its checks.
+    fn finish(self) -> bool {
+        self.sound && self.next == self.manifest.count && self.check.finish().is_ok()
+    }
+}
+
+/// What the chunk rows say: which large records are sound, and which rows belong to none.
+#[derive(Default)]
+struct ChunkScan {
+    sound: HashMap<[u8; 16], bool>,
+    orphans: Vec<[u8; 20]>,
+}
+
+/// Checks every chunk row against the manifests.
+fn scan_chunks(
+    chunks: &impl ReadableTable<&'static [u8; 20], &'static [u8]>,
+    manifests: &HashMap<[u8; 16], Manifest>,
+) -> Result<ChunkScan, Error> {
+    let mut sound = HashMap::new();
+    let mut orphans = Vec::new();
+    let mut run: Option<ChunkRun> = None;
+    for row in chunks.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        let key = *k.value();
+        let (id, index) = split_key(&key);
+        if run.as_ref().is_some_and(|r| r.id != id)
+            && let Some(done) = run.take()
+        {
+            sound.insert(done.id, done.finish());
+        }
+        let Some(manifest) = manifests.get(&id) else {
+            orphans.push(key);
+            continue;
+        };
+        if index >= manifest.count {
+            orphans.push(key);
+            continue;
+        }
+        let r = run.get_or_insert_with(|| ChunkRun {
+            id,
+            manifest: *manifest,
+            next: 0,
+            sound: true,
+            check: RecordCheck::new(),
+        });
+        let bytes = v.value();
+        if index != r.next
+            || bytes.len() as u64 != manifest.chunk_len_of(index)
+            || (index == 0 && bytes.get(..8) != Some(&manifest.checksum[..]))
+        {
+            r.sound = false;
+        }
+        r.next = index + 1;
+        if r.sound {
+            r.check.feed(bytes);
+        }
+    }
+    if let Some(done) = run {
+        sound.insert(done.id, done.finish());
+    }
+    Ok(ChunkScan { sound, orphans })
 }
 
 /// Reads every row of the tables, and counts what is inconsistent.
 fn scan(
     results: &impl ReadableTable<&'static [u8; 16], &'static [u8]>,
     entries: &impl ReadableTable<&'static [u8; 16], &'static [u8; 64]>,
+    chunks: Option<&impl ReadableTable<&'static [u8; 20], &'static [u8]>>,
     indexes: Vec<(u8, BTreeSet<Vec<u8>>)>,
     functions: &impl ReadableTable<u64, &'static [u8]>,
 ) -> Result<Scan, Error> {
     let mut ids: HashMap<[u8; 16], Seen> = HashMap::new();
+    let mut manifests = HashMap::new();
     for row in results.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
         let bytes = v.value();
-        ids.entry(*k.value()).or_default().result =
-            Some((bytes.len() as u64, record::parse(bytes).is_ok()));
+        let seen = ids.entry(*k.value()).or_default();
+        match Manifest::decode(bytes) {
+            // A large record: checked with its chunks below.
+            Some(m) => {
+                seen.result = Some((m.len, false));
+                manifests.insert(*k.value(), m);
+            }
+            None => seen.result = Some((bytes.len() as u64, record::parse(bytes).is_ok())),
+        }
+    }
+    let ChunkScan {
+        sound,
+        orphans: orphan_chunks,
+    } = match chunks {
+        Some(table) => scan_chunks(table, &manifests)?,
+        None => ChunkScan::default(),
+    };
+    for (id, ok) in sound {
+        if let Some((_, sound)) = ids.get_mut(&id).and_then(|s| s.result.as_mut()) {
+            *sound = ok;
+        }
     }
     for row in entries.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
@@ -298,6 +407,7 @@ fn scan(
 
     let mut report = VerifyReport {
         entries_checked: ids.len() as u64,
+        orphan_chunks: orphan_chunks.len() as u64,
         ..VerifyReport::default()
     };
     // What the function rows should count: every readable metadata row.
@@ -354,6 +464,7 @@ fn scan(
     Ok(Scan {
         report,
         ids,
+        orphan_chunks,
         indexes,
         functions: function_rows,
     })
@@ -382,9 +493,13 @@ fn fix(txn: &WriteTransaction) -> Result<VerifyReport, Error> {
     let mut results = txn.open_table(RESULTS).map_err(table_error)?;
     let mut entries = txn.open_table(ENTRIES).map_err(table_error)?;
     let mut functions = txn.open_table(FUNCTIONS).map_err(table_error)?;
-    let scan = scan(&results, &entries, indexes, &functions)?;
+    let mut chunks = txn.open_table(CHUNKS).map_err(table_error)?;
+    let scan = scan(&results, &entries, Some(&chunks), indexes, &functions)?;
     if scan.report.problems() == 0 {
         return Ok(scan.report);
+    }
+    for key in &scan.orphan_chunks {
+        chunks.remove(key).map_err(storage)?;
     }
 
     // Entries to keep: a sound result with a readable metadata row.
@@ -407,6 +522,7 @@ fn fix(txn: &WriteTransaction) -> Result<VerifyReport, Error> {
             _ => {
                 results.remove(id).map_err(storage)?;
                 entries.remove(id).map_err(storage)?;
+                remove_chunks(&mut chunks, id, 0)?;
             }
         }
     }

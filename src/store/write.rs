@@ -7,14 +7,16 @@ use std::sync::Arc;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::access::Access;
+use super::chunks::{ChunkTable, ChunkWriter, Written, claims_chunks, remove_chunks, write_chunks};
 use super::options::{Limits, PolicyKind, duration_ms};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
-    ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS, ORDER_CREATED,
-    ORDER_HITS, RESULTS, id_of_key,
+    CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
+    ORDER_CREATED, ORDER_HITS, RESULTS, id_of_key,
 };
+use crate::cache::{Entry, LargeEntry};
 use crate::error::{Error, ErrorKind};
-use crate::id::Function;
+use crate::id::{CheckpointId, Function};
 use crate::stats::{CallStats, Counters, EvictionCause, EvictionStats};
 
 // Import of archived entries (`Tx::put_restored`), kept apart so the write path stays readable.
@@ -44,6 +46,17 @@ pub(crate) struct SaveOp<'a> {
     pub function: &'a Function,
     pub bytes: &'a [u8],
     pub compute_nanos: u64,
+}
+
+impl<'a> SaveOp<'a> {
+    pub(crate) fn new(id: &CheckpointId, entry: &Entry<'a>) -> SaveOp<'a> {
+        SaveOp {
+            id: *id.as_bytes(),
+            function: entry.function(),
+            bytes: entry.bytes(),
+            compute_nanos: u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// One save waiting in the group-commit queue, its bytes copied.
@@ -96,12 +109,18 @@ pub(crate) struct Tx<'t> {
     results: Table<'t, &'static [u8; 16], &'static [u8]>,
     entries: Table<'t, &'static [u8; 16], &'static [u8; 64]>,
     functions: Table<'t, u64, &'static [u8]>,
+    /// Opened when a large record is first written or replaced.
+    chunks: Option<ChunkTable<'t>>,
+    /// Records longer than this are stored in chunks.
+    chunk_len: u32,
     by_created: Option<OrderTable<'t, 24>>,
     by_access: Option<OrderTable<'t, 24>>,
     by_hits: Option<OrderTable<'t, 32>>,
     deltas: HashMap<u64, FunctionDelta>,
     /// Ids saved by this transaction: evicted only after every other entry.
     saved_now: HashSet<[u8; 16]>,
+    /// Ids whose record this transaction saved or removed.
+    changed: Vec<[u8; 16]>,
     now_ms: u64,
 }
 
@@ -119,12 +138,15 @@ impl<'t> Tx<'t> {
         txn: &'t WriteTransaction,
         now_ms: u64,
         indexes: u8,
+        chunk_len: u32,
     ) -> Result<Tx<'t>, Error> {
         Ok(Tx {
             txn,
             results: txn.open_table(RESULTS).map_err(table_error)?,
             entries: txn.open_table(ENTRIES).map_err(table_error)?,
             functions: txn.open_table(FUNCTIONS).map_err(table_error)?,
+            chunks: None,
+            chunk_len,
             by_created: (indexes & CREATED != 0)
                 .then(|| txn.open_table(ORDER_CREATED))
                 .transpose()
@@ -139,6 +161,7 @@ impl<'t> Tx<'t> {
                 .map_err(table_error)?,
             deltas: HashMap::new(),
             saved_now: HashSet::new(),
+            changed: Vec::new(),
             now_ms,
         })
     }
@@ -248,9 +271,60 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    fn chunks(&mut self) -> Result<&mut ChunkTable<'t>, Error> {
+        let table = match self.chunks.take() {
+            Some(t) => t,
+            None => self.txn.open_table(CHUNKS).map_err(table_error)?,
+        };
+        Ok(self.chunks.insert(table))
+    }
+
     /// Stores a result and its metadata, replacing any earlier entry under the id: two B-tree
-    /// inserts, whose displaced values say what was replaced.
+    /// inserts, whose displaced values say what was replaced (and, for a record longer than a
+    /// chunk, its chunks).
     pub(crate) fn put(&mut self, op: &SaveOp<'_>) -> Result<(), Error> {
+        let len = op.bytes.len() as u64;
+        if op.bytes.len() > self.chunk_len as usize {
+            let chunk_len = self.chunk_len;
+            let manifest = write_chunks(self.chunks()?, &op.id, op.bytes, chunk_len)?;
+            return self.place(op, &manifest.encode(), len, manifest.count);
+        }
+        self.place(op, op.bytes, len, 0)
+    }
+
+    /// Stores a large result encoded as it is written, in chunks (or whole, if it turns out no
+    /// longer than a chunk); returns the record's length.
+    pub(crate) fn put_large(
+        &mut self,
+        id: [u8; 16],
+        entry: &LargeEntry<'_>,
+        compute_nanos: u64,
+    ) -> Result<u64, Error> {
+        let chunk_len = self.chunk_len;
+        let mut writer = ChunkWriter::new(self.chunks()?, id, chunk_len);
+        let checksum = entry.write_unsealed(&mut writer)?;
+        let op = SaveOp {
+            id,
+            function: entry.function(),
+            bytes: &[],
+            compute_nanos,
+        };
+        match writer.finish(checksum)? {
+            Written::Whole(record) => {
+                let len = record.len() as u64;
+                self.place(&op, &record, len, 0)?;
+                Ok(len)
+            }
+            Written::Chunks(manifest) => {
+                self.place(&op, &manifest.encode(), manifest.len, manifest.count)?;
+                Ok(manifest.len)
+            }
+        }
+    }
+
+    /// Puts `row` (a record, or the manifest of one in `chunks` chunks, already written) in the
+    /// results table, with the metadata of a record of `size` bytes.
+    fn place(&mut self, op: &SaveOp<'_>, row: &[u8], size: u64, chunks: u32) -> Result<(), Error> {
         let fn_key = op.function.key();
         let meta = EntryMeta {
             fn_key,
@@ -258,7 +332,7 @@ impl<'t> Tx<'t> {
             created_ms: self.now_ms,
             last_access_ms: self.now_ms,
             hits: 0,
-            size: op.bytes.len() as u64,
+            size,
             compute_nanos: op.compute_nanos,
         };
         let e = storage("cannot save a result");
@@ -267,7 +341,14 @@ impl<'t> Tx<'t> {
             .insert(&op.id, &meta.encode())
             .map_err(&e)?
             .map(|g| EntryMeta::decode(g.value()));
-        let had_result = self.results.insert(&op.id, op.bytes).map_err(&e)?.is_some();
+        let (had_result, had_chunks) = match self.results.insert(&op.id, row).map_err(&e)? {
+            Some(g) => (true, claims_chunks(g.value())),
+            None => (false, false),
+        };
+        if had_chunks || chunks > 0 {
+            // The chunks of the record replaced, past those just written.
+            remove_chunks(self.chunks()?, &op.id, chunks)?;
+        }
         match old {
             Some(Some(old)) => {
                 self.unindex(&op.id, &old)?;
@@ -285,9 +366,10 @@ impl<'t> Tx<'t> {
         }
         self.index(&op.id, &meta)?;
         self.saved_now.insert(op.id);
+        self.changed.push(op.id);
         let delta = self.delta(fn_key);
         delta.entries += 1;
-        delta.bytes += op.bytes.len() as i64;
+        delta.bytes += size as i64;
         if delta
             .identity
             .as_ref()
@@ -306,7 +388,16 @@ impl<'t> Tx<'t> {
             .remove(id)
             .map_err(&e)?
             .map(|g| EntryMeta::decode(g.value()));
-        let had_result = self.results.remove(id).map_err(&e)?.is_some();
+        let (had_result, had_chunks) = match self.results.remove(id).map_err(&e)? {
+            Some(g) => (true, claims_chunks(g.value())),
+            None => (false, false),
+        };
+        if had_chunks {
+            remove_chunks(self.chunks()?, id, 0)?;
+        }
+        if had_result {
+            self.changed.push(*id);
+        }
         match old {
             Some(Some(meta)) => {
                 self.unindex(id, &meta)?;
@@ -557,8 +648,9 @@ impl<'t> Tx<'t> {
         Ok(victims)
     }
 
-    /// Writes the accumulated function-row changes.
-    pub(crate) fn finish(mut self) -> Result<(), Error> {
+    /// Writes the accumulated function-row changes; returns the ids whose record was saved or
+    /// removed.
+    pub(crate) fn finish(mut self) -> Result<Vec<[u8; 16]>, Error> {
         let e = storage("cannot update function statistics");
         for (key, delta) in std::mem::take(&mut self.deltas) {
             let existing = self
@@ -582,7 +674,7 @@ impl<'t> Tx<'t> {
                 .insert(key, record.encode().as_slice())
                 .map_err(&e)?;
         }
-        Ok(())
+        Ok(std::mem::take(&mut self.changed))
     }
 }
 

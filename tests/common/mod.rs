@@ -53,6 +53,51 @@ pub const RESULTS: TableDefinition<'static, &[u8; 16], &[u8]> =
     TableDefinition::new("ckpt_results");
 pub const ENTRIES: TableDefinition<'static, &[u8; 16], &[u8; 64]> =
     TableDefinition::new("ckpt_entries");
+/// (id, chunk index BE) -> a chunk of a large record.
+pub const CHUNKS: TableDefinition<'static, &[u8; 20], &[u8]> = TableDefinition::new("ckpt_chunks");
+
+/// Every chunk row of a closed store file, in key order.
+pub fn read_chunks(path: &Path) -> Vec<([u8; 20], Vec<u8>)> {
+    let db = Database::open(path).expect("open the store file with redb");
+    let txn = db.begin_read().unwrap();
+    let Ok(table) = txn.open_table(CHUNKS) else {
+        return Vec::new();
+    };
+    table
+        .iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (*k.value(), v.value().to_vec())
+        })
+        .collect()
+}
+
+/// Edits the chunk rows of a closed store file: `edit` gets each key and chunk and returns what
+/// to do with it (`Some(Some(bytes))` replace, `Some(None)` remove, `None` leave).
+pub fn tamper_chunks(
+    path: &Path,
+    mut edit: impl FnMut(&[u8; 20], &[u8]) -> Option<Option<Vec<u8>>>,
+) {
+    let rows = read_chunks(path);
+    let db = Database::open(path).expect("open the store file with redb");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(CHUNKS).unwrap();
+        for (key, bytes) in rows {
+            match edit(&key, &bytes) {
+                Some(Some(new)) => {
+                    table.insert(&key, new.as_slice()).unwrap();
+                }
+                Some(None) => {
+                    table.remove(&key).unwrap();
+                }
+                None => {}
+            }
+        }
+    }
+    txn.commit().unwrap();
+}
 
 /// Everything in the two entry tables of a closed store file.
 #[derive(Debug, Default)]
