@@ -173,14 +173,19 @@ fn mem(system: &str, entries: u64) {
         // `ckpt`: opened as by default (`OpenCheck::Full`, every page checked); `ckpt-trust`:
         // opened with `OpenCheck::Trust`.
         "ckpt" | "ckpt-trust" => {
-            let store = if system == "ckpt" {
-                ckpt_store(&path)
-            } else {
-                ckpt::Store::builder()
-                    .open_check(ckpt::OpenCheck::Trust)
-                    .open(&path)
-                    .expect("open the ckpt store")
-            };
+            // CKPT_BENCH_ACCESS_LOG sets the access log's capacity (default 65,536): how many
+            // buffered hits one bookkeeping transaction writes, and so how many pages it dirties.
+            let mut builder = ckpt::Store::builder();
+            if let Some(n) = std::env::var("CKPT_BENCH_ACCESS_LOG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                builder = builder.access_log_capacity(n);
+            }
+            if system == "ckpt-trust" {
+                builder = builder.open_check(ckpt::OpenCheck::Trust);
+            }
+            let store = builder.open(&path).expect("open the ckpt store");
             let (_, opened) = rss();
             eprintln!("{system}: {} MiB resident after opening", opened >> 20);
             let d = ckpt_decorator(&store, "work_256");
