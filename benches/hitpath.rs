@@ -23,7 +23,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use ckpt::{AutoIdentifier, Function};
@@ -32,14 +31,6 @@ use redb::Durability;
 use common::*;
 
 const ENTRIES: u64 = 10_000;
-
-fn fixture_dir() -> PathBuf {
-    let dir = std::env::var_os("CKPT_BENCH_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/ckpt-bench-fixtures"));
-    std::fs::create_dir_all(&dir).expect("create the fixture folder");
-    dir
-}
 
 struct Systems {
     ckpt: Ckpt,

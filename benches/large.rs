@@ -76,25 +76,8 @@ fn large(c: &mut Criterion) {
     assert!(deco.stats().hits > 0);
 }
 
-/// Peak and current resident memory of this process, in bytes (Linux).
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 fn fixture(system: &str) -> PathBuf {
-    let dir = std::env::var_os("CKPT_BENCH_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/ckpt-bench-fixtures"));
-    std::fs::create_dir_all(&dir).expect("create the fixture folder");
+    let dir = fixture_dir();
     dir.join(format!("large-{system}-{}.redb", size_label()))
 }
 

@@ -38,10 +38,7 @@ fn label(entries: u64) -> String {
 }
 
 fn fixture(system: &str, entries: u64) -> PathBuf {
-    let dir = std::env::var_os("CKPT_BENCH_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/ckpt-bench-fixtures"));
-    std::fs::create_dir_all(&dir).expect("create the fixture folder");
+    let dir = fixture_dir();
     let path = dir.join(format!("scale-{system}-{entries}.redb"));
     let done = path.with_extension("done");
     if !done.exists() {
@@ -147,20 +144,6 @@ fn open_by_entries(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// Peak and current resident memory of this process, in bytes (Linux).
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
 }
 
 /// One JSON line: the memory of a process that opened a store of `entries` and made 200,000

@@ -2,26 +2,16 @@
 //! code edits and versions, `rerun`, custom caches, what is stored, and the identifiers that leave
 //! arguments out. The `on_error` policies are in `seed_on_error.rs`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::sync::{LazyLock, Mutex};
 
 use ckpt::{
     AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, FnNameIdentifier, Function,
     KeyFn, MemoryCache, OnError, code_hash,
 };
-
-/// Counts how often a body ran.
-#[derive(Default)]
-struct Runs(AtomicUsize);
-
-impl Runs {
-    fn bump(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-    fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+use common::Runs;
 
 fn raising<C: Cache>(f: Function, cache: C) -> DecoratorCheckpoint<AutoIdentifier, C> {
     DecoratorCheckpoint::new(f, AutoIdentifier, cache).with_on_error(OnError::Raise)

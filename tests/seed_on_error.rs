@@ -3,28 +3,17 @@
 //! saved. `Raise` returns the error; `Warn` reports it through the warning hook and runs the
 //! function; `Ignore` runs it silently. Every failure is counted either way.
 
+mod common;
+
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ckpt::{
     AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, ErrorKind, Function,
     MemoryCache, OnError,
 };
+use common::Runs;
 use serde::{Serialize, Serializer};
-
-/// Counts how often a body ran.
-#[derive(Default)]
-struct Runs(AtomicUsize);
-
-impl Runs {
-    fn bump(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-    fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// The warning hook is process-global: every test that may warn, or that checks nothing warned,
 /// holds this lock while its hook is installed.

@@ -325,3 +325,27 @@ pub fn moka_fill(m: &Moka, entries: u64, size: usize) {
     }
     m.run_pending_tasks();
 }
+
+/// The folder bench fixtures live in (`CKPT_BENCH_FIXTURES`, default
+/// `target/ckpt-bench-fixtures`), created if missing.
+pub fn fixture_dir() -> PathBuf {
+    let dir = std::env::var_os("CKPT_BENCH_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/ckpt-bench-fixtures"));
+    std::fs::create_dir_all(&dir).expect("create the fixture folder");
+    dir
+}
+
+/// Peak and current resident memory of this process, in bytes (Linux).
+pub fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{ReadTransaction, ReadableTable};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
-use super::chunks::{Manifest, TableParts, claims_chunks};
-use super::schema::{CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
+use super::chunks::{self, ChunksRead, Manifest, TableParts};
+use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
 use super::write::{SaveOp, engine_error};
 use super::{Commit, Store};
 use crate::cache::Parts;
@@ -160,25 +160,9 @@ impl<W: Write> Hashing<W> {
     }
 }
 
-/// The manifest in a results row, if the row is one (a row that claims to be one but does not
-/// decode is taken as a record, and fails a record's checks).
-fn manifest_of(row: &[u8]) -> Option<Manifest> {
-    if claims_chunks(row) {
-        Manifest::decode(row)
-    } else {
-        None
-    }
-}
-
-type ChunksRead = redb::ReadOnlyTable<&'static [u8; 20], &'static [u8]>;
-
-/// A chunked record's parts need the chunks table; a file without one has none to lend.
+/// `ckpt_chunks`, if the file has it.
 fn chunks_table(txn: &ReadTransaction) -> Result<Option<ChunksRead>, Error> {
-    match txn.open_table(CHUNKS) {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(engine_error("cannot open the chunks table", e)),
-    }
+    chunks::open_read(txn).map_err(|e| engine_error("cannot open the chunks table", e))
 }
 
 fn frame_head(kind: u8, len: u64) -> [u8; 9] {
@@ -374,7 +358,10 @@ fn read_record(txn: &ReadTransaction, id: &[u8; 16]) -> Result<Option<Vec<u8>>, 
         return Ok(None);
     };
     let row = row.value();
-    let (Some(manifest), Some(table)) = (manifest_of(row), chunks_table(txn)?) else {
+    let Some(manifest) = Manifest::decode(row) else {
+        return Ok(Some(row.to_vec()));
+    };
+    let Some(table) = chunks_table(txn)? else {
         return Ok(Some(row.to_vec()));
     };
     // The parts joined, grown as they are read: the manifest's length is not trusted.
@@ -460,7 +447,7 @@ fn export_snapshot<W: Write>(
             continue;
         };
         let bytes = result.value();
-        if let (Some(manifest), Some(table)) = (manifest_of(bytes), chunks.as_ref()) {
+        if let (Some(manifest), Some(table)) = (Manifest::decode(bytes), chunks.as_ref()) {
             // A large record: checked in one pass, then written in a second, a chunk at a time.
             let parts = TableParts {
                 table,

@@ -24,7 +24,7 @@
 //! written (`LargeEntry`) goes straight into chunks: its first chunk waits in memory until the
 //! checksum, computed on the way, is known.
 
-use redb::{AccessGuard, ReadableTable, Table};
+use redb::{AccessGuard, ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableError};
 
 use super::write::engine_error;
 use crate::cache::{Part, Parts};
@@ -38,6 +38,19 @@ pub(crate) const MIN_CHUNK: u32 = 64;
 pub(crate) const MAX_CHUNK: u32 = 64 << 20;
 
 pub(crate) type ChunkTable<'t> = Table<'t, &'static [u8; 20], &'static [u8]>;
+
+/// `ckpt_chunks` as a read transaction opens it.
+pub(crate) type ChunksRead = ReadOnlyTable<&'static [u8; 20], &'static [u8]>;
+
+/// `ckpt_chunks` in a read transaction, if the file has it (a file written before any large
+/// record was saved may not).
+pub(crate) fn open_read(txn: &ReadTransaction) -> Result<Option<ChunksRead>, TableError> {
+    match txn.open_table(super::schema::CHUNKS) {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
 
 /// The key of chunk `index` of the record under `id`: chunks of one record are adjacent, in
 /// order.

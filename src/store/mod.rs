@@ -40,7 +40,7 @@ use self::flusher::Flusher;
 use self::group_commit::Queue;
 use self::hot::HotTier;
 use self::options::{duration_ms, to_ms};
-use self::schema::{CHUNKS, ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
+use self::schema::{ENTRIES, EntryMeta, INDEXES_KEY, INFO, RESULTS};
 pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
 use self::write::{QueuedSave, Registry, SaveOp, Tx, Victim, engine_error};
 use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry, Lent};
@@ -864,26 +864,21 @@ fn lend(
     txn: &redb::ReadTransaction,
     read: &mut dyn FnMut(Lent<'_>),
 ) -> Result<(), Error> {
-    if chunks::claims_chunks(row)
-        && let Some(manifest) = Manifest::decode(row)
-    {
-        let table = match txn.open_table(CHUNKS) {
-            Ok(t) => t,
-            // A manifest in a file without chunks: lent as it is, it fails a record's checks.
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                read(Lent::whole(row));
-                return Ok(());
-            }
-            Err(e) => return Err(engine_error("cannot open the chunks table", e)),
-        };
-        let parts = TableParts {
-            table: &table,
+    let table = match Manifest::decode(row) {
+        Some(manifest) => chunks::open_read(txn)
+            .map_err(|e| engine_error("cannot open the chunks table", e))?
+            .map(|table| (manifest, table)),
+        None => None,
+    };
+    match &table {
+        Some((manifest, table)) => read(Lent::parts(&TableParts {
+            table,
             id: *id.as_bytes(),
-            manifest,
-        };
-        read(Lent::parts(&parts));
-    } else {
-        read(Lent::whole(row));
+            manifest: *manifest,
+        })),
+        // A record; or a manifest in a file without chunks, lent as it is: it fails a record's
+        // checks.
+        None => read(Lent::whole(row)),
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::Store;
-use super::chunks::{Manifest, remove_chunks, split_key};
+use super::chunks::{self, Manifest, remove_chunks, split_key};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
     CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
@@ -273,11 +273,7 @@ fn scan_read(db: &Database) -> Result<Scan, Error> {
         .map_err(|e| engine_error("cannot begin a read", e))?;
     let mask = mask(&txn.open_table(INFO).map_err(table_error)?)?;
     let indexes = read_indexes!(txn, mask);
-    let chunks = match txn.open_table(CHUNKS) {
-        Ok(t) => Some(t),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(table_error(e)),
-    };
+    let chunks = chunks::open_read(&txn).map_err(table_error)?;
     scan(
         &txn.open_table(RESULTS).map_err(table_error)?,
         &txn.open_table(ENTRIES).map_err(table_error)?,

@@ -220,3 +220,16 @@ pub fn record_size_of_bytes(n: usize) -> u64 {
     }
     (32 + varint + n) as u64
 }
+
+/// Counts how often a body ran.
+#[derive(Default)]
+pub struct Runs(AtomicUsize);
+
+impl Runs {
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}

@@ -261,22 +261,9 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
             }
         ),
     );
-    kv(
-        "created",
-        format!(
-            "{} ({})",
-            human::timestamp(info.created),
-            human::ago(info.created, now)
-        ),
-    );
-    kv(
-        "last hit",
-        format!(
-            "{} ({})",
-            human::timestamp(info.last_access),
-            human::ago(info.last_access, now)
-        ),
-    );
+    let when = |t| format!("{} ({})", human::timestamp(t), human::ago(t, now));
+    kv("created", when(info.created));
+    kv("last hit", when(info.last_access));
     kv("hits", info.hits.to_string());
     kv("compute time", human::duration(info.compute_time));
     kv(
