@@ -11,7 +11,7 @@
 # Every figure in REPORT.md comes from this run's files under target/criterion and
 # target/ckpt-bench-report; nothing is typed in by hand.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")"
 
 out=target/ckpt-bench-report
 mkdir -p "$out"
@@ -83,5 +83,5 @@ if [[ -z "${CKPT_REPORT_ONLY:-}" ]]; then
     uptime >"$out/load-after"
 fi
 
-python3 benches/report.py target/criterion "$out" >benches/REPORT.md
-echo "wrote benches/REPORT.md" >&2
+python3 report.py target/criterion "$out" >REPORT.md
+echo "wrote benches/REPORT.md (from benches/target)" >&2
