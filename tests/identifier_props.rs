@@ -251,3 +251,99 @@ fn a_hundred_thousand_distinct_calls_have_distinct_ids() {
         .collect();
     assert_eq!(ids.len(), N, "two distinct calls share an id");
 }
+
+/// A user's ordered collection whose name happens to end in `Set`, serialized as a sequence.
+#[derive(Debug, Clone)]
+struct ChangeSet {
+    edits: Vec<String>,
+}
+
+impl Serialize for ChangeSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // As `HashSet` does: the collection itself is what serde is handed.
+        s.collect_seq(self)
+    }
+}
+
+impl<'a> IntoIterator for &'a ChangeSet {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.edits.iter()
+    }
+}
+
+/// A user's ordered map (a list of pairs, written as a serde map), named like a map.
+struct OrderedMap(Vec<(String, u32)>);
+
+impl Serialize for OrderedMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+mod changes {
+    ckpt::checkpoint! {
+        #[checkpoint(cache = ckpt::MemoryCache::new())]
+        pub fn apply(changes: crate::ChangeSet) -> Vec<String> {
+            let mut doc: Vec<String> = Vec::new();
+            for edit in &changes.edits {
+                match edit.as_str() {
+                    "create" => doc = vec!["file".to_string()],
+                    "delete" => doc.clear(),
+                    other => doc.push(other.to_string()),
+                }
+            }
+            doc
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChangeSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(d).map(|edits| ChangeSet { edits })
+    }
+}
+
+#[test]
+fn a_user_collection_named_set_keeps_its_order() {
+    let create_delete = ChangeSet {
+        edits: vec!["create".into(), "delete".into()],
+    };
+    let delete_create = ChangeSet {
+        edits: vec!["delete".into(), "create".into()],
+    };
+    assert_ne!(id(&create_delete), id(&delete_create));
+    // The memoized call returns each order's own result, whichever ran first.
+    assert_eq!(changes::apply(create_delete.clone()), Vec::<String>::new());
+    assert_eq!(
+        changes::apply(delete_create.clone()),
+        vec!["file".to_string()]
+    );
+    assert_eq!(changes::apply(create_delete), Vec::<String>::new());
+    // Asked for, order-insensitivity is still there.
+    assert_eq!(
+        id(&Unordered(&ChangeSet {
+            edits: vec!["a".into(), "b".into()]
+        })),
+        id(&Unordered(&ChangeSet {
+            edits: vec!["b".into(), "a".into()]
+        }))
+    );
+}
+
+proptest! {
+    #[test]
+    fn user_sequences_and_maps_keep_their_order(elems in hash_set("[a-z]{1,6}", 2..12)) {
+        let v: Vec<String> = elems.into_iter().collect();
+        let mut r = v.clone();
+        r.reverse();
+        prop_assert_ne!(id(&ChangeSet { edits: v.clone() }), id(&ChangeSet { edits: r.clone() }));
+        let pairs = |xs: &[String]| OrderedMap(xs.iter().cloned().zip(0u32..).collect());
+        prop_assert_ne!(id(&pairs(&v)), id(&pairs(&r)));
+        // The same pairs in a std map: one map, whatever the order.
+        let map = |xs: &[String]| xs.iter().cloned().zip(0u32..).collect::<HashMap<_, _>>();
+        let remap: BTreeMap<String, u32> = map(&v).into_iter().collect();
+        prop_assert_eq!(id(&map(&v)), id(&remap));
+    }
+}

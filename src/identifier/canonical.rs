@@ -126,6 +126,7 @@ pub(crate) mod tag {
     pub const SET: u8 = 0x1f;
     pub const FIELD: u8 = 0x20;
     pub const END: u8 = 0x21;
+    pub const ORDERED_MAP: u8 = 0x22;
 }
 
 /// The newtype name by which [`Unordered`](crate::Unordered) asks for set semantics.
@@ -168,13 +169,33 @@ fn element_digest<T: Serialize + ?Sized>(value: &T) -> Result<u128, EncodeError>
     Ok(h.digest128())
 }
 
-/// Whether a collection handed to `collect_seq` is a set, whose iteration order is arbitrary.
+/// The std and hashbrown sets, whose iteration order is arbitrary (hash sets) or a function of
+/// their contents (`BTreeSet`): only these are encoded as sets without being asked.
+const ARBITRARY_ORDER_SETS: &[&str] = &[
+    "std::collections::hash::set::HashSet",
+    "alloc::collections::btree::set::BTreeSet",
+    "hashbrown::set::HashSet",
+];
+
+/// The std and hashbrown maps, likewise. A map written through `collect_map` by any other type
+/// (`IndexMap`, a user's own) keeps its order; see [`Canonical::collect_map`].
+const ARBITRARY_ORDER_MAPS: &[&str] = &[
+    "std::collections::hash::map::HashMap",
+    "alloc::collections::btree::map::BTreeMap",
+    "hashbrown::map::HashMap",
+];
+
+/// Whether the collection type `I`, handed to `collect_seq` or `collect_map`, is one of `known`:
+/// a type whose iteration order is arbitrary, so that order must not change the id.
 ///
-/// serde serializes `HashSet` and `Vec` identically, so the collection type is the only clue: a
-/// type whose own name (the last path segment, before generics) ends in `Set` is a set. That
-/// covers std's `HashSet` and `BTreeSet`, hashbrown's and indexmap's; other set types can be
-/// wrapped in [`Unordered`](crate::Unordered). `tests/identifier_props.rs` pins the detection.
-fn is_set_type<I>() -> bool {
+/// serde serializes `HashSet` and `Vec` identically, so the collection type is the only clue.
+/// Only the exact std and hashbrown types count, by their full path: a user type named
+/// `ChangeSet` whose order matters is a sequence (an earlier version went by the name's
+/// ending, which gave `[create, delete]` and `[delete, create]` one id). Other unordered
+/// collections opt in with [`Unordered`](crate::Unordered). Should a future toolchain print a
+/// path differently, the collection becomes ordered: a miss, never a wrong hit.
+/// `tests/identifier_props.rs` and the unit tests below pin the detection.
+fn is_arbitrary_order<I>(known: &[&str]) -> bool {
     let mut name = std::any::type_name::<I>();
     loop {
         if let Some(rest) = name.strip_prefix('&') {
@@ -185,15 +206,8 @@ fn is_set_type<I>() -> bool {
             break;
         }
     }
-    // A slice (`[T]`, reached through `&[T]`, `Box<[T]>`, `Vec`'s deref...) is ordered whatever
-    // its elements are: without this, `[HashSet<u8>]` would pass for a set, its base name
-    // `[std::collections::hash::set::HashSet` ending in `Set`.
-    if name.starts_with('[') {
-        return false;
-    }
     let base = name.split('<').next().unwrap_or(name);
-    let last = base.rsplit("::").next().unwrap_or(base);
-    last.ends_with("Set")
+    known.contains(&base)
 }
 
 struct Canonical<'s, S: Sink> {
@@ -443,7 +457,7 @@ impl<'s, S: Sink> ser::Serializer for Canonical<'s, S> {
         I: IntoIterator,
         I::Item: Serialize,
     {
-        let unordered = self.unordered || is_set_type::<I>();
+        let unordered = self.unordered || is_arbitrary_order::<I>(ARBITRARY_ORDER_SETS);
         let mut seq = Canonical {
             sink: self.sink,
             unordered,
@@ -482,6 +496,34 @@ impl<'s, S: Sink> ser::Serializer for Canonical<'s, S> {
 
     fn serialize_map(self, _len: Option<usize>) -> Result<Unordered<'s, S>, EncodeError> {
         Ok(Unordered::new(self.sink, tag::MAP))
+    }
+
+    /// std's and hashbrown's maps (and any map under [`Unordered`](crate::Unordered)) are
+    /// maps, whose order does not count; a map of any other type that names itself here
+    /// (`IndexMap`, a user's type over a list of pairs) keeps its order: `ORDERED_MAP`, then
+    /// each key and value in turn, then `END`. A map serialized through `serialize_map`
+    /// directly carries no type to tell by (a `#[serde(flatten)]` struct, a JSON object): its
+    /// keys are unique names, and it stays a map.
+    fn collect_map<K, V, I>(self, iter: I) -> Result<(), EncodeError>
+    where
+        K: Serialize,
+        V: Serialize,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        if self.unordered || is_arbitrary_order::<I>(ARBITRARY_ORDER_MAPS) {
+            let mut map = self.serialize_map(None)?;
+            for (k, v) in iter {
+                ser::SerializeMap::serialize_entry(&mut map, &k, &v)?;
+            }
+            return ser::SerializeMap::end(map);
+        }
+        let mut ordered = Ordered { sink: self.sink };
+        ordered.sink.put(&[tag::ORDERED_MAP]);
+        for (k, v) in iter {
+            ordered.element(&k)?;
+            ordered.element(&v)?;
+        }
+        ordered.end()
     }
 
     fn serialize_struct(
@@ -633,7 +675,7 @@ impl<S: Sink> ser::SerializeMap for Unordered<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeSet, HashMap, HashSet};
+    use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
     fn bytes<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
         let mut out = Vec::new();
@@ -756,13 +798,32 @@ mod tests {
 
     #[test]
     fn set_detection_by_type_name() {
-        assert!(is_set_type::<&HashSet<u32>>());
-        assert!(is_set_type::<&BTreeSet<Vec<u8>>>());
-        assert!(!is_set_type::<&Vec<HashSet<u32>>>());
-        assert!(!is_set_type::<&[u32]>());
-        assert!(!is_set_type::<&[HashSet<u32>]>());
-        assert!(!is_set_type::<&[BTreeSet<u32>]>());
-        assert!(!is_set_type::<&HashMap<u32, u32>>());
+        assert!(is_arbitrary_order::<&HashSet<u32>>(ARBITRARY_ORDER_SETS));
+        assert!(is_arbitrary_order::<&BTreeSet<Vec<u8>>>(
+            ARBITRARY_ORDER_SETS
+        ));
+        assert!(!is_arbitrary_order::<&Vec<HashSet<u32>>>(
+            ARBITRARY_ORDER_SETS
+        ));
+        assert!(!is_arbitrary_order::<&[u32]>(ARBITRARY_ORDER_SETS));
+        assert!(!is_arbitrary_order::<&[HashSet<u32>]>(ARBITRARY_ORDER_SETS));
+        assert!(!is_arbitrary_order::<&[BTreeSet<u32>]>(
+            ARBITRARY_ORDER_SETS
+        ));
+        assert!(!is_arbitrary_order::<&HashMap<u32, u32>>(
+            ARBITRARY_ORDER_SETS
+        ));
+        assert!(is_arbitrary_order::<&HashMap<u32, u32>>(
+            ARBITRARY_ORDER_MAPS
+        ));
+        assert!(is_arbitrary_order::<&BTreeMap<u32, u32>>(
+            ARBITRARY_ORDER_MAPS
+        ));
+        // A name is not a type: a user's `…Set` or `…Map` is not one of them.
+        struct ChangeSet;
+        struct OrderedMap;
+        assert!(!is_arbitrary_order::<&ChangeSet>(ARBITRARY_ORDER_SETS));
+        assert!(!is_arbitrary_order::<&OrderedMap>(ARBITRARY_ORDER_MAPS));
     }
 
     #[test]

@@ -192,8 +192,11 @@ where
 
 /// Marks a collection as a set for [`AutoIdentifier`]: its id ignores the order of elements.
 ///
-/// Needed only for set types whose name does not end in `Set` (std's, hashbrown's and
-/// indexmap's sets are recognised by name). For every other serializer it is transparent.
+/// Only std's and hashbrown's sets and maps (`HashSet`, `BTreeSet`, `HashMap`, `BTreeMap`) are
+/// unordered without being asked: any other collection, whatever its name (`IndexSet`, a
+/// user's `ChangeSet`), keeps its order, so that two orders that may give two results never
+/// share an id. Wrap a collection whose order truly does not matter in `Unordered` to say so.
+/// For every other serializer it is transparent.
 ///
 /// ```
 /// use ckpt::{AutoIdentifier, Function, Unordered};
