@@ -162,6 +162,16 @@ pub trait Cache: Send + Sync {
         let _ = (function, counters);
         Ok(())
     }
+
+    /// Which handles are one cache, for single flight: concurrent misses of one id through
+    /// handles with equal scopes compute once, whichever decorators they go through. The
+    /// default is the handle's own address, right for a cache shared by reference or `Arc` (the
+    /// forwarding implementations for `&C`, `Box<C>` and `Arc<C>` pass it through). A cache
+    /// whose clones share their storage (as [`Store`](crate::Store) and [`MemoryCache`] do)
+    /// returns the address of what they share. The value is only compared, never dereferenced.
+    fn flight_scope(&self) -> usize {
+        (self as *const Self).cast::<()>().addr()
+    }
 }
 
 /// One result to save: its encoded bytes, and what they are the result of.
@@ -520,6 +530,9 @@ macro_rules! forward_cache {
             fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
                 (**self).register(function, counters)
             }
+            fn flight_scope(&self) -> usize {
+                (**self).flight_scope()
+            }
         }
     )*};
 }
@@ -565,6 +578,10 @@ impl MemoryCache {
 }
 
 impl Cache for MemoryCache {
+    fn flight_scope(&self) -> usize {
+        Arc::as_ptr(&self.entries).addr()
+    }
+
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
         self.entries.write().insert(*id, Arc::from(entry.bytes()));
         Ok(())

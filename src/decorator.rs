@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Encoder, Entry, LargeEntry};
 use crate::error::Error;
-use crate::flight::{Flights, Joined, Landing};
+use crate::flight::{FLIGHTS, Joined, Landing};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::{AutoIdentifier, Call, Identifier};
 use crate::record::{self, Decoded, Rejected, STREAM_ABOVE};
@@ -48,8 +48,9 @@ pub enum Mode {
 ///
 /// [`call`](Self::call) returns the stored result for an identical earlier call, or runs the
 /// function and stores its result; [`rerun`](Self::rerun) runs and overwrites. When several
-/// threads miss the same id at once, the function runs once and the others wait for its
-/// result: no store-wide lock is held while it runs, and a panic in it releases the waiters.
+/// threads miss the same id of one cache at once, whichever decorators they call through (one
+/// per worker or request is fine), the function runs once and the others wait for its result:
+/// no store-wide lock is held while it runs, and a panic in it releases the waiters.
 ///
 /// ```
 /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, OnError, Store};
@@ -73,7 +74,6 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
     cache: C,
     on_error: OnError,
     counters: Arc<Counters>,
-    flights: Flights,
     registered: AtomicBool,
 }
 
@@ -86,7 +86,6 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             cache,
             on_error: OnError::default(),
             counters: Arc::default(),
-            flights: Flights::default(),
             registered: AtomicBool::new(false),
         }
     }
@@ -378,7 +377,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         if let Some(v) = self.fetch(&id)? {
             return Ok(lift(v));
         }
-        match self.flights.join(id) {
+        match FLIGHTS.join(self.cache.flight_scope(), id) {
             Joined::Leader(flight) => {
                 // A leader that finished between our lookup and our join has left the map
                 // already: its result is stored, so look once more before computing again.

@@ -1,12 +1,16 @@
 //! Single flight: when several threads miss the same id at once, one runs the function and the
 //! others wait for it.
 //!
-//! The map lock is held only to join or leave a flight, never while user code runs. A leader
-//! that panics still leaves its flight (its guard's `Drop` runs during unwinding), so waiters are
-//! never stranded.
+//! Flights are process-wide and keyed by the cache as well as the id ([`Cache::flight_scope`]):
+//! eight decorators of one function over one store (one per worker or request, a normal
+//! pattern) compute a missing id once, not eight times. A map shard's lock is held only to join
+//! or leave a flight, never while user code runs. A leader that panics still leaves its flight
+//! (its guard's `Drop` runs during unwinding), so waiters are never stranded.
+//!
+//! [`Cache::flight_scope`]: crate::Cache::flight_scope
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::thread::{self, ThreadId};
 
 use parking_lot::{Condvar, Mutex};
@@ -42,9 +46,18 @@ impl Flight {
     }
 }
 
+/// Which cache (see `Cache::flight_scope`) and which id a flight computes.
+type Key = (usize, CheckpointId);
+
+/// Shards of the flight map: misses of unrelated ids rarely meet on one lock.
+const SHARDS: usize = 16;
+
+/// The flights of this process, over every cache.
+pub(crate) static FLIGHTS: LazyLock<Flights> = LazyLock::new(Flights::default);
+
 #[derive(Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<CheckpointId, Arc<Flight>>>,
+    shards: [Mutex<HashMap<Key, Arc<Flight>>>; SHARDS],
 }
 
 pub(crate) enum Joined<'a> {
@@ -58,10 +71,12 @@ pub(crate) enum Joined<'a> {
 }
 
 impl Flights {
-    pub(crate) fn join(&self, id: CheckpointId) -> Joined<'_> {
+    /// Joins the flight of `id` in the cache whose flight scope is `scope`.
+    pub(crate) fn join(&self, scope: usize, id: CheckpointId) -> Joined<'_> {
         let me = thread::current().id();
-        let mut map = self.in_flight.lock();
-        if let Some(flight) = map.get(&id) {
+        let key = (scope, id);
+        let mut map = self.shard(&key).lock();
+        if let Some(flight) = map.get(&key) {
             return if flight.leader == me {
                 Joined::Reentrant
             } else {
@@ -73,25 +88,30 @@ impl Flights {
             landing: Mutex::new(Landing::Running),
             landed: Condvar::new(),
         });
-        map.insert(id, Arc::clone(&flight));
+        map.insert(key, Arc::clone(&flight));
         Joined::Leader(LeaderGuard {
             flights: self,
-            id,
+            key,
             flight,
             landing: Landing::Abandoned,
         })
     }
 
+    fn shard(&self, key: &Key) -> &Mutex<HashMap<Key, Arc<Flight>>> {
+        // An id is a hash already: its low bits spread well.
+        &self.shards[(usize::from(key.1.as_bytes()[0]) ^ key.0) % SHARDS]
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.in_flight.lock().len()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 
 /// Held by the leader while it computes; dropping it lands the flight.
 pub(crate) struct LeaderGuard<'a> {
     flights: &'a Flights,
-    id: CheckpointId,
+    key: Key,
     flight: Arc<Flight>,
     landing: Landing,
 }
@@ -107,12 +127,12 @@ impl LeaderGuard<'_> {
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
         {
-            let mut map = self.flights.in_flight.lock();
+            let mut map = self.flights.shard(&self.key).lock();
             if map
-                .get(&self.id)
+                .get(&self.key)
                 .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
             {
-                map.remove(&self.id);
+                map.remove(&self.key);
             }
         }
         *self.flight.landing.lock() = self.landing;
@@ -128,12 +148,12 @@ mod tests {
     fn leader_then_waiter_then_reentrant() {
         let flights = Flights::default();
         let id = CheckpointId::from_u128(1);
-        let Joined::Leader(guard) = flights.join(id) else {
+        let Joined::Leader(guard) = flights.join(7, id) else {
             panic!("first joiner must lead")
         };
-        assert!(matches!(flights.join(id), Joined::Reentrant));
+        assert!(matches!(flights.join(7, id), Joined::Reentrant));
         let waiter = thread::scope(|s| {
-            s.spawn(|| match flights.join(id) {
+            s.spawn(|| match flights.join(7, id) {
                 Joined::Waiter(f) => f,
                 _ => panic!("another thread must wait"),
             })
@@ -150,7 +170,7 @@ mod tests {
         let flights = Flights::default();
         let id = CheckpointId::from_u128(2);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _guard = match flights.join(id) {
+            let _guard = match flights.join(7, id) {
                 Joined::Leader(g) => g,
                 _ => unreachable!(),
             };
@@ -158,6 +178,6 @@ mod tests {
         }));
         assert!(result.is_err());
         assert_eq!(flights.len(), 0);
-        assert!(matches!(flights.join(id), Joined::Leader(_)));
+        assert!(matches!(flights.join(7, id), Joined::Leader(_)));
     }
 }

@@ -224,3 +224,63 @@ fn a_panicking_body_releases_its_waiters_and_leaves_nothing_behind() {
     assert_eq!(deco.call(1u8, |_| -> u32 { unreachable!() }).unwrap(), 99);
     assert_eq!(store.stats().unwrap().entries, 1);
 }
+
+/// One decorator per worker (or per request) over one store is a normal pattern: concurrent
+/// misses of one id still compute once, whichever decorator each caller holds.
+#[test]
+fn eight_decorators_over_one_store_run_the_body_once() {
+    let dir = TempDir::new("sf-decorators");
+    let store = store(&dir);
+    let memory = MemoryCache::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let memory_runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(16));
+    within(
+        60,
+        "8 decorators over one store, 8 over one memory cache",
+        {
+            let (runs, memory_runs) = (runs.clone(), memory_runs.clone());
+            move || {
+                let handles: Vec<_> = (0..16)
+                    .map(|i| {
+                        let (runs, memory_runs, barrier) =
+                            (runs.clone(), memory_runs.clone(), barrier.clone());
+                        let (store, memory) = (store.clone(), memory.clone());
+                        std::thread::spawn(move || {
+                            let f = Function::new("sf", "per_worker");
+                            let slow = |runs: &AtomicUsize, x: u64| {
+                                runs.fetch_add(1, Ordering::SeqCst);
+                                std::thread::sleep(Duration::from_millis(200));
+                                x * 10
+                            };
+                            barrier.wait();
+                            let got = if i % 2 == 0 {
+                                DecoratorCheckpoint::new(f, AutoIdentifier, store)
+                                    .with_on_error(OnError::Raise)
+                                    .call(7u64, |x| slow(&runs, x))
+                            } else {
+                                DecoratorCheckpoint::new(f, AutoIdentifier, memory)
+                                    .with_on_error(OnError::Raise)
+                                    .call(7u64, |x| slow(&memory_runs, x))
+                            };
+                            assert_eq!(got.unwrap(), 70);
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap();
+                }
+            }
+        },
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the store's callers computed more than once"
+    );
+    assert_eq!(
+        memory_runs.load(Ordering::SeqCst),
+        1,
+        "the memory cache's callers computed more than once"
+    );
+}

@@ -892,6 +892,11 @@ impl Drop for Shared {
 }
 
 impl Cache for Store {
+    fn flight_scope(&self) -> usize {
+        // Every clone of this handle, and the default store's handle, share it.
+        Arc::as_ptr(&self.handle).addr()
+    }
+
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
         self.shared().save(id, entry)
     }
