@@ -121,7 +121,10 @@ pub trait Cache: Send + Sync {
         let bytes = entry.to_vec()?;
         self.save(
             id,
-            &Entry::new(entry.function(), &bytes, entry.compute_time()),
+            &Entry {
+                value_type: entry.value_type(),
+                ..Entry::new(entry.function(), &bytes, entry.compute_time())
+            },
         )
     }
 
@@ -180,6 +183,7 @@ pub struct Entry<'a> {
     function: &'a Function,
     bytes: &'a [u8],
     compute: Duration,
+    value_type: Option<&'static str>,
 }
 
 impl<'a> Entry<'a> {
@@ -188,7 +192,20 @@ impl<'a> Entry<'a> {
             function,
             bytes,
             compute,
+            value_type: None,
         }
+    }
+
+    pub(crate) fn with_value_type(mut self, name: &'static str) -> Self {
+        self.value_type = Some(name);
+        self
+    }
+
+    /// The Rust type of the value, as `std::any::type_name` spells it, when the caller knows
+    /// it (a decorator always does). For display only (`ckpt show`): the spelling is not
+    /// stable across compilers, and the record's type fingerprint is what a lookup checks.
+    pub fn value_type(&self) -> Option<&'static str> {
+        self.value_type
     }
 
     /// The encoded result: store these bytes unchanged and hand them back on retrieve.
@@ -216,6 +233,7 @@ pub struct LargeEntry<'a> {
     function: &'a Function,
     compute: Duration,
     record: &'a dyn EncodeRecord,
+    value_type: Option<&'static str>,
 }
 
 /// A value ready to be encoded as a record, piece by piece.
@@ -247,7 +265,18 @@ impl<'a> LargeEntry<'a> {
             function,
             compute,
             record,
+            value_type: None,
         }
+    }
+
+    pub(crate) fn with_value_type(mut self, name: &'static str) -> Self {
+        self.value_type = Some(name);
+        self
+    }
+
+    /// The Rust type of the value (see [`Entry::value_type`]).
+    pub fn value_type(&self) -> Option<&'static str> {
+        self.value_type
     }
 
     /// The function whose result this is.

@@ -262,7 +262,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             let Some(bytes) = record::encode_bounded(&value, Duration::ZERO, STREAM_ABOVE)? else {
                 // Too large to batch: saved alone, after the batch so far (a later save of the
                 // same id must still win).
-                saved += self.save_batch(&mut batch)?;
+                saved += self.save_batch(&mut batch, std::any::type_name::<R>())?;
                 batch_bytes = 0;
                 self.save_large(&id, &value, Duration::ZERO)?;
                 self.counters.record(Event::Saved { spent_nanos: 0 });
@@ -272,22 +272,29 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             batch_bytes += bytes.len();
             batch.push((id, bytes));
             if batch.len() >= BATCH_MAX_SAVES || batch_bytes >= BATCH_MAX_BYTES {
-                saved += self.save_batch(&mut batch)?;
+                saved += self.save_batch(&mut batch, std::any::type_name::<R>())?;
                 batch_bytes = 0;
             }
         }
-        saved += self.save_batch(&mut batch)?;
+        saved += self.save_batch(&mut batch, std::any::type_name::<R>())?;
         Ok(saved)
     }
 
     /// Hands `batch` to the cache's bulk save, and empties it.
-    fn save_batch(&self, batch: &mut Vec<(CheckpointId, Vec<u8>)>) -> Result<usize, Error> {
+    fn save_batch(
+        &self,
+        batch: &mut Vec<(CheckpointId, Vec<u8>)>,
+        value_type: &'static str,
+    ) -> Result<usize, Error> {
         if batch.is_empty() {
             return Ok(0);
         }
         let entries: Vec<(CheckpointId, Entry<'_>)> = batch
             .iter()
-            .map(|(id, bytes)| (*id, Entry::new(&self.function, bytes, Duration::ZERO)))
+            .map(|(id, bytes)| {
+                let entry = Entry::new(&self.function, bytes, Duration::ZERO);
+                (*id, entry.with_value_type(value_type))
+            })
             .collect();
         self.cache.save_many(&entries)?;
         for _ in 0..entries.len() {
@@ -531,9 +538,11 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         compute: Duration,
     ) -> Result<(), Error> {
         match record::encode_bounded(value, compute, STREAM_ABOVE)? {
-            Some(bytes) => self
-                .cache
-                .save(id, &Entry::new(&self.function, &bytes, compute)),
+            Some(bytes) => self.cache.save(
+                id,
+                &Entry::new(&self.function, &bytes, compute)
+                    .with_value_type(std::any::type_name::<V>()),
+            ),
             None => self.save_large(id, value, compute),
         }
     }
@@ -546,8 +555,9 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         compute: Duration,
     ) -> Result<(), Error> {
         let encoder = Encoder { value, compute };
-        self.cache
-            .save_large(id, &LargeEntry::new(&self.function, &encoder, compute))
+        let entry = LargeEntry::new(&self.function, &encoder, compute)
+            .with_value_type(std::any::type_name::<V>());
+        self.cache.save_large(id, &entry)
     }
 }
 

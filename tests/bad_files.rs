@@ -160,10 +160,85 @@ fn a_newer_schema_says_upgrade() {
         e.kind(),
         &OpenErrorKind::NewerSchema {
             found: 7,
-            supported: 1
+            supported: 2
         }
     );
     assert!(e.to_string().contains("upgrade ckpt"), "{e}");
+}
+
+/// A store as version 1 wrote it (schema 1; function rows without the value type's name) opens:
+/// its entries are hits, the file is migrated to schema 2 in place, and saves go on.
+#[test]
+fn a_schema_1_store_is_migrated_in_place() {
+    let dir = TempDir::new("schema1");
+    let path = dir.join("checkpoints.redb");
+    let expected = build_store(&path, 20);
+    let info = redb::TableDefinition::<&str, &[u8]>::new("ckpt_info");
+    let functions = redb::TableDefinition::<u64, &[u8]>::new("ckpt_functions");
+    let schema = |path: &std::path::Path| -> u32 {
+        let db = redb::Database::open(path).unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let v = txn
+            .open_table(info)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap();
+        u32::from_le_bytes(v.value().try_into().unwrap())
+    };
+    {
+        // Back to version 1: the schema number, and each function row without its last field
+        // (`value_type`, an `Option<String>`, which is one zero byte when `None`: rewrite the
+        // row's newest type to none first).
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(info)
+            .unwrap()
+            .insert("schema", &1u32.to_le_bytes()[..])
+            .unwrap();
+        {
+            let mut table = txn.open_table(functions).unwrap();
+            let rows: Vec<(u64, Vec<u8>)> = redb::ReadableTable::iter(&table)
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value(), v.value().to_vec())
+                })
+                .collect();
+            assert!(!rows.is_empty());
+            for (k, row) in rows {
+                let name = std::any::type_name::<Val>();
+                // `Some(name)`: 1, then the name's length as a varint (< 128 here), then it.
+                let tail = [&[1u8, name.len() as u8][..], name.as_bytes()].concat();
+                assert!(row.ends_with(&tail), "the row ends with the value type");
+                let v1 = &row[..row.len() - tail.len()];
+                table.insert(k, v1).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    assert_eq!(schema(&path), 1);
+    {
+        let store = Store::open(&path).unwrap();
+        let deco = DecoratorCheckpoint::new(function(), AutoIdentifier, store.clone())
+            .with_on_error(OnError::Raise);
+        for i in 0..20u64 {
+            let id = deco.identify(&i).unwrap();
+            let got = deco.call(i, |_| -> Val { panic!("entry {i} must be a hit") });
+            assert_eq!(got.unwrap(), expected[&id]);
+        }
+        assert_eq!(deco.call(1000u64, value).unwrap(), value(1000));
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.entries, 21);
+        assert_eq!(
+            stats.functions[0].value_type.as_deref(),
+            Some(std::any::type_name::<Val>())
+        );
+        assert!(store.verify().unwrap().is_clean());
+        drop(deco);
+        store.close().unwrap();
+    }
+    assert_eq!(schema(&path), 2, "migrated in place");
 }
 
 #[test]

@@ -306,6 +306,14 @@ fn show_metadata_json_and_raw() {
     assert!(out.contains(&format!("function      {RESIZE}")), "{out}");
     assert!(out.contains("record        valid (version 1"), "{out}");
     assert!(out.contains("created       20"), "{out}");
+    // The value's type by name, as the saving process's compiler spelled it.
+    let vec_u8 = std::any::type_name::<Vec<u8>>();
+    assert!(
+        out.contains(&format!("value type    {vec_u8} (fingerprint ")),
+        "{out}"
+    );
+    // A unique prefix names the entry, as git takes a commit's.
+    assert_eq!(ok(ckpt(&path, &["show", &text[..8]])), out);
 
     let v = json(ckpt(&path, &["show", &text, "--json"]));
     assert_eq!(v["id"], text);
@@ -313,6 +321,7 @@ fn show_metadata_json_and_raw() {
     assert_eq!(v["stale"], false);
     assert_eq!(v["record"]["valid"], true);
     assert_eq!(v["record"]["version"], 1);
+    assert_eq!(v["record"]["value_type"], vec_u8);
     assert_eq!(
         v["record"]["type_fingerprint"],
         format!("{:016x}", ckpt::type_fingerprint::<Vec<u8>>())
@@ -685,9 +694,16 @@ fn bad_inputs_get_one_line_and_an_exit_code() {
     );
     fails(ckpt(&path, &["show", "xyz"]), 2, "malformed id \"xyz\"");
     fails(
-        ckpt(&path, &["rm", "0123"]),
+        ckpt(&path, &["rm", "012"]),
         2,
-        "malformed id \"0123\": an id is 32 hex digits",
+        "malformed id \"012\": an id is 32 hex digits (or a unique prefix of at least 4)",
+    );
+    // Four digits are a prefix (as git takes them); one that starts no id is a failure.
+    let prefix = &unknown[..6];
+    fails(
+        ckpt(&path, &["rm", prefix]),
+        1,
+        &format!("no entry with an id starting {prefix}"),
     );
     fails(
         ckpt(&path, &["evict", "--max-bytes", "12XB"]),
@@ -833,4 +849,41 @@ fn demo_store() {
     std::fs::create_dir_all(dir.path()).unwrap();
     known_store(&dir);
     std::mem::forget(dir);
+}
+
+#[test]
+fn show_and_rm_take_a_unique_id_prefix() {
+    let dir = TempDir::new("cli-prefix");
+    let path = known_store(&dir);
+    let all: Vec<String> = Store::open(&path)
+        .unwrap()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    let target = ids_of(&path, &resize())[0].to_string();
+    // The shortest prefix (of at least 4) that no other id shares.
+    let unique = (4..=32)
+        .map(|n| &target[..n])
+        .find(|p| all.iter().filter(|id| id.starts_with(p)).count() == 1)
+        .unwrap();
+    let v = json(ckpt(&path, &["rm", unique, "--json"]));
+    assert_eq!(v["removed"], 1);
+    assert_eq!(v["ids"][0], target, "the prefix resolves to the full id");
+    assert!(
+        !ids_of(&path, &resize())
+            .iter()
+            .any(|id| id.to_string() == target)
+    );
+    // A prefix two ids share is refused, and nothing is removed.
+    let shared = (4..32)
+        .flat_map(|n| all.iter().map(move |id| &id[..n]))
+        .find(|p| all.iter().filter(|id| id.starts_with(p)).count() > 1);
+    if let Some(p) = shared {
+        let before = Store::open(&path).unwrap().entries().unwrap().len();
+        fails(ckpt(&path, &["show", p]), 1, "type more of the id");
+        fails(ckpt(&path, &["rm", p]), 1, "nothing removed");
+        assert_eq!(Store::open(&path).unwrap().entries().unwrap().len(), before);
+    }
 }

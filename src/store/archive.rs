@@ -745,6 +745,7 @@ fn import_frames<R: Read>(
                     function: &f.function,
                     bytes: &body,
                     compute_nanos: meta.compute_nanos,
+                    value_type: None,
                 };
                 if tx.put_restored(&op, &meta)? {
                     report.replaced += 1;

@@ -60,6 +60,10 @@ pub struct FunctionStats {
     pub entries: u64,
     /// Bytes of stored records.
     pub stored_bytes: u64,
+    /// The Rust type that `code_version` returns, as the saving process's compiler spelled it
+    /// (`std::any::type_name`), once a save through a decorator has recorded it. For display:
+    /// lookups check the record's type fingerprint, never this name.
+    pub value_type: Option<String>,
 }
 
 impl FunctionStats {
@@ -84,6 +88,7 @@ impl FunctionStats {
             evictions: r.evictions,
             entries: r.entries,
             stored_bytes: r.bytes,
+            value_type: r.value_type,
         }
     }
 }

@@ -10,6 +10,7 @@ mod flusher;
 mod group_commit;
 mod hot;
 mod inspect;
+mod migrate;
 mod open;
 mod options;
 pub(crate) mod schema;
@@ -289,6 +290,7 @@ impl StoreBuilder {
             ));
         }
         let db = opener()?;
+        migrate::to_current(&path, &db)?;
         let indexes = open::read_indexes(&path, &db)?;
         let flusher = Arc::new(Flusher::default());
         let shared = Arc::new(Shared {
@@ -645,6 +647,7 @@ impl Shared {
             function: entry.function().clone(),
             bytes: entry.bytes().to_vec(),
             compute_nanos: op.compute_nanos,
+            value_type: op.value_type,
         };
         self.queue.submit(queued, |batch| self.commit_batch(batch))
     }

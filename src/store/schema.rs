@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::{CallStats, EvictionStats};
 
-/// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes and reads. 1: the first; 2: function rows may end with the
+/// value type's name (`FunctionRecord::value_type`); version-1 files are migrated on a writable
+/// open (`migrate.rs`), and read as they are by a read-only one.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// The file's identity: `format` = `b"ckpt"`, `schema` = the schema version (u32 LE).
 pub(crate) const INFO: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("ckpt_info");
@@ -168,6 +170,26 @@ pub(crate) struct FunctionRecord {
     /// `MAX_VERSIONS`. The newest is the one first seen last, so a process still running old
     /// code does not make the new version's entries stale by saving after it.
     pub versions: Vec<(u64, u64)>,
+    /// The Rust type name of the values the newest code version returns, as the saving
+    /// process spelled it (display only). Rows written before it existed end without it: see
+    /// [`FunctionRecord::decode`].
+    pub value_type: Option<String>,
+}
+
+/// A function row as written before `value_type` was added: the same fields, in order,
+/// without the last.
+#[derive(Deserialize)]
+struct FunctionRecordV1 {
+    module: String,
+    name: String,
+    code_version: u64,
+    code_hash: Option<u64>,
+    version: Option<String>,
+    calls: CallStats,
+    evictions: EvictionStats,
+    entries: u64,
+    bytes: u64,
+    versions: Vec<(u64, u64)>,
 }
 
 /// How many code versions a function row remembers.
@@ -202,9 +224,27 @@ impl FunctionRecord {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
+    /// Decodes a row, of either layout: postcard has no optional trailing fields, so a row
+    /// without `value_type` (written by an earlier version) is read as such. Both layouts must
+    /// consume the row exactly, so one is never mistaken for the other.
     pub(crate) fn decode(bytes: &[u8]) -> Option<FunctionRecord> {
-        match postcard::take_from_bytes(bytes) {
-            Ok((record, [])) => Some(record),
+        if let Ok((record, [])) = postcard::take_from_bytes::<FunctionRecord>(bytes) {
+            return Some(record);
+        }
+        match postcard::take_from_bytes::<FunctionRecordV1>(bytes) {
+            Ok((r, [])) => Some(FunctionRecord {
+                module: r.module,
+                name: r.name,
+                code_version: r.code_version,
+                code_hash: r.code_hash,
+                version: r.version,
+                calls: r.calls,
+                evictions: r.evictions,
+                entries: r.entries,
+                bytes: r.bytes,
+                versions: r.versions,
+                value_type: None,
+            }),
             _ => None,
         }
     }
@@ -241,7 +281,16 @@ mod tests {
             entries: 3,
             ..Default::default()
         };
-        assert_eq!(FunctionRecord::decode(&r.encode()), Some(r));
+        assert_eq!(FunctionRecord::decode(&r.encode()), Some(r.clone()));
         assert_eq!(FunctionRecord::decode(&[0xff; 3]), None);
+        let typed = FunctionRecord {
+            value_type: Some("alloc::vec::Vec<f32>".into()),
+            ..r.clone()
+        };
+        assert_eq!(FunctionRecord::decode(&typed.encode()), Some(typed));
+        // A row written before `value_type` existed: the same bytes without its last field.
+        let mut old = r.encode();
+        assert_eq!(old.pop(), Some(0), "None is one zero byte at the end");
+        assert_eq!(FunctionRecord::decode(&old), Some(r));
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct SaveOp<'a> {
     pub function: &'a Function,
     pub bytes: &'a [u8],
     pub compute_nanos: u64,
+    /// The value's Rust type name, for display (see `Entry::value_type`).
+    pub value_type: Option<&'static str>,
 }
 
 impl<'a> SaveOp<'a> {
@@ -55,6 +57,7 @@ impl<'a> SaveOp<'a> {
             function: entry.function(),
             bytes: entry.bytes(),
             compute_nanos: u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX),
+            value_type: entry.value_type(),
         }
     }
 }
@@ -65,6 +68,7 @@ pub(crate) struct QueuedSave {
     pub function: Function,
     pub bytes: Vec<u8>,
     pub compute_nanos: u64,
+    pub value_type: Option<&'static str>,
 }
 
 impl QueuedSave {
@@ -74,6 +78,7 @@ impl QueuedSave {
             function: &self.function,
             bytes: &self.bytes,
             compute_nanos: self.compute_nanos,
+            value_type: self.value_type,
         }
     }
 }
@@ -87,6 +92,8 @@ struct FunctionDelta {
     evictions: EvictionStats,
     /// The identity to record as the function's newest (set by saves and registrations).
     identity: Option<Function>,
+    /// The value type a save of `identity`'s code version gave, for display.
+    value_type: Option<&'static str>,
 }
 
 /// An entry removed by a limit.
@@ -308,6 +315,7 @@ impl<'t> Tx<'t> {
             function: entry.function(),
             bytes: &[],
             compute_nanos,
+            value_type: entry.value_type(),
         };
         match writer.finish(checksum)? {
             Written::Whole(record) => {
@@ -376,6 +384,9 @@ impl<'t> Tx<'t> {
             .is_none_or(|f| f.digest() != op.function.digest())
         {
             delta.identity = Some(op.function.clone());
+        }
+        if op.value_type.is_some() {
+            delta.value_type = op.value_type;
         }
         Ok(())
     }
@@ -665,6 +676,12 @@ impl<'t> Tx<'t> {
             };
             if let Some(f) = &delta.identity {
                 record.saw(f, self.now_ms);
+                if let Some(t) = delta.value_type
+                    && record.code_version == f.code_version()
+                    && record.value_type.as_deref() != Some(t)
+                {
+                    record.value_type = Some(t.to_string());
+                }
             }
             record.entries = record.entries.saturating_add_signed(delta.entries);
             record.bytes = record.bytes.saturating_add_signed(delta.bytes);

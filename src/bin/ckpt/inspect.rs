@@ -203,27 +203,28 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
         ));
     }
     let store = open::open(&cx.path, cx.check, Missing::Fail)?;
-    let unknown = || {
+    let id = open::resolve_id(&store, &cx.path, &args.id)?;
+    let unknown = || Failure::fail(format!("no entry with id {id} in {}", cx.path.display()));
+    let info = store.entry(&id)?.ok_or_else(unknown)?;
+    let bytes = store.read_record(&id)?.ok_or_else(|| {
         Failure::fail(format!(
-            "no entry with id {} in {}",
-            args.id,
-            cx.path.display()
-        ))
-    };
-    let info = store.entry(&args.id)?.ok_or_else(unknown)?;
-    let bytes = store.read_record(&args.id)?.ok_or_else(|| {
-        Failure::fail(format!(
-            "entry {} has metadata but no stored record; `ckpt verify --repair` drops it",
-            args.id
+            "entry {id} has metadata but no stored record; `ckpt verify --repair` drops it"
         ))
     })?;
     let record = Record::parse(&bytes).ok();
+    // The type name is recorded for a function's newest code version only.
+    let value_type = store
+        .stats()?
+        .functions
+        .into_iter()
+        .find(|f| f.key == info.function_key && f.code_version == info.code_version)
+        .and_then(|f| f.value_type);
     if args.raw {
         let Some(record) = record else {
             return Err(Failure::fail(format!(
                 "the record of {} is damaged (it fails its checksum): no sound value to write; \
                  `ckpt verify --repair` drops it",
-                args.id
+                id
             )));
         };
         return cx.out.bytes(record.payload());
@@ -235,6 +236,7 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
             "version": record.map(|r| r.version()),
             "checksum": record.map(|r| json::hex64(r.checksum())),
             "type_fingerprint": record.map(|r| json::hex64(r.type_fingerprint())),
+            "value_type": value_type,
             "payload_bytes": bytes.len().saturating_sub(Record::HEADER_LEN),
         });
         return cx.out.json(&v);
@@ -285,7 +287,14 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
                     json::hex64(r.checksum())
                 ),
             );
-            kv("value type", format!("fingerprint {}", json::hex64(r.type_fingerprint())));
+            let fingerprint = json::hex64(r.type_fingerprint());
+            kv(
+                "value type",
+                match &value_type {
+                    Some(name) => format!("{name} (fingerprint {fingerprint})"),
+                    None => format!("not recorded (fingerprint {fingerprint})"),
+                },
+            );
         }
         None => kv(
             "record",

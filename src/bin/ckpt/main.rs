@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use ckpt::{CheckpointId, OpenCheck};
+use ckpt::OpenCheck;
 
 use crate::output::{Failure, Out, one_line};
 
@@ -141,9 +141,9 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// The entry's id (32 hex digits)
+    /// The entry's id: its 32 hex digits, or a unique prefix of at least 4
     #[arg(value_parser = parse_id)]
-    id: CheckpointId,
+    id: IdArg,
     /// Write the stored value's bytes (postcard, without ckpt's 32-byte record header) to
     /// stdout, which must not be a terminal
     #[arg(long, conflicts_with = "json")]
@@ -153,9 +153,9 @@ pub struct ShowArgs {
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("what").required(true).multiple(true).args(["ids", "function", "stale"]))]
 pub struct RmArgs {
-    /// Ids of the entries to remove
+    /// Ids of the entries to remove (each 32 hex digits, or a unique prefix of at least 4)
     #[arg(value_parser = parse_id, value_name = "ID", conflicts_with_all = ["function", "stale"])]
-    ids: Vec<CheckpointId>,
+    ids: Vec<IdArg>,
     /// Every entry of this function (with --stale: only its stale ones)
     #[arg(short, long, value_name = "F")]
     function: Option<String>,
@@ -228,10 +228,25 @@ pub struct ImportArgs {
     file: PathBuf,
 }
 
-fn parse_id(text: &str) -> Result<CheckpointId, String> {
-    text.trim()
-        .parse::<CheckpointId>()
-        .map_err(|_| format!("malformed id {text:?}: an id is 32 hex digits"))
+/// An id as typed: all 32 hex digits, or the first few (at least 4), as git takes a commit's.
+#[derive(Debug, Clone)]
+pub struct IdArg(String);
+
+impl std::fmt::Display for IdArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn parse_id(text: &str) -> Result<IdArg, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if (4..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(IdArg(t))
+    } else {
+        Err(format!(
+            "malformed id {text:?}: an id is 32 hex digits (or a unique prefix of at least 4)"
+        ))
+    }
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

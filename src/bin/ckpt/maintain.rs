@@ -19,21 +19,25 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
 pub fn rm(cx: &mut Context, args: RmArgs) -> Result {
     let store = open::open(&cx.path, cx.check, Missing::Fail)?;
     if !args.ids.is_empty() {
-        // Every id must be there, or nothing is removed.
-        for id in &args.ids {
-            if store.entry(id)?.is_none() {
+        // Every id must be there (and every prefix unique), or nothing is removed.
+        let mut ids = Vec::with_capacity(args.ids.len());
+        for arg in &args.ids {
+            let id = open::resolve_id(&store, &cx.path, arg)
+                .map_err(|f| f.with_suffix("; nothing removed"))?;
+            if store.entry(&id)?.is_none() {
                 return Err(Failure::fail(format!(
                     "no entry with id {id} in {}; nothing removed",
                     cx.path.display()
                 )));
             }
+            ids.push(id);
         }
         let mut removed = 0u64;
-        for id in &args.ids {
+        for id in &ids {
             removed += u64::from(store.remove(id)?);
         }
         if cx.json {
-            let ids: Vec<String> = args.ids.iter().map(|i| i.to_string()).collect();
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             return cx.out.json(&json!({ "removed": removed, "ids": ids }));
         }
         return cx

@@ -3,8 +3,11 @@
 use std::io;
 use std::path::Path;
 
-use ckpt::{ConcurrencyMode, Function, FunctionStats, OpenCheck, OpenErrorKind, Store};
+use ckpt::{
+    CheckpointId, ConcurrencyMode, Function, FunctionStats, OpenCheck, OpenErrorKind, Store,
+};
 
+use crate::IdArg;
 use crate::output::{Failure, Result, for_the_tool};
 
 /// Whether a command may create the store when the file is missing.
@@ -106,4 +109,28 @@ pub fn identity(row: &FunctionStats) -> Function {
         f = f.with_version(v.clone());
     }
     f
+}
+
+/// The entry `arg` names: its full id, or the one entry whose id starts with the prefix typed.
+pub fn resolve_id(store: &Store, path: &Path, arg: &IdArg) -> Result<CheckpointId> {
+    if let Ok(id) = arg.to_string().parse::<CheckpointId>() {
+        return Ok(id);
+    }
+    let prefix = arg.to_string();
+    let mut found = store
+        .entries()?
+        .into_iter()
+        .map(|e| e.id)
+        .filter(|id| id.to_string().starts_with(&prefix));
+    match (found.next(), found.next()) {
+        (Some(id), None) => Ok(id),
+        (None, _) => Err(Failure::fail(format!(
+            "no entry with an id starting {prefix} in {}",
+            path.display()
+        ))),
+        (Some(_), Some(_)) => Err(Failure::fail(format!(
+            "{} entries have ids starting {prefix}: type more of the id",
+            2 + found.count()
+        ))),
+    }
 }

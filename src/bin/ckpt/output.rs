@@ -32,6 +32,14 @@ impl Failure {
             message: Some(message.into()),
         }
     }
+
+    /// The same failure, its message ending with `suffix`.
+    pub fn with_suffix(mut self, suffix: &str) -> Failure {
+        if let Some(m) = &mut self.message {
+            m.push_str(suffix);
+        }
+        self
+    }
 }
 
 /// The library's messages name its API where they say what to do; a user of the tool is told
