@@ -81,7 +81,7 @@ pub use macros::__private;
 pub use record_view::{Record, type_fingerprint};
 pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
 pub use store::{
-    ARCHIVE_MAGIC, ARCHIVE_VERSION, Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo,
+    ARCHIVE_MAGIC, ARCHIVE_VERSION, AccessMode, Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo,
     EvictMode, Evicted, EvictionPolicy, EvictionReport, ExportReport, FunctionStats, ImportReport,
     Limits, MAX_ARCHIVE_RECORD, ManualClock, OpenCheck, Store, StoreBuilder, StoreStats,
     SystemClock, VerifyReport,

@@ -12,6 +12,7 @@ mod hot;
 mod inspect;
 mod open;
 mod options;
+mod overlay;
 pub(crate) mod schema;
 mod snapshot;
 mod verify;
@@ -24,18 +25,19 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, ReadableDatabase, ReadableTable as _, WriteTransaction};
+use redb::{ReadableTable as _, WriteTransaction};
 
 pub use archive::{ARCHIVE_MAGIC, ARCHIVE_VERSION, ExportReport, ImportReport, MAX_ARCHIVE_RECORD};
 pub use inspect::{CompactReport, EntryInfo, Evicted, EvictionReport, FunctionStats, StoreStats};
 pub use options::{
-    Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck, SystemClock,
+    AccessMode, Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck,
+    SystemClock,
 };
 pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};
 use self::chunks::{Manifest, TableParts};
-use self::engine::{Engine, Opener};
+use self::engine::{Db, Engine, Opener};
 use self::flusher::Flusher;
 use self::group_commit::Queue;
 use self::hot::HotTier;
@@ -117,6 +119,9 @@ pub(crate) struct Shared {
     flusher: Arc<Flusher>,
     /// Records longer than this are stored in chunks of this length (see `chunks.rs`).
     chunk_len: u32,
+    access_mode: AccessMode,
+    /// This process's claim on the file (see `open::registry`); dropped after the engine.
+    _registration: open::registry::Registration,
 }
 
 /// Options for opening a [`Store`].
@@ -144,6 +149,7 @@ pub struct StoreBuilder {
     open_check: OpenCheck,
     chunk_len: u32,
     hot_bytes: usize,
+    access: AccessMode,
 }
 
 impl Default for StoreBuilder {
@@ -158,6 +164,7 @@ impl Default for StoreBuilder {
             open_check: OpenCheck::default(),
             chunk_len: STREAM_ABOVE as u32,
             hot_bytes: 0,
+            access: AccessMode::ReadWrite,
         }
     }
 }
@@ -213,6 +220,32 @@ impl StoreBuilder {
         self
     }
 
+    /// Opens the store read-only: no byte of the file changes, hits are not recorded in it, and
+    /// every write returns [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) (see
+    /// [`AccessMode::ReadOnly`]). For inspecting a store, a file this process may not write, or
+    /// one that another process reads too. A missing file is an error, not a new store.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-ro-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// # let path = dir.join("checkpoints.redb");
+    /// # drop(ckpt::Store::open(&path)?);
+    /// let store = ckpt::Store::builder().read_only().open(&path)?;
+    /// assert_eq!(store.access_mode(), ckpt::AccessMode::ReadOnly);
+    /// assert_eq!(store.clear().unwrap_err().kind(), ckpt::ErrorKind::ReadOnly);
+    /// # drop(store); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_only(self) -> Self {
+        self.access(AccessMode::ReadOnly)
+    }
+
+    /// Whether the store may change its file (default [`AccessMode::ReadWrite`]).
+    pub fn access(mut self, mode: AccessMode) -> Self {
+        self.access = mode;
+        self
+    }
+
     /// Keeps up to `bytes` of recently hit records in memory (default 0: none), so that a hit
     /// on one skips the storage engine and the record's checksum: an in-process tier in front
     /// of the file, for hot working sets.
@@ -251,6 +284,7 @@ impl StoreBuilder {
             cache_bytes: self.cache_bytes,
             concurrency: self.concurrency,
             check: self.open_check,
+            access: self.access,
         }
     }
 
@@ -311,6 +345,8 @@ impl StoreBuilder {
             queue: Queue::default(),
             flusher: Arc::clone(&flusher),
             chunk_len: self.chunk_len,
+            access_mode: self.access,
+            _registration: open::registry::register(&path),
         });
         let thread = Flusher::spawn(Arc::downgrade(&shared), flusher);
         let store = Store {
@@ -319,7 +355,7 @@ impl StoreBuilder {
                 flusher: thread,
             }),
         };
-        if self.limits != Limits::default() {
+        if self.limits != Limits::default() && self.access == AccessMode::ReadWrite {
             // Build the indexes the limits need, and apply them, now rather than on the first
             // save.
             store
@@ -358,6 +394,11 @@ impl Store {
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.shared().path
+    }
+
+    /// Whether the store may change its file ([`StoreBuilder::read_only`]).
+    pub fn access_mode(&self) -> AccessMode {
+        self.shared().access_mode
     }
 
     /// The limits in force.
@@ -450,6 +491,7 @@ impl Store {
     /// process has a transaction open).
     pub fn compact(&self) -> Result<CompactReport, Error> {
         let shared = self.shared();
+        shared.writable("cannot compact")?;
         shared.sync()?;
         let before = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
         shared.engine.guard("cannot compact", || {
@@ -457,6 +499,7 @@ impl Store {
             shared.engine.exclusive("cannot compact", |db| {
                 // redb compacts in rounds, and refuses while a transaction is open (a hit
                 // finishing): the engine then calls again.
+                let db = db.writable_mut("cannot compact")?;
                 loop {
                     match db.compact() {
                         Ok(true) if rounds < 64 => rounds += 1,
@@ -520,6 +563,14 @@ impl Shared {
         Ok(self.indexes.load(Ordering::Acquire))
     }
 
+    /// Refuses `what`, a change to the file, in a read-only store.
+    pub(crate) fn writable(&self, what: &str) -> Result<(), Error> {
+        match self.access_mode {
+            AccessMode::ReadOnly => Err(Error::read_only(what)),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `body` in a write transaction that also applies the buffered bookkeeping and the
     /// limits, and commits (unless a dry run).
     pub(crate) fn write<T>(
@@ -527,6 +578,7 @@ impl Shared {
         commit: Commit,
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.writable("cannot write")?;
         self.engine
             .guard("cannot write", || self.write_inner(commit, body))
     }
@@ -540,6 +592,7 @@ impl Shared {
         // Held until the commit: a reopen, a verify or a compaction waits for it.
         let db = self.engine.db()?;
         let mut txn = db
+            .writable("cannot write")?
             .begin_write()
             .map_err(|e| engine_error("cannot begin a write", e))?;
         let relaxed =
@@ -608,7 +661,9 @@ impl Shared {
     }
 
     pub(crate) fn has_bookkeeping(&self) -> bool {
-        self.access.len() > 0 || !self.registry.lock().plan().is_empty()
+        // A read-only store keeps its counts in memory (`stats` adds them) and writes none.
+        self.access_mode == AccessMode::ReadWrite
+            && (self.access.len() > 0 || !self.registry.lock().plan().is_empty())
     }
 
     /// Writes buffered bookkeeping, if any, with the store's durability.
@@ -799,9 +854,12 @@ impl Shared {
         Ok(found)
     }
 
-    /// Records a hit in the access log.
+    /// Records a hit in the access log (not in a read-only store, which writes no bookkeeping).
     #[inline]
     fn accessed(&self, id: &CheckpointId, now: u64) {
+        if self.access_mode == AccessMode::ReadOnly {
+            return;
+        }
         if !self.access.record(Access {
             id: *id.as_bytes(),
             at_ms: now,
@@ -830,9 +888,13 @@ impl Shared {
         Ok(meta.is_none_or(|m| now.saturating_sub(m.created_ms) > max_age))
     }
 
-    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&Database) -> T) -> Result<T, Error> {
+    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&Db) -> T) -> Result<T, Error> {
         let db = self.engine.db()?;
         Ok(f(&db))
+    }
+
+    pub(crate) fn concurrency(&self) -> ConcurrencyMode {
+        self.concurrency
     }
 
     pub(crate) fn engine(&self) -> &Engine {
