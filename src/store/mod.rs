@@ -5,6 +5,7 @@ mod archive;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod backend;
 mod chunks;
+mod dry_run;
 mod engine;
 mod flusher;
 mod group_commit;
@@ -367,14 +368,12 @@ impl StoreBuilder {
     }
 }
 
-/// Whether a write transaction commits or is abandoned (a dry run).
+/// How a write transaction commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Commit {
     Yes,
     /// Commit durably whatever the store's durability.
     Durably,
-    /// Roll back: nothing is written, and buffered bookkeeping stays buffered.
-    DryRun,
 }
 
 impl Store {
@@ -459,18 +458,19 @@ impl Store {
     /// # Errors
     /// When the write fails (nothing is removed then).
     pub fn evict_with(&self, limits: &Limits, mode: EvictMode) -> Result<EvictionReport, Error> {
-        let commit = match mode {
-            EvictMode::Apply => Commit::Yes,
-            EvictMode::DryRun => Commit::DryRun,
-        };
         let shared = self.shared();
-        let victims = shared.write(commit, |tx| {
-            let indexes = tx.ensure_indexes(limits.needed_indexes())?;
-            if commit == Commit::Yes {
+        let victims = match mode {
+            EvictMode::Apply => shared.write(Commit::Yes, |tx| {
+                let indexes = tx.ensure_indexes(limits.needed_indexes())?;
                 shared.indexes.store(indexes, Ordering::Release);
-            }
-            tx.enforce(limits)
-        })?;
+                tx.enforce(limits)
+            })?,
+            // Read only: a dry run writes nothing, so it works on a read-only store too.
+            EvictMode::DryRun => shared.engine.guard("cannot plan an eviction", || {
+                let txn = shared.engine.begin_read()?;
+                dry_run::victims(&txn, limits, shared.now_ms())
+            })?,
+        };
         Ok(EvictionReport::new(victims))
     }
 
@@ -605,52 +605,35 @@ impl Shared {
         let indexes = self.indexes_for(&txn)?;
         let limits = *self.limits.read();
         // Taken after begin_write, which serializes writers: no two plans overlap.
-        let plan = if commit == Commit::DryRun {
-            None
-        } else {
-            Some(self.registry.lock().plan())
-        };
+        let plan = self.registry.lock().plan();
         let mut accesses = Vec::new();
-        if commit != Commit::DryRun {
-            self.access.drain_into(&mut accesses);
-        }
+        self.access.drain_into(&mut accesses);
         let out = {
             let mut tx = Tx::open(&txn, self.now_ms(), indexes, self.chunk_len)?;
             let need = limits.needed_indexes();
             if need & !indexes != 0 {
                 let now = tx.ensure_indexes(need)?;
-                if commit != Commit::DryRun {
-                    self.indexes.store(now, Ordering::Release);
-                }
+                self.indexes.store(now, Ordering::Release);
             }
             tx.apply_accesses(&accesses)?;
-            if let Some(plan) = &plan {
-                for (key, calls) in &plan.calls {
-                    tx.add_calls(*key, calls);
-                }
-                for f in &plan.identities {
-                    tx.set_identity(f);
-                }
+            for (key, calls) in &plan.calls {
+                tx.add_calls(*key, calls);
+            }
+            for f in &plan.identities {
+                tx.set_identity(f);
             }
             let out = body(&mut tx)?;
             tx.enforce(&limits)?;
             (out, tx.finish()?)
         };
         let (out, changed) = out;
-        if commit == Commit::DryRun {
-            txn.abort()
-                .map_err(|e| engine_error("cannot roll back", e))?;
-            return Ok(out);
-        }
         let committed = txn.commit();
         // Before returning: a hit that follows this write must not read an older snapshot, or
         // a replaced record from the hot tier.
         self.engine.committed(&changed);
         committed.map_err(|e| engine_error("cannot commit", e))?;
         drop(db);
-        if let Some(plan) = plan {
-            self.registry.lock().confirm(plan);
-        }
+        self.registry.lock().confirm(plan);
         match self.durability {
             Durability::Relaxed { within } if relaxed => {
                 self.flusher.sync_by(Instant::now() + within);
