@@ -267,7 +267,7 @@ impl fmt::Display for OpenError {
             OpenErrorKind::NeedsRecovery => write!(
                 f,
                 "checkpoint store {path} was not closed cleanly and needs recovery, which writes \
-                 to the file, so a read-only open cannot do it; open it once writable \
+                 to the file, so a read-only open cannot do it; open it once without read_only \
                  (Store::open) to recover it"
             ),
             OpenErrorKind::NotAStore => write!(

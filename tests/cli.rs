@@ -621,7 +621,9 @@ fn bad_archives_are_refused_whole() {
         1,
         "fails its checksum; nothing was imported",
     );
-    assert_eq!(json(ckpt(&b, &["stats", "--json"]))["entries"], 0);
+    // Nothing at all: a failed import into a missing store leaves no store behind (issue 10,
+    // item 8; this asserted an empty store before).
+    assert!(!b.exists(), "a failed import left {}", b.display());
 
     let mut newer = good.clone();
     newer[8] = 9;
@@ -644,7 +646,15 @@ fn bad_archives_are_refused_whole() {
         1,
         "no archive at",
     );
-    assert_eq!(json(ckpt(&b, &["stats", "--json"]))["entries"], 0);
+    assert!(!b.exists(), "a failed import left {}", b.display());
+    // Into an existing store, a failed import leaves it as it was.
+    fails(
+        ckpt(&a, &["import", bad.to_str().unwrap()]),
+        1,
+        "not a ckpt archive",
+    );
+    assert!(a.exists());
+    assert_eq!(json(ckpt(&a, &["stats", "--json"]))["entries"], 9);
 }
 
 #[test]

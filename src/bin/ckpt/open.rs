@@ -3,7 +3,7 @@
 use std::io;
 use std::path::Path;
 
-use ckpt::{ConcurrencyMode, Function, FunctionStats, OpenCheck, OpenErrorKind, Store};
+use ckpt::{AccessMode, ConcurrencyMode, Function, FunctionStats, OpenCheck, OpenErrorKind, Store};
 
 use crate::output::{Failure, Result, for_the_tool};
 
@@ -16,9 +16,11 @@ pub enum Missing {
     Create,
 }
 
-/// Opens the store at `path`. A store held by another process is opened again in
-/// multi-process mode, which works when that process uses it too (live inspection).
-pub fn open(path: &Path, check: OpenCheck, missing: Missing) -> Result<Store> {
+/// Opens the store at `path`: read-only for the commands that change nothing (so that they
+/// change no byte of the file, and work on a file this user may not write). A store held by
+/// another process is opened again in multi-process mode, which works when that process uses it
+/// too (live inspection).
+pub fn open(path: &Path, check: OpenCheck, missing: Missing, access: AccessMode) -> Result<Store> {
     if missing == Missing::Fail {
         match std::fs::metadata(path) {
             Ok(_) => {}
@@ -37,7 +39,7 @@ pub fn open(path: &Path, check: OpenCheck, missing: Missing) -> Result<Store> {
             }
         }
     }
-    let builder = Store::builder().open_check(check);
+    let builder = Store::builder().open_check(check).access(access);
     match builder.open(path) {
         Ok(store) => Ok(store),
         Err(e) if *e.kind() == OpenErrorKind::AlreadyOpen => {
