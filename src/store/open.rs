@@ -64,7 +64,14 @@ fn open_file(path: &Path, engine: &EngineOptions) -> Result<Db, OpenError> {
         ));
     }
     if engine.access == AccessMode::ReadOnly {
-        return open_read_only(path, engine).map(Db::ReadOnly);
+        return match open_read_only(path, engine) {
+            // Not a store's file at all is the better answer, when it is not.
+            Err(e) if *e.kind() == OpenErrorKind::NeedsRecovery => {
+                probe_in_memory(path, engine)?;
+                Err(e)
+            }
+            opened => opened.map(Db::ReadOnly),
+        };
     }
     // A writable open writes (the engine marks the file open, and recovers or repairs it), so it
     // comes only after the file has shown it is a ckpt store this build reads.
@@ -94,20 +101,26 @@ fn probe(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
             Ok(())
         }
         Err(e) if matches!(e.kind(), OpenErrorKind::NeedsRecovery | OpenErrorKind::Corrupted) => {
-            let file = File::open(path).map_err(|e| OpenError::from_io(path, e))?;
-            let overlay = Overlay::new(file).map_err(|e| OpenError::from_io(path, e))?;
-            // Nobody else sees the overlay: the exclusive mode, which takes no file locks.
-            let alone = EngineOptions {
-                concurrency: ConcurrencyMode::SingleProcess,
-                ..engine.clone()
-            };
-            contained(path, || {
-                let db = engine_open(path, overlay, &alone, engine.check)?;
-                check_schema(path, &db)
-            })
+            probe_in_memory(path, engine)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Checks the schema of the file at `path` after the engine recovered or repaired it in memory
+/// (over an [`Overlay`]), leaving the file as it was.
+fn probe_in_memory(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
+    let file = File::open(path).map_err(|e| OpenError::from_io(path, e))?;
+    let overlay = Overlay::new(file).map_err(|e| OpenError::from_io(path, e))?;
+    // Nobody else sees the overlay: the exclusive mode, which takes no file locks.
+    let alone = EngineOptions {
+        concurrency: ConcurrencyMode::SingleProcess,
+        ..engine.clone()
+    };
+    contained(path, || {
+        let db = engine_open(path, overlay, &alone, engine.check)?;
+        check_schema(path, &db)
+    })
 }
 
 /// A writable handle on the file at `path` whose writes stay in memory (see `overlay.rs`), for
