@@ -874,7 +874,10 @@ fn read_only_commands_change_no_byte_of_the_store() {
         );
     }
     // The dry run reports what a real eviction then removes.
-    let dry = json(ckpt(&path, &["evict", "--max-entries", "2", "--dry-run", "--json"]));
+    let dry = json(ckpt(
+        &path,
+        &["evict", "--max-entries", "2", "--dry-run", "--json"],
+    ));
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["evicted"], 7);
     assert!(std::fs::read(&path).unwrap() == before);
@@ -902,10 +905,16 @@ fn verify_without_repair_changes_no_byte_of_a_damaged_store() {
     assert!(done);
     let before = std::fs::read(&path).unwrap();
     fails(ckpt(&path, &["verify"]), 1, "run `ckpt verify --repair`");
-    assert!(std::fs::read(&path).unwrap() == before, "verify changed the damaged store");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "verify changed the damaged store"
+    );
     let v: Value = serde_json::from_slice(&ckpt(&path, &["verify", "--json"]).stdout).unwrap();
     assert_eq!(v["bad_records"], 1);
-    assert!(std::fs::read(&path).unwrap() == before, "verify --json changed the damaged store");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "verify --json changed the damaged store"
+    );
     ok(ckpt(&path, &["verify", "--repair"]));
     assert_ne!(std::fs::read(&path).unwrap(), before);
     ok(ckpt(&path, &["verify"]));
@@ -954,7 +963,11 @@ fn ls_and_show_give_no_last_hit_to_entries_never_hit() {
     assert_eq!(rows.len(), 2, "{out}");
     for row in rows {
         // Columns: id, function, size, hits, created, last hit, compute.
-        let cols: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        let cols: Vec<&str> = row
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
         assert_eq!(cols[3], "0", "{row}");
         assert_eq!(cols[5], "-", "{row}");
     }

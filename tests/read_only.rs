@@ -83,7 +83,10 @@ fn a_file_that_is_not_a_store_comes_out_byte_identical() {
     cases.push(("foreign redb", std::fs::read(&path).unwrap()));
     // The same, as a crash left it: it needs recovery, which writes; a probe in memory reads it.
     std::fs::remove_file(&path).unwrap();
-    cases.push(("foreign redb, unclean", unclean_image(&path, foreign_tables)));
+    cases.push((
+        "foreign redb, unclean",
+        unclean_image(&path, foreign_tables),
+    ));
     // A ckpt_info table naming another format.
     std::fs::remove_file(&path).unwrap();
     {
@@ -157,7 +160,10 @@ fn an_unclean_store_is_recovered_by_a_writable_open_and_refused_by_a_read_only_o
     let e = Store::builder().read_only().open(&path).unwrap_err();
     assert_eq!(e.kind(), &OpenErrorKind::NeedsRecovery, "{e}");
     assert!(e.to_string().contains("needs recovery"), "{e}");
-    assert!(std::fs::read(&path).unwrap() == image, "a read-only open wrote");
+    assert!(
+        std::fs::read(&path).unwrap() == image,
+        "a read-only open wrote"
+    );
 
     let store = Store::open(&path).unwrap();
     assert_eq!(store.entries().unwrap().len(), ids.len());
@@ -203,10 +209,7 @@ fn a_read_only_store_reads_refuses_writes_and_changes_no_byte() {
             assert_eq!(e.kind(), ErrorKind::ReadOnly, "{what}: {e}");
             assert!(e.to_string().contains("read-only"), "{e}");
         };
-        read_only(
-            deco.call(999u64, |_| vec![1u8]).map(drop),
-            "a miss's save",
-        );
+        read_only(deco.call(999u64, |_| vec![1u8]).map(drop), "a miss's save");
         read_only(store.remove(&ids[0]).map(drop), "remove");
         read_only(store.clear().map(drop), "clear");
         read_only(store.evict().map(drop), "evict");
@@ -224,7 +227,10 @@ fn a_read_only_store_reads_refuses_writes_and_changes_no_byte() {
             "set_limits",
         );
         read_only(store.import(&archive[..]).map(drop), "import");
-        read_only(store.remove_function(&function()).map(drop), "remove_function");
+        read_only(
+            store.remove_function(&function()).map(drop),
+            "remove_function",
+        );
         read_only(store.remove_all_stale().map(drop), "remove_all_stale");
         // Flushing has nothing to write: the bookkeeping stays in memory.
         store.flush().unwrap();
@@ -276,7 +282,10 @@ fn a_second_open_in_one_process_says_to_clone_the_handle() {
     for access in [AccessMode::ReadWrite, AccessMode::ReadOnly] {
         let e = Store::builder().access(access).open(&path).unwrap_err();
         assert_eq!(e.kind(), &OpenErrorKind::OpenInThisProcess, "{e}");
-        assert!(e.to_string().contains("already open in this process"), "{e}");
+        assert!(
+            e.to_string().contains("already open in this process"),
+            "{e}"
+        );
         assert!(e.to_string().contains("clone the Store handle"), "{e}");
     }
     // Also by another spelling of the path.
@@ -376,7 +385,10 @@ fn verify_of_a_read_only_store_changes_no_byte_of_a_damaged_file() {
         assert!(std::fs::read(&path).unwrap() == bytes, "the file changed");
     }
     eprintln!("{opened} opened, {found} found damaged");
-    assert!(opened > 0 && found > 0, "{opened} opened, {found} found damaged");
+    assert!(
+        opened > 0 && found > 0,
+        "{opened} opened, {found} found damaged"
+    );
 }
 
 #[test]

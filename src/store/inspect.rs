@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata as _};
 
-use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
 use super::engine::Db;
+use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
 use super::write::{Tx, Victim, engine_error};
 use super::{Commit, Store};
 use crate::error::Error;

@@ -100,7 +100,12 @@ fn probe(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
             drop(db);
             Ok(())
         }
-        Err(e) if matches!(e.kind(), OpenErrorKind::NeedsRecovery | OpenErrorKind::Corrupted) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                OpenErrorKind::NeedsRecovery | OpenErrorKind::Corrupted
+            ) =>
+        {
             probe_in_memory(path, engine)
         }
         Err(e) => Err(e),
@@ -135,7 +140,9 @@ pub(crate) fn in_memory_writes(path: &Path) -> Result<Database, OpenError> {
         check: OpenCheck::Trust,
         access: AccessMode::ReadWrite,
     };
-    contained(path, || engine_open(path, overlay, &engine, OpenCheck::Trust))
+    contained(path, || {
+        engine_open(path, overlay, &engine, OpenCheck::Trust)
+    })
 }
 
 /// The page cache of a handle over an overlay: a check reads every page once.
@@ -175,10 +182,7 @@ fn read_only_engine(
 
 /// Runs an open, containing any panic of the engine (a hostile file can make one) as a typed
 /// error.
-fn contained<T>(
-    path: &Path,
-    open: impl FnOnce() -> Result<T, OpenError>,
-) -> Result<T, OpenError> {
+fn contained<T>(path: &Path, open: impl FnOnce() -> Result<T, OpenError>) -> Result<T, OpenError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|payload| {
         Err(OpenError::with_source(
             path,

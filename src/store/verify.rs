@@ -8,7 +8,6 @@ use redb::{
     Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
 };
 
-use super::{AccessMode, ConcurrencyMode, Store, open};
 use super::chunks::{self, Manifest, remove_chunks, split_key};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
@@ -16,6 +15,7 @@ use super::schema::{
     ORDER_CREATED, ORDER_HITS, RESULTS,
 };
 use super::write::engine_error;
+use super::{AccessMode, ConcurrencyMode, Store, open};
 use crate::error::{Error, ErrorKind};
 use crate::record::{self, RecordCheck};
 
@@ -211,7 +211,11 @@ impl Store {
             return Ok(report);
         }
         let mut db = open::in_memory_writes(self.path()).map_err(|e| {
-            Error::with_source(ErrorKind::Storage, format!("{what}: cannot read the file"), e)
+            Error::with_source(
+                ErrorKind::Storage,
+                format!("{what}: cannot read the file"),
+                e,
+            )
         })?;
         let engine_repaired = engine_check(what, &mut db)? == Integrity::Repaired;
         let mut report = scan_read(begin_read(&db)?)?.report;
