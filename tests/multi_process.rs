@@ -173,7 +173,10 @@ fn a_second_process_is_refused_at_once_in_the_default_mode() {
     let again = Store::open(&path).unwrap_err();
     // Told apart from another process's hold (issue 10, item 8; this was `AlreadyOpen`).
     assert_eq!(*again.kind(), OpenErrorKind::OpenInThisProcess);
-    assert!(again.to_string().contains("clone the Store handle"), "{again}");
+    assert!(
+        again.to_string().contains("clone the Store handle"),
+        "{again}"
+    );
     drop(held);
     Store::open(&path).expect("free again once the holder is gone");
 }
