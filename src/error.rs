@@ -45,6 +45,9 @@ pub enum ErrorKind {
     TooLarge,
     /// The operation is not available in the store's mode.
     Unsupported,
+    /// The operation would write to a store opened read-only
+    /// ([`StoreBuilder::read_only`](crate::StoreBuilder::read_only)).
+    ReadOnly,
 }
 
 impl Error {
@@ -92,6 +95,17 @@ impl Error {
 
     pub(crate) fn storage(message: impl Into<String>, source: impl Into<BoxError>) -> Error {
         Error::with_source(ErrorKind::Storage, message, source)
+    }
+
+    /// A write refused by a read-only store.
+    pub(crate) fn read_only(what: &str) -> Error {
+        Error::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "{what}: the store is open read-only; open it without StoreBuilder::read_only \
+                 to change it"
+            ),
+        )
     }
 
     /// A damaged store; the message gets the advice of what to do unless it has its own.
@@ -163,8 +177,14 @@ pub struct OpenError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OpenErrorKind {
-    /// Another process (or another handle in this process) holds the file for writing.
+    /// Another process holds the file (for writing, or in a mode that excludes this open).
     AlreadyOpen,
+    /// This process already has the store open: share that [`Store`](crate::Store) (clone the
+    /// handle) instead of opening the file again.
+    OpenInThisProcess,
+    /// A read-only open found a store that was not closed cleanly: its recovery writes to the
+    /// file, so it needs one writable open first.
+    NeedsRecovery,
     /// The file exists but is not a ckpt store: not a redb file at all, or a redb database that
     /// ckpt did not create.
     NotAStore,
@@ -238,6 +258,17 @@ impl fmt::Display for OpenError {
                 f,
                 "checkpoint store {path} is held by another process; stop that process, or open \
                  the store in every process with ConcurrencyMode::MultiProcess"
+            ),
+            OpenErrorKind::OpenInThisProcess => write!(
+                f,
+                "checkpoint store {path} is already open in this process: clone the Store handle \
+                 (it is cheap and shared between threads) instead of opening the file again"
+            ),
+            OpenErrorKind::NeedsRecovery => write!(
+                f,
+                "checkpoint store {path} was not closed cleanly and needs recovery, which writes \
+                 to the file, so a read-only open cannot do it; open it once without read_only \
+                 (Store::open) to recover it"
             ),
             OpenErrorKind::NotAStore => write!(
                 f,

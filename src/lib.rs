@@ -81,10 +81,10 @@ pub use macros::__private;
 pub use record_view::{Record, type_fingerprint};
 pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
 pub use store::{
-    ARCHIVE_MAGIC, ARCHIVE_VERSION, Clock, CompactReport, ConcurrencyMode, Durability, EntryInfo,
-    EvictMode, Evicted, EvictionPolicy, EvictionReport, ExportReport, FunctionStats, ImportReport,
-    Limits, MAX_ARCHIVE_RECORD, ManualClock, OpenCheck, Store, StoreBuilder, StoreStats,
-    SystemClock, VerifyReport,
+    ARCHIVE_MAGIC, ARCHIVE_VERSION, AccessMode, Clock, CompactReport, ConcurrencyMode, Durability,
+    EntryInfo, EvictMode, Evicted, EvictionPolicy, EvictionReport, ExportReport, FunctionStats,
+    ImportReport, Limits, MAX_ARCHIVE_RECORD, ManualClock, OpenCheck, Store, StoreBuilder,
+    StoreStats, SystemClock, VerifyReport,
 };
 pub use warn::{reset_warning_hook, set_warning_hook};
 

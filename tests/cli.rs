@@ -630,7 +630,9 @@ fn bad_archives_are_refused_whole() {
         1,
         "fails its checksum; nothing was imported",
     );
-    assert_eq!(json(ckpt(&b, &["stats", "--json"]))["entries"], 0);
+    // Nothing at all: a failed import into a missing store leaves no store behind (issue 10,
+    // item 8; this asserted an empty store before).
+    assert!(!b.exists(), "a failed import left {}", b.display());
 
     let mut newer = good.clone();
     newer[8] = 9;
@@ -653,7 +655,15 @@ fn bad_archives_are_refused_whole() {
         1,
         "no archive at",
     );
-    assert_eq!(json(ckpt(&b, &["stats", "--json"]))["entries"], 0);
+    assert!(!b.exists(), "a failed import left {}", b.display());
+    // Into an existing store, a failed import leaves it as it was.
+    fails(
+        ckpt(&a, &["import", bad.to_str().unwrap()]),
+        1,
+        "not a ckpt archive",
+    );
+    assert!(a.exists());
+    assert_eq!(json(ckpt(&a, &["stats", "--json"]))["entries"], 9);
 }
 
 #[test]
@@ -886,4 +896,140 @@ fn show_and_rm_take_a_unique_id_prefix() {
         fails(ckpt(&path, &["rm", p]), 1, "nothing removed");
         assert_eq!(Store::open(&path).unwrap().entries().unwrap().len(), before);
     }
+}
+
+/// The commands that change nothing open the store read-only: not a byte of the file changes
+/// (issue 10, item 4). Before, each rewrote 100–200 bytes of the engine's header.
+#[test]
+fn read_only_commands_change_no_byte_of_the_store() {
+    let dir = TempDir::new("cli-ro-bytes");
+    let path = known_store(&dir);
+    let id = ids_of(&path, &embed("2"))[0].to_string();
+    let archive = dir.join("out.ckpt");
+    let before = std::fs::read(&path).unwrap();
+    let commands: [&[&str]; 9] = [
+        &["stats"],
+        &["stats", "--json"],
+        &["ls"],
+        &["ls", "--function", "embed", "--sort", "hits"],
+        &["show", &id],
+        &["show", &id, "--raw"],
+        &["export", archive.to_str().unwrap()],
+        &["verify"],
+        &["evict", "--max-entries", "2", "--dry-run"],
+    ];
+    for args in commands {
+        ok(ckpt(&path, args));
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "`ckpt {}` changed the store's bytes",
+            args.join(" ")
+        );
+    }
+    // The dry run reports what a real eviction then removes.
+    let dry = json(ckpt(
+        &path,
+        &["evict", "--max-entries", "2", "--dry-run", "--json"],
+    ));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["evicted"], 7);
+    assert!(std::fs::read(&path).unwrap() == before);
+    let real = json(ckpt(&path, &["evict", "--max-entries", "2", "--json"]));
+    assert_eq!(real["entries"], dry["entries"]);
+}
+
+/// `ckpt verify` without `--repair` reports a damaged store and leaves it byte for byte as it
+/// was; `--repair` then fixes it.
+#[test]
+fn verify_without_repair_changes_no_byte_of_a_damaged_store() {
+    let dir = TempDir::new("cli-ro-damaged");
+    let path = known_store(&dir);
+    // Damage one record (a byte of its value: its checksum no longer matches).
+    let mut done = false;
+    common::tamper_results(&path, |_, row| {
+        if done || row.len() < 40 {
+            return None;
+        }
+        done = true;
+        let mut row = row.to_vec();
+        row[36] ^= 0x55;
+        Some(row)
+    });
+    assert!(done);
+    let before = std::fs::read(&path).unwrap();
+    fails(ckpt(&path, &["verify"]), 1, "run `ckpt verify --repair`");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "verify changed the damaged store"
+    );
+    let v: Value = serde_json::from_slice(&ckpt(&path, &["verify", "--json"]).stdout).unwrap();
+    assert_eq!(v["bad_records"], 1);
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "verify --json changed the damaged store"
+    );
+    ok(ckpt(&path, &["verify", "--repair"]));
+    assert_ne!(std::fs::read(&path).unwrap(), before);
+    ok(ckpt(&path, &["verify"]));
+}
+
+/// A store file this user may not write is still inspected (read-only commands), and a command
+/// that writes says it cannot.
+#[cfg(unix)]
+#[test]
+fn read_only_commands_work_on_a_file_without_write_permission() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cli-ro-0444");
+    let path = known_store(&dir);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    for args in [&["stats"][..], &["ls"], &["verify"]] {
+        ok(ckpt(&path, args));
+    }
+    // As root, permission bits do not stop writes: the bytes are what must not change.
+    assert!(std::fs::read(&path).unwrap() == before);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Archives hold what stores hold, and get their mode: 0600.
+#[cfg(unix)]
+#[test]
+fn export_writes_the_archive_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cli-export-mode");
+    let path = known_store(&dir);
+    let archive = dir.join("out.ckpt");
+    ok(ckpt(&path, &["export", archive.to_str().unwrap()]));
+    let mode = std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "archive mode {mode:o}");
+    let store_mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, store_mode);
+}
+
+/// An entry never hit shows no last hit (its last access is its save).
+#[test]
+fn ls_and_show_give_no_last_hit_to_entries_never_hit() {
+    let dir = TempDir::new("cli-last-hit");
+    let path = known_store(&dir);
+    let out = ok(ckpt(&path, &["ls", "--function", RESIZE]));
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains(RESIZE)).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        // Columns: id, function, size, hits, created, last hit, compute.
+        let cols: Vec<&str> = row
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(cols[3], "0", "{row}");
+        assert_eq!(cols[5], "-", "{row}");
+    }
+    // One hit entry of embed v2 still shows when.
+    let out = ok(ckpt(&path, &["ls", "--function", EMBED, "--sort", "hits"]));
+    let first = out.lines().nth(1).unwrap();
+    assert!(first.contains(" ago"), "{out}");
+    let id = ids_of(&path, &resize())[0].to_string();
+    let out = ok(ckpt(&path, &["show", &id]));
+    let line = out.lines().find(|l| l.starts_with("last hit")).unwrap();
+    assert!(line.ends_with("none"), "{out}");
 }

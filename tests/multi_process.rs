@@ -171,7 +171,12 @@ fn a_second_process_is_refused_at_once_in_the_default_mode() {
     }
     // In this process too: a second handle must be a clone, not a second open.
     let again = Store::open(&path).unwrap_err();
-    assert_eq!(*again.kind(), OpenErrorKind::AlreadyOpen);
+    // Told apart from another process's hold (issue 10, item 8; this was `AlreadyOpen`).
+    assert_eq!(*again.kind(), OpenErrorKind::OpenInThisProcess);
+    assert!(
+        again.to_string().contains("clone the Store handle"),
+        "{again}"
+    );
     drop(held);
     Store::open(&path).expect("free again once the holder is gone");
 }

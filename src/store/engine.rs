@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
-use redb::{Database, ReadTransaction, ReadableDatabase};
+use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, TransactionError};
 
 use super::hot::HotTier;
 use super::snapshot::Snapshots;
@@ -28,7 +28,39 @@ use super::write::engine_error;
 use crate::error::{Error, ErrorKind, OpenError};
 
 /// Opens the store's database again (same file, same options).
-pub(crate) type Opener = Box<dyn Fn() -> Result<Database, OpenError> + Send + Sync>;
+pub(crate) type Opener = Box<dyn Fn() -> Result<Db, OpenError> + Send + Sync>;
+
+/// The engine's handle on the file: writable, or read-only (`StoreBuilder::read_only`), which
+/// the engine opens without writing a byte and which has no way to write one.
+pub(crate) enum Db {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Db {
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+        match self {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
+    /// The writable handle, or the typed error of a read-only store for `what`.
+    pub(crate) fn writable(&self, what: &str) -> Result<&Database, Error> {
+        match self {
+            Db::Writable(db) => Ok(db),
+            Db::ReadOnly(_) => Err(Error::read_only(what)),
+        }
+    }
+
+    /// As [`writable`](Self::writable), for operations that need the handle to themselves.
+    pub(crate) fn writable_mut(&mut self, what: &str) -> Result<&mut Database, Error> {
+        match self {
+            Db::Writable(db) => Ok(db),
+            Db::ReadOnly(_) => Err(Error::read_only(what)),
+        }
+    }
+}
 
 pub(crate) struct Engine {
     /// Results-table snapshots kept between hits (see `snapshot.rs`). They are read
@@ -37,7 +69,7 @@ pub(crate) struct Engine {
     snapshots: Snapshots,
     /// Checked records of recent hits (see `hot.rs`), if the store keeps any.
     hot: Option<HotTier>,
-    slot: RwLock<Option<Database>>,
+    slot: RwLock<Option<Db>>,
     broken: AtomicBool,
     reopen: Opener,
     path: PathBuf,
@@ -66,7 +98,7 @@ fn breaks_handle(err: &Error) -> bool {
 }
 
 impl Engine {
-    pub(crate) fn new(db: Database, path: &Path, reopen: Opener, hot: Option<HotTier>) -> Engine {
+    pub(crate) fn new(db: Db, path: &Path, reopen: Opener, hot: Option<HotTier>) -> Engine {
         Engine {
             snapshots: Snapshots::new(),
             hot,
@@ -143,7 +175,7 @@ impl Engine {
 
     /// The database, shared, reopened first if the handle is broken. Hold the guard only to
     /// begin a transaction, or for the life of a write transaction.
-    pub(crate) fn db(&self) -> Result<MappedRwLockReadGuard<'_, Database>, Error> {
+    pub(crate) fn db(&self) -> Result<MappedRwLockReadGuard<'_, Db>, Error> {
         loop {
             if self.broken.load(Ordering::Acquire) {
                 self.recover()?;
@@ -205,7 +237,7 @@ impl Engine {
     pub(crate) fn exclusive<T>(
         &self,
         what: &str,
-        mut f: impl FnMut(&mut Database) -> Result<Option<T>, Error>,
+        mut f: impl FnMut(&mut Db) -> Result<Option<T>, Error>,
     ) -> Result<T, Error> {
         if self.broken.load(Ordering::Acquire) {
             self.recover()?;

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{ReadTransaction, ReadableTable};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata as _};
 
+use super::engine::Db;
 use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
 use super::write::{Tx, Victim, engine_error};
 use super::{Commit, Store};
@@ -164,6 +165,38 @@ pub struct CompactReport {
     pub file_bytes_after: u64,
 }
 
+/// Bytes of the pages the engine has allocated: it tells only a write transaction.
+fn allocated_bytes(db: &redb::Database) -> Result<u64, Error> {
+    let txn = db
+        .begin_write()
+        .map_err(|e| engine_error("cannot begin a write", e))?;
+    let stats = txn
+        .stats()
+        .map_err(|e| engine_error("cannot read storage statistics", e))?;
+    txn.abort()
+        .map_err(|e| engine_error("cannot roll back", e))?;
+    // Not plus the engine's `fragmented_bytes`: that counts the free pages again (with the
+    // slack inside B-tree pages, which compaction does not give back), and the sum could exceed
+    // the file.
+    Ok(stats.allocated_pages() * stats.page_size() as u64)
+}
+
+/// Bytes of the pages of every table, for a read-only store, whose engine has no write
+/// transaction to tell the allocated pages: the same figure less the engine's own few pages
+/// (its table directory and allocator state), which therefore count as reclaimable.
+fn table_bytes(txn: &ReadTransaction) -> Result<u64, Error> {
+    let e = |err: redb::StorageError| engine_error("cannot read storage statistics", err);
+    let mut used = 0;
+    for handle in txn.list_tables().map_err(e)? {
+        let table = txn
+            .open_untyped_table(handle)
+            .map_err(|err| engine_error("cannot open a table", err))?;
+        let stats = table.stats().map_err(e)?;
+        used += stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+    }
+    Ok(used)
+}
+
 fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
@@ -180,21 +213,13 @@ impl Store {
 
     /// Bytes of the file holding no live page.
     fn reclaimable(&self, file_bytes: u64) -> Result<u64, Error> {
-        let stats = self.shared().with_db(|db| -> Result<_, Error> {
-            let txn = db
-                .begin_write()
-                .map_err(|e| engine_error("cannot begin a write", e))?;
-            let stats = txn
-                .stats()
-                .map_err(|e| engine_error("cannot read storage statistics", e))?;
-            txn.abort()
-                .map_err(|e| engine_error("cannot roll back", e))?;
-            Ok(stats)
+        let used = self.shared().with_db(|db| match db {
+            Db::Writable(writable) => allocated_bytes(writable),
+            Db::ReadOnly(_) => table_bytes(
+                &db.begin_read()
+                    .map_err(|e| engine_error("cannot begin a read", e))?,
+            ),
         })??;
-        // Not plus the engine's `fragmented_bytes`: that counts the free pages again (with the
-        // slack inside B-tree pages, which compaction does not give back), and the sum could
-        // exceed the file.
-        let used = stats.allocated_pages() * stats.page_size() as u64;
         Ok(file_bytes.saturating_sub(used))
     }
 

@@ -5,6 +5,7 @@ mod archive;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod backend;
 mod chunks;
+mod dry_run;
 mod engine;
 mod flusher;
 mod group_commit;
@@ -13,6 +14,7 @@ mod inspect;
 mod migrate;
 mod open;
 mod options;
+mod overlay;
 pub(crate) mod schema;
 mod snapshot;
 mod verify;
@@ -25,18 +27,19 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, ReadableDatabase, ReadableTable as _, WriteTransaction};
+use redb::{ReadableTable as _, WriteTransaction};
 
 pub use archive::{ARCHIVE_MAGIC, ARCHIVE_VERSION, ExportReport, ImportReport, MAX_ARCHIVE_RECORD};
 pub use inspect::{CompactReport, EntryInfo, Evicted, EvictionReport, FunctionStats, StoreStats};
 pub use options::{
-    Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck, SystemClock,
+    AccessMode, Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck,
+    SystemClock,
 };
 pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};
 use self::chunks::{Manifest, TableParts};
-use self::engine::{Engine, Opener};
+use self::engine::{Db, Engine, Opener};
 use self::flusher::Flusher;
 use self::group_commit::Queue;
 use self::hot::HotTier;
@@ -118,6 +121,9 @@ pub(crate) struct Shared {
     flusher: Arc<Flusher>,
     /// Records longer than this are stored in chunks of this length (see `chunks.rs`).
     chunk_len: u32,
+    access_mode: AccessMode,
+    /// This process's claim on the file (see `open::registry`); dropped after the engine.
+    _registration: open::registry::Registration,
 }
 
 /// Options for opening a [`Store`].
@@ -145,6 +151,7 @@ pub struct StoreBuilder {
     open_check: OpenCheck,
     chunk_len: u32,
     hot_bytes: usize,
+    access: AccessMode,
 }
 
 impl Default for StoreBuilder {
@@ -159,6 +166,7 @@ impl Default for StoreBuilder {
             open_check: OpenCheck::default(),
             chunk_len: STREAM_ABOVE as u32,
             hot_bytes: 0,
+            access: AccessMode::ReadWrite,
         }
     }
 }
@@ -214,6 +222,32 @@ impl StoreBuilder {
         self
     }
 
+    /// Opens the store read-only: no byte of the file changes, hits are not recorded in it, and
+    /// every write returns [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) (see
+    /// [`AccessMode::ReadOnly`]). For inspecting a store, a file this process may not write, or
+    /// one that another process reads too. A missing file is an error, not a new store.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-ro-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// # let path = dir.join("checkpoints.redb");
+    /// # drop(ckpt::Store::open(&path)?);
+    /// let store = ckpt::Store::builder().read_only().open(&path)?;
+    /// assert_eq!(store.access_mode(), ckpt::AccessMode::ReadOnly);
+    /// assert_eq!(store.clear().unwrap_err().kind(), ckpt::ErrorKind::ReadOnly);
+    /// # drop(store); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_only(self) -> Self {
+        self.access(AccessMode::ReadOnly)
+    }
+
+    /// Whether the store may change its file (default [`AccessMode::ReadWrite`]).
+    pub fn access(mut self, mode: AccessMode) -> Self {
+        self.access = mode;
+        self
+    }
+
     /// Keeps up to `bytes` of recently hit records in memory (default 0: none), so that a hit
     /// on one skips the storage engine and the record's checksum: an in-process tier in front
     /// of the file, for hot working sets.
@@ -252,6 +286,7 @@ impl StoreBuilder {
             cache_bytes: self.cache_bytes,
             concurrency: self.concurrency,
             check: self.open_check,
+            access: self.access,
         }
     }
 
@@ -290,7 +325,10 @@ impl StoreBuilder {
             ));
         }
         let db = opener()?;
-        migrate::to_current(&path, &db)?;
+        // A read-only handle reads an older schema as it is (it never writes).
+        if let Db::Writable(db) = &db {
+            migrate::to_current(&path, db)?;
+        }
         let indexes = open::read_indexes(&path, &db)?;
         let flusher = Arc::new(Flusher::default());
         let shared = Arc::new(Shared {
@@ -313,6 +351,8 @@ impl StoreBuilder {
             queue: Queue::default(),
             flusher: Arc::clone(&flusher),
             chunk_len: self.chunk_len,
+            access_mode: self.access,
+            _registration: open::registry::register(&path),
         });
         let thread = Flusher::spawn(Arc::downgrade(&shared), flusher);
         let store = Store {
@@ -321,7 +361,7 @@ impl StoreBuilder {
                 flusher: thread,
             }),
         };
-        if self.limits != Limits::default() {
+        if self.limits != Limits::default() && self.access == AccessMode::ReadWrite {
             // Build the indexes the limits need, and apply them, now rather than on the first
             // save.
             store
@@ -333,14 +373,12 @@ impl StoreBuilder {
     }
 }
 
-/// Whether a write transaction commits or is abandoned (a dry run).
+/// How a write transaction commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Commit {
     Yes,
     /// Commit durably whatever the store's durability.
     Durably,
-    /// Roll back: nothing is written, and buffered bookkeeping stays buffered.
-    DryRun,
 }
 
 impl Store {
@@ -360,6 +398,11 @@ impl Store {
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.shared().path
+    }
+
+    /// Whether the store may change its file ([`StoreBuilder::read_only`]).
+    pub fn access_mode(&self) -> AccessMode {
+        self.shared().access_mode
     }
 
     /// The limits in force.
@@ -420,18 +463,19 @@ impl Store {
     /// # Errors
     /// When the write fails (nothing is removed then).
     pub fn evict_with(&self, limits: &Limits, mode: EvictMode) -> Result<EvictionReport, Error> {
-        let commit = match mode {
-            EvictMode::Apply => Commit::Yes,
-            EvictMode::DryRun => Commit::DryRun,
-        };
         let shared = self.shared();
-        let victims = shared.write(commit, |tx| {
-            let indexes = tx.ensure_indexes(limits.needed_indexes())?;
-            if commit == Commit::Yes {
+        let victims = match mode {
+            EvictMode::Apply => shared.write(Commit::Yes, |tx| {
+                let indexes = tx.ensure_indexes(limits.needed_indexes())?;
                 shared.indexes.store(indexes, Ordering::Release);
-            }
-            tx.enforce(limits)
-        })?;
+                tx.enforce(limits)
+            })?,
+            // Read only: a dry run writes nothing, so it works on a read-only store too.
+            EvictMode::DryRun => shared.engine.guard("cannot plan an eviction", || {
+                let txn = shared.engine.begin_read()?;
+                dry_run::victims(&txn, limits, shared.now_ms())
+            })?,
+        };
         Ok(EvictionReport::new(victims))
     }
 
@@ -452,6 +496,7 @@ impl Store {
     /// process has a transaction open).
     pub fn compact(&self) -> Result<CompactReport, Error> {
         let shared = self.shared();
+        shared.writable("cannot compact")?;
         shared.sync()?;
         let before = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
         shared.engine.guard("cannot compact", || {
@@ -459,6 +504,7 @@ impl Store {
             shared.engine.exclusive("cannot compact", |db| {
                 // redb compacts in rounds, and refuses while a transaction is open (a hit
                 // finishing): the engine then calls again.
+                let db = db.writable_mut("cannot compact")?;
                 loop {
                     match db.compact() {
                         Ok(true) if rounds < 64 => rounds += 1,
@@ -522,6 +568,14 @@ impl Shared {
         Ok(self.indexes.load(Ordering::Acquire))
     }
 
+    /// Refuses `what`, a change to the file, in a read-only store.
+    pub(crate) fn writable(&self, what: &str) -> Result<(), Error> {
+        match self.access_mode {
+            AccessMode::ReadOnly => Err(Error::read_only(what)),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `body` in a write transaction that also applies the buffered bookkeeping and the
     /// limits, and commits (unless a dry run).
     pub(crate) fn write<T>(
@@ -529,6 +583,7 @@ impl Shared {
         commit: Commit,
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.writable("cannot write")?;
         self.engine
             .guard("cannot write", || self.write_inner(commit, body))
     }
@@ -542,6 +597,7 @@ impl Shared {
         // Held until the commit: a reopen, a verify or a compaction waits for it.
         let db = self.engine.db()?;
         let mut txn = db
+            .writable("cannot write")?
             .begin_write()
             .map_err(|e| engine_error("cannot begin a write", e))?;
         let relaxed =
@@ -554,52 +610,35 @@ impl Shared {
         let indexes = self.indexes_for(&txn)?;
         let limits = *self.limits.read();
         // Taken after begin_write, which serializes writers: no two plans overlap.
-        let plan = if commit == Commit::DryRun {
-            None
-        } else {
-            Some(self.registry.lock().plan())
-        };
+        let plan = self.registry.lock().plan();
         let mut accesses = Vec::new();
-        if commit != Commit::DryRun {
-            self.access.drain_into(&mut accesses);
-        }
+        self.access.drain_into(&mut accesses);
         let out = {
             let mut tx = Tx::open(&txn, self.now_ms(), indexes, self.chunk_len)?;
             let need = limits.needed_indexes();
             if need & !indexes != 0 {
                 let now = tx.ensure_indexes(need)?;
-                if commit != Commit::DryRun {
-                    self.indexes.store(now, Ordering::Release);
-                }
+                self.indexes.store(now, Ordering::Release);
             }
             tx.apply_accesses(&accesses)?;
-            if let Some(plan) = &plan {
-                for (key, calls) in &plan.calls {
-                    tx.add_calls(*key, calls);
-                }
-                for f in &plan.identities {
-                    tx.set_identity(f);
-                }
+            for (key, calls) in &plan.calls {
+                tx.add_calls(*key, calls);
+            }
+            for f in &plan.identities {
+                tx.set_identity(f);
             }
             let out = body(&mut tx)?;
             tx.enforce(&limits)?;
             (out, tx.finish()?)
         };
         let (out, changed) = out;
-        if commit == Commit::DryRun {
-            txn.abort()
-                .map_err(|e| engine_error("cannot roll back", e))?;
-            return Ok(out);
-        }
         let committed = txn.commit();
         // Before returning: a hit that follows this write must not read an older snapshot, or
         // a replaced record from the hot tier.
         self.engine.committed(&changed);
         committed.map_err(|e| engine_error("cannot commit", e))?;
         drop(db);
-        if let Some(plan) = plan {
-            self.registry.lock().confirm(plan);
-        }
+        self.registry.lock().confirm(plan);
         match self.durability {
             Durability::Relaxed { within } if relaxed => {
                 self.flusher.sync_by(Instant::now() + within);
@@ -610,7 +649,9 @@ impl Shared {
     }
 
     pub(crate) fn has_bookkeeping(&self) -> bool {
-        self.access.len() > 0 || !self.registry.lock().plan().is_empty()
+        // A read-only store keeps its counts in memory (`stats` adds them) and writes none.
+        self.access_mode == AccessMode::ReadWrite
+            && (self.access.len() > 0 || !self.registry.lock().plan().is_empty())
     }
 
     /// Writes buffered bookkeeping, if any, with the store's durability.
@@ -802,9 +843,12 @@ impl Shared {
         Ok(found)
     }
 
-    /// Records a hit in the access log.
+    /// Records a hit in the access log (not in a read-only store, which writes no bookkeeping).
     #[inline]
     fn accessed(&self, id: &CheckpointId, now: u64) {
+        if self.access_mode == AccessMode::ReadOnly {
+            return;
+        }
         if !self.access.record(Access {
             id: *id.as_bytes(),
             at_ms: now,
@@ -833,9 +877,13 @@ impl Shared {
         Ok(meta.is_none_or(|m| now.saturating_sub(m.created_ms) > max_age))
     }
 
-    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&Database) -> T) -> Result<T, Error> {
+    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&Db) -> T) -> Result<T, Error> {
         let db = self.engine.db()?;
         Ok(f(&db))
+    }
+
+    pub(crate) fn concurrency(&self) -> ConcurrencyMode {
+        self.concurrency
     }
 
     pub(crate) fn engine(&self) -> &Engine {

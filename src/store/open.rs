@@ -6,9 +6,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use redb::backends::FileBackend;
-use redb::{Database, DatabaseError, ReadableDatabase, StorageBackend, StorageError, TableError};
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, StorageBackend, StorageError,
+    TableError,
+};
 
-use super::options::{ConcurrencyMode, OpenCheck};
+use super::engine::Db;
+use super::options::{AccessMode, ConcurrencyMode, OpenCheck};
+use super::overlay::Overlay;
 use super::schema::{
     CHUNKS, ENTRIES, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, INDEXES_KEY, INFO, RESULTS, SCHEMA_KEY,
     SCHEMA_VERSION, indexes,
@@ -22,23 +27,31 @@ pub(crate) struct EngineOptions {
     pub concurrency: ConcurrencyMode,
     /// Check the integrity of the whole file on open (see `StoreBuilder::open_check`).
     pub check: OpenCheck,
+    pub access: AccessMode,
 }
 
-/// Opens (creating if missing) the store at `path`.
-pub(crate) fn open(path: &Path, engine: &EngineOptions) -> Result<Database, OpenError> {
+/// Opens the store at `path`: creating it if missing (unless read-only), and, for an existing
+/// file, deciding it is a ckpt store before anything writes to it.
+pub(crate) fn open(path: &Path, engine: &EngineOptions) -> Result<Db, OpenError> {
+    open_file(path, engine).map_err(|e| {
+        if *e.kind() == OpenErrorKind::AlreadyOpen && registry::holds(path) {
+            OpenError::new(path, OpenErrorKind::OpenInThisProcess)
+        } else {
+            e
+        }
+    })
+}
+
+fn open_file(path: &Path, engine: &EngineOptions) -> Result<Db, OpenError> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => return Err(OpenError::new(path, OpenErrorKind::IsADirectory)),
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => create(path, engine)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && engine.access == AccessMode::ReadWrite => {
+            create(path, engine)?;
+        }
         Err(e) => return Err(OpenError::from_io(path, e)),
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| OpenError::from_io(path, e))?;
-    let len = file
-        .metadata()
+    let len = fs::metadata(path)
         .map_err(|e| OpenError::from_io(path, e))?
         .len();
     if len == 0 {
@@ -50,23 +63,127 @@ pub(crate) fn open(path: &Path, engine: &EngineOptions) -> Result<Database, Open
             "the file is empty",
         ));
     }
+    if engine.access == AccessMode::ReadOnly {
+        return match open_read_only(path, engine) {
+            // Not a store's file at all is the better answer, when it is not.
+            Err(e) if *e.kind() == OpenErrorKind::NeedsRecovery => {
+                probe_in_memory(path, engine)?;
+                Err(e)
+            }
+            opened => opened.map(Db::ReadOnly),
+        };
+    }
+    // A writable open writes (the engine marks the file open, and recovers or repairs it), so it
+    // comes only after the file has shown it is a ckpt store this build reads.
+    probe(path, engine)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| OpenError::from_io(path, e))?;
     let backend = FileBackend::new(file).map_err(|e| from_database_error(path, e))?;
-    open_checked(path, backend, engine)
+    contained(path, || {
+        let db = engine_open(path, backend, engine, engine.check)?;
+        check_schema(path, &db)?;
+        Ok(Db::Writable(db))
+    })
 }
 
-/// Opens the database in `backend` and checks it is a ckpt store, containing any panic of the
-/// engine (a hostile file can make a plain open panic) as a typed error.
-fn open_checked(
+/// Decides, without writing to the file, whether it is a ckpt store of a schema this build
+/// reads. The engine's read-only open decides for a file closed cleanly; one it cannot read that
+/// way (it needs recovery after an unclean shutdown, or its structure needs repair) is opened
+/// writable over an [`Overlay`] that keeps the engine's writes in memory, so that its tables are
+/// read after a recovery or repair that leaves the file as it was.
+fn probe(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
+    match open_read_only(path, engine) {
+        Ok(db) => {
+            drop(db);
+            Ok(())
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                OpenErrorKind::NeedsRecovery | OpenErrorKind::Corrupted
+            ) =>
+        {
+            probe_in_memory(path, engine)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks the schema of the file at `path` after the engine recovered or repaired it in memory
+/// (over an [`Overlay`]), leaving the file as it was.
+fn probe_in_memory(path: &Path, engine: &EngineOptions) -> Result<(), OpenError> {
+    let file = File::open(path).map_err(|e| OpenError::from_io(path, e))?;
+    let overlay = Overlay::new(file).map_err(|e| OpenError::from_io(path, e))?;
+    // Nobody else sees the overlay: the exclusive mode, which takes no file locks.
+    let alone = EngineOptions {
+        concurrency: ConcurrencyMode::SingleProcess,
+        ..engine.clone()
+    };
+    contained(path, || {
+        let db = engine_open(path, overlay, &alone, engine.check)?;
+        check_schema(path, &db)
+    })
+}
+
+/// A writable handle on the file at `path` whose writes stay in memory (see `overlay.rs`), for
+/// running the engine's integrity check of a read-only store. Nobody else sees it: the
+/// exclusive mode, which takes no file locks, and no check on open (the caller runs it).
+pub(crate) fn in_memory_writes(path: &Path) -> Result<Database, OpenError> {
+    let file = File::open(path).map_err(|e| OpenError::from_io(path, e))?;
+    let overlay = Overlay::new(file).map_err(|e| OpenError::from_io(path, e))?;
+    let engine = EngineOptions {
+        cache_bytes: OVERLAY_CACHE,
+        concurrency: ConcurrencyMode::SingleProcess,
+        check: OpenCheck::Trust,
+        access: AccessMode::ReadWrite,
+    };
+    contained(path, || {
+        engine_open(path, overlay, &engine, OpenCheck::Trust)
+    })
+}
+
+/// The page cache of a handle over an overlay: a check reads every page once.
+const OVERLAY_CACHE: usize = 16 << 20;
+
+/// Opens the store at `path` read-only: the engine opens it through a read-only file handle and
+/// writes nothing; a file that needs recovery is refused with `NeedsRecovery`.
+fn open_read_only(path: &Path, engine: &EngineOptions) -> Result<ReadOnlyDatabase, OpenError> {
+    let file = File::open(path).map_err(|e| OpenError::from_io(path, e))?;
+    let backend = FileBackend::new(file).map_err(|e| from_database_error(path, e))?;
+    read_only_engine(path, backend, engine)
+}
+
+/// The engine's read-only open of `backend`, and the schema check.
+fn read_only_engine(
     path: &Path,
     backend: impl StorageBackend,
     engine: &EngineOptions,
-) -> Result<Database, OpenError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let db = engine_open(path, backend, engine, engine.check)?;
+) -> Result<ReadOnlyDatabase, OpenError> {
+    contained(path, || {
+        let db = redb::Builder::new()
+            .set_cache_size(engine.cache_bytes)
+            .set_concurrency_mode(redb_mode(engine.concurrency))
+            .open_read_only_with_backend(backend)
+            .map_err(|e| match e {
+                // The engine reports a file without its saved allocator state (not closed
+                // cleanly) this way: it would have to rebuild it, which writes.
+                DatabaseError::RepairAborted => {
+                    OpenError::with_source(path, OpenErrorKind::NeedsRecovery, e)
+                }
+                other => from_database_error(path, other),
+            })?;
         check_schema(path, &db)?;
         Ok(db)
-    }))
-    .unwrap_or_else(|payload| {
+    })
+}
+
+/// Runs an open, containing any panic of the engine (a hostile file can make one) as a typed
+/// error.
+fn contained<T>(path: &Path, open: impl FnOnce() -> Result<T, OpenError>) -> Result<T, OpenError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|payload| {
         Err(OpenError::with_source(
             path,
             OpenErrorKind::Corrupted,
@@ -78,20 +195,52 @@ fn open_checked(
     })
 }
 
+/// Opens the database in `backend` and checks it is a ckpt store, containing any panic of the
+/// engine.
+#[cfg(feature = "fault-injection")]
+fn open_checked(
+    path: &Path,
+    backend: impl StorageBackend,
+    engine: &EngineOptions,
+) -> Result<Database, OpenError> {
+    contained(path, || {
+        let db = engine_open(path, backend, engine, engine.check)?;
+        check_schema(path, &db)?;
+        Ok(db)
+    })
+}
+
+fn redb_mode(mode: ConcurrencyMode) -> redb::ConcurrencyMode {
+    match mode {
+        ConcurrencyMode::MultiProcess => redb::ConcurrencyMode::MultiWriter,
+        _ => redb::ConcurrencyMode::ExclusiveWriter,
+    }
+}
+
 /// Opens (initializing an empty backend as a new store) the store in a custom backend.
 #[cfg(feature = "fault-injection")]
 pub(crate) fn open_backend(
     label: &Path,
     backend: impl StorageBackend,
     engine: &EngineOptions,
-) -> Result<Database, OpenError> {
+) -> Result<Db, OpenError> {
     let len = backend.len().map_err(|e| OpenError::from_io(label, e))?;
+    if engine.access == AccessMode::ReadOnly {
+        if len == 0 {
+            return Err(OpenError::with_source(
+                label,
+                OpenErrorKind::NotAStore,
+                "the backend is empty",
+            ));
+        }
+        return read_only_engine(label, backend, engine).map(Db::ReadOnly);
+    }
     if len == 0 {
         let db = engine_open(label, backend, engine, OpenCheck::Trust)?;
         init_tables(&db).map_err(|e| OpenError::with_source(label, OpenErrorKind::Io, e))?;
-        return Ok(db);
+        return Ok(Db::Writable(db));
     }
-    open_checked(label, backend, engine)
+    open_checked(label, backend, engine).map(Db::Writable)
 }
 
 fn engine_open(
@@ -100,13 +249,9 @@ fn engine_open(
     engine: &EngineOptions,
     check: OpenCheck,
 ) -> Result<Database, OpenError> {
-    let mode = match engine.concurrency {
-        ConcurrencyMode::MultiProcess => redb::ConcurrencyMode::MultiWriter,
-        _ => redb::ConcurrencyMode::ExclusiveWriter,
-    };
     redb::Builder::new()
         .set_cache_size(engine.cache_bytes)
-        .set_concurrency_mode(mode)
+        .set_concurrency_mode(redb_mode(engine.concurrency))
         .set_check_integrity_on_open(check == OpenCheck::Full)
         .create_with_backend(backend)
         .map_err(|e| from_database_error(path, e))
@@ -212,7 +357,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
-fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
+fn check_schema(path: &Path, db: &impl ReadableDatabase) -> Result<(), OpenError> {
     let not_a_store =
         |why: &str| OpenError::with_source(path, OpenErrorKind::NotAStore, why.to_string());
     let txn = db
@@ -268,7 +413,7 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
 }
 
 /// The order indexes the file maintains (see `schema::indexes`).
-pub(crate) fn read_indexes(path: &Path, db: &Database) -> Result<u8, OpenError> {
+pub(crate) fn read_indexes(path: &Path, db: &Db) -> Result<u8, OpenError> {
     let txn = db
         .begin_read()
         .map_err(|e| from_engine_error(path, e.into()))?;
@@ -332,5 +477,56 @@ fn io_open_error(path: &Path, io: io::Error) -> OpenError {
         OpenError::with_source(path, OpenErrorKind::Corrupted, io)
     } else {
         OpenError::from_io(path, io)
+    }
+}
+
+/// The store files this process has open. The engine refuses a second open of a file this
+/// process holds just as it refuses another process's, and this tells the two apart, so that
+/// the error can say to share the `Store` handle instead.
+pub(crate) mod registry {
+    use std::path::{Path, PathBuf};
+
+    use parking_lot::Mutex;
+
+    /// Canonical paths, with how many stores of this process hold each.
+    static OPEN: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
+
+    /// A store's entry in the registry, removed when it drops.
+    #[derive(Debug)]
+    pub(crate) struct Registration(Option<PathBuf>);
+
+    /// Records that a store of this process holds `path` (a path that cannot be resolved, such
+    /// as a custom backend's label, is not recorded).
+    pub(crate) fn register(path: &Path) -> Registration {
+        let Ok(path) = path.canonicalize() else {
+            return Registration(None);
+        };
+        let mut open = OPEN.lock();
+        match open.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, n)) => *n += 1,
+            None => open.push((path.clone(), 1)),
+        }
+        Registration(Some(path))
+    }
+
+    /// Whether a store of this process holds `path`.
+    pub(crate) fn holds(path: &Path) -> bool {
+        path.canonicalize()
+            .is_ok_and(|path| OPEN.lock().iter().any(|(p, _)| *p == path))
+    }
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            let Some(path) = self.0.take() else {
+                return;
+            };
+            let mut open = OPEN.lock();
+            if let Some(i) = open.iter().position(|(p, _)| *p == path) {
+                open[i].1 -= 1;
+                if open[i].1 == 0 {
+                    open.swap_remove(i);
+                }
+            }
+        }
     }
 }

@@ -275,6 +275,22 @@ pub enum ConcurrencyMode {
     MultiProcess,
 }
 
+/// Whether a store may change its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum AccessMode {
+    /// The default: reads, saves, and the bookkeeping of hits.
+    #[default]
+    ReadWrite,
+    /// Reads only: opening changes no byte of the file (a missing file is an error, not a new
+    /// store), hits are not recorded in the file, and every operation that would write
+    /// (a save, a removal, eviction, compaction, repair, import, new limits) returns
+    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly). Works on a file this process may
+    /// not write. [`Store::verify`](crate::Store::verify) then checks ckpt's tables but not the
+    /// engine's page checksums (that check repairs what it finds, which writes).
+    ReadOnly,
+}
+
 /// The source of time for a store's timestamps and expiry. Tests inject a [`ManualClock`].
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Now.

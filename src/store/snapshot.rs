@@ -16,9 +16,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
+use redb::{ReadOnlyTable, ReadTransaction};
 
 use super::access::thread_slot;
+use super::engine::Db;
 use super::schema::RESULTS;
 use super::write::engine_error;
 use crate::error::Error;
@@ -40,7 +41,7 @@ pub(crate) struct Snapshots {
     shards: Box<[Mutex<Option<Snapshot>>]>,
 }
 
-fn open(db: &Database, generation: u64) -> Result<Snapshot, Error> {
+fn open(db: &Db, generation: u64) -> Result<Snapshot, Error> {
     let txn = db
         .begin_read()
         .map_err(|e| engine_error("cannot begin a read", e))?;
@@ -75,7 +76,7 @@ impl Snapshots {
     #[inline]
     pub(crate) fn with_snapshot<T>(
         &self,
-        db: &Database,
+        db: &Db,
         f: impl FnOnce(&Snapshot) -> Result<T, Error>,
     ) -> Result<T, Error> {
         // Read before opening: a snapshot opened now sees at least this generation's commits.

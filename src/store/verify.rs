@@ -4,9 +4,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
+};
 
-use super::Store;
 use super::chunks::{self, Manifest, remove_chunks, split_key};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
@@ -14,7 +15,8 @@ use super::schema::{
     ORDER_CREATED, ORDER_HITS, RESULTS,
 };
 use super::write::engine_error;
-use crate::error::Error;
+use super::{AccessMode, ConcurrencyMode, Store, open};
+use crate::error::{Error, ErrorKind};
 use crate::record::{self, RecordCheck};
 
 /// What [`Store::verify`] or [`Store::repair`] found.
@@ -35,7 +37,9 @@ use crate::record::{self, RecordCheck};
 #[non_exhaustive]
 pub struct VerifyReport {
     /// The storage engine found pages failing their checksums, or a damaged allocator state,
-    /// and repaired the file (rolling back to its last sound commit where needed).
+    /// and repaired the file (rolling back to its last sound commit where needed). In a
+    /// read-only store the repair is made in memory only, to check what it leaves: the file is
+    /// unchanged, and a writable open (or [`Store::repair`]) makes it.
     pub engine_repaired: bool,
     /// Entries (ids with a result or a metadata row) checked.
     pub entries_checked: u64,
@@ -65,6 +69,10 @@ pub struct VerifyReport {
     pub orphan_chunks: u64,
     /// Whether the problems counted here were fixed ([`Store::repair`] found some).
     pub repaired: bool,
+    /// Whether the storage engine's check of every page ran. It does not for a read-only store
+    /// in [`ConcurrencyMode::MultiProcess`](crate::ConcurrencyMode::MultiProcess), where only
+    /// ckpt's tables are checked.
+    pub pages_checked: bool,
 }
 
 impl VerifyReport {
@@ -155,36 +163,98 @@ impl Store {
     }
 
     fn check(&self, what: &str, fix: bool) -> Result<VerifyReport, Error> {
-        let engine = self.shared().engine();
+        let shared = self.shared();
+        let engine = shared.engine();
+        if self.access_mode() == AccessMode::ReadOnly {
+            if fix {
+                return Err(Error::read_only(what));
+            }
+            return engine.guard(what, || self.check_read_only(what));
+        }
         engine.guard(what, || {
             engine.exclusive(what, |db| {
-                let engine_repaired = match db.check_integrity() {
-                    Ok(clean) => !clean,
-                    Err(DatabaseError::TransactionInProgress) => return Ok(None),
-                    Err(DatabaseError::Storage(redb::StorageError::Corrupted(msg))) => {
+                let db = db.writable_mut(what)?;
+                let engine_repaired = match engine_check(what, db) {
+                    Ok(Integrity::Busy) => return Ok(None),
+                    Ok(integrity) => integrity == Integrity::Repaired,
+                    Err(e) => {
                         // The engine discards its allocator state when the check fails: the
                         // handle must be reopened.
                         engine.mark_broken();
-                        return Err(Error::corrupted(format!(
-                            "{what}: the file is damaged beyond the storage engine's repair \
-                             ({msg}); Store::repair cannot fix it: delete the file (checkpoints \
-                             are recomputable) or restore it from a backup"
-                        )));
-                    }
-                    Err(e) => {
-                        engine.mark_broken();
-                        return Err(engine_error(what, e));
+                        return Err(e);
                     }
                 };
                 let mut report = if fix {
                     repair_tables(db)?
                 } else {
-                    scan_read(db)?.report
+                    scan_read(begin_read(db)?)?.report
                 };
                 report.engine_repaired = engine_repaired;
+                report.pages_checked = true;
                 Ok(Some(report))
             })
         })
+    }
+
+    /// Verifies a read-only store without writing to its file. In the single-process mode,
+    /// nobody writes the file while this store holds it, so the engine's check runs on a
+    /// second, writable handle whose writes stay in memory (an `Overlay`): what the check would
+    /// repair is reported, and the file keeps its bytes. In the multi-process mode, another
+    /// process may commit meanwhile, which a handle outside the engine's locks could misread:
+    /// only ckpt's tables are checked then, through the store's own snapshot.
+    fn check_read_only(&self, what: &str) -> Result<VerifyReport, Error> {
+        let shared = self.shared();
+        if shared.concurrency() == ConcurrencyMode::MultiProcess {
+            let txn = shared.engine().begin_read()?;
+            let mut report = scan_read(txn)?.report;
+            report.pages_checked = false;
+            return Ok(report);
+        }
+        let mut db = open::in_memory_writes(self.path()).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Storage,
+                format!("{what}: cannot read the file"),
+                e,
+            )
+        })?;
+        let engine_repaired = engine_check(what, &mut db)? == Integrity::Repaired;
+        let mut report = scan_read(begin_read(&db)?)?.report;
+        report.engine_repaired = engine_repaired;
+        report.pages_checked = true;
+        Ok(report)
+    }
+}
+
+fn begin_read(db: &Database) -> Result<ReadTransaction, Error> {
+    db.begin_read()
+        .map_err(|e| engine_error("cannot begin a read", e))
+}
+
+/// What the engine's integrity check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Integrity {
+    Clean,
+    /// Pages failed their checksums, or the allocator state was damaged, and the engine
+    /// repaired the file (rolling back to its last sound commit where needed).
+    Repaired,
+    /// A transaction is open: try again.
+    Busy,
+}
+
+/// The engine's check of every page's checksum (which repairs what it can).
+fn engine_check(what: &str, db: &mut Database) -> Result<Integrity, Error> {
+    match db.check_integrity() {
+        Ok(true) => Ok(Integrity::Clean),
+        Ok(false) => Ok(Integrity::Repaired),
+        Err(DatabaseError::TransactionInProgress) => Ok(Integrity::Busy),
+        Err(DatabaseError::Storage(redb::StorageError::Corrupted(msg))) => {
+            Err(Error::corrupted(format!(
+                "{what}: the file is damaged beyond the storage engine's repair ({msg}); \
+                 Store::repair cannot fix it: delete the file (checkpoints are recomputable) or \
+                 restore it from a backup"
+            )))
+        }
+        Err(e) => Err(engine_error(what, e)),
     }
 }
 
@@ -267,10 +337,7 @@ fn table_error(err: redb::TableError) -> Error {
     engine_error("cannot open a table", err)
 }
 
-fn scan_read(db: &Database) -> Result<Scan, Error> {
-    let txn = db
-        .begin_read()
-        .map_err(|e| engine_error("cannot begin a read", e))?;
+fn scan_read(txn: ReadTransaction) -> Result<Scan, Error> {
     let mask = mask(&txn.open_table(INFO).map_err(table_error)?)?;
     let indexes = read_indexes!(txn, mask);
     let chunks = chunks::open_read(&txn).map_err(table_error)?;

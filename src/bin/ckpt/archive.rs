@@ -8,6 +8,8 @@ use serde_json::json;
 
 use crate::human;
 use crate::maintain::plural;
+use ckpt::AccessMode;
+
 use crate::open::{self, Missing};
 use crate::output::{Failure, Result};
 use crate::progress::{CountingReader, CountingWriter, Progress};
@@ -27,6 +29,18 @@ fn temporary(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
+/// Archives hold what stores hold, so they get the same mode: readable by the owner only.
+#[cfg(unix)]
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.mode(0o600)
+}
+
+#[cfg(not(unix))]
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    options
+}
+
 pub fn export(cx: &mut Context, args: ExportArgs) -> Result {
     let to_stdout = is_stdio(&args.file);
     if !to_stdout && !args.force && args.file.exists() {
@@ -35,7 +49,7 @@ pub fn export(cx: &mut Context, args: ExportArgs) -> Result {
             args.file.display()
         )));
     }
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadOnly)?;
     let function = match &args.function {
         Some(f) => Some(open::function(&store, f)?),
         None => None,
@@ -64,9 +78,7 @@ pub fn export(cx: &mut Context, args: ExportArgs) -> Result {
     } else {
         let tmp = temporary(&args.file);
         let written = (|| -> Result<_> {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
+            let file = private(OpenOptions::new().write(true).create_new(true))
                 .open(&tmp)
                 .map_err(|e| Failure::fail(format!("cannot create {}: {e}", tmp.display())))?;
             let mut w = BufWriter::new(file);
@@ -145,8 +157,13 @@ pub fn import(cx: &mut Context, args: ImportArgs) -> Result {
         let len = file.metadata().ok().map(|m| m.len());
         (Box::new(file), len)
     };
-    let store = open::open(&cx.path, cx.check, Missing::Create)?;
-    let report = {
+    // A failed import into a store it created leaves nothing behind: not the file, nor the
+    // folder it made for it.
+    let created = !cx.path.exists();
+    let folder = cx.path.parent().filter(|d| !d.as_os_str().is_empty());
+    let folder_created = folder.is_some_and(|d| !d.exists());
+    let store = open::open(&cx.path, cx.check, Missing::Create, AccessMode::ReadWrite)?;
+    let imported = {
         let progress = Progress::start("importing", total);
         store
             .import(CountingReader {
@@ -163,7 +180,21 @@ pub fn import(cx: &mut Context, args: ImportArgs) -> Result {
                         args.file.display().to_string()
                     }
                 ))
-            })?
+            })
+    };
+    let report = match imported {
+        Ok(report) => report,
+        Err(failure) => {
+            if created {
+                drop(store);
+                let _ = fs::remove_file(&cx.path);
+                if let (Some(dir), true) = (folder, folder_created) {
+                    // Only if empty: another file may have appeared there meanwhile.
+                    let _ = fs::remove_dir(dir);
+                }
+            }
+            return Err(failure);
+        }
     };
     if cx.json {
         return cx.out.json(&json!({

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::time::SystemTime;
 
-use ckpt::{EvictionStats, Record};
+use ckpt::{AccessMode, EvictionStats, Record};
 use serde_json::json;
 
 use crate::human::{self, Table};
@@ -31,7 +31,7 @@ fn evictions(e: &EvictionStats) -> String {
 }
 
 pub fn stats(cx: &mut Context) -> Result {
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadOnly)?;
     let s = store.stats()?;
     if cx.json {
         return cx
@@ -123,7 +123,7 @@ pub fn stats(cx: &mut Context) -> Result {
 }
 
 pub fn ls(cx: &mut Context, args: LsArgs) -> Result {
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadOnly)?;
     let mut entries = match &args.function {
         Some(f) => {
             let row = open::function(&store, f)?;
@@ -175,7 +175,12 @@ pub fn ls(cx: &mut Context, args: LsArgs) -> Result {
             human::size(e.size),
             e.hits.to_string(),
             human::ago(e.created, now),
-            human::ago(e.last_access, now),
+            // The last access of an entry never hit is its save: no hit to show.
+            if e.hits == 0 {
+                "-".to_string()
+            } else {
+                human::ago(e.last_access, now)
+            },
             human::duration(e.compute_time),
             if e.stale { "stale" } else { "" }.to_string(),
         ]);
@@ -202,7 +207,7 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
              value.bin)",
         ));
     }
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadOnly)?;
     let id = open::resolve_id(&store, &cx.path, &args.id)?;
     let unknown = || Failure::fail(format!("no entry with id {id} in {}", cx.path.display()));
     let info = store.entry(&id)?.ok_or_else(unknown)?;
@@ -265,7 +270,14 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
     );
     let when = |t| format!("{} ({})", human::timestamp(t), human::ago(t, now));
     kv("created", when(info.created));
-    kv("last hit", when(info.last_access));
+    kv(
+        "last hit",
+        if info.hits == 0 {
+            "none".to_string()
+        } else {
+            when(info.last_access)
+        },
+    );
     kv("hits", info.hits.to_string());
     kv("compute time", human::duration(info.compute_time));
     kv(

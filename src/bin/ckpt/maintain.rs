@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ckpt::{EvictMode, EvictionCause, EvictionPolicy, Limits, OpenCheck, VerifyReport};
+use ckpt::{AccessMode, EvictMode, EvictionCause, EvictionPolicy, Limits, OpenCheck, VerifyReport};
 use serde_json::json;
 
 use crate::human::{self, Table};
@@ -17,7 +17,7 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 pub fn rm(cx: &mut Context, args: RmArgs) -> Result {
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadWrite)?;
     if !args.ids.is_empty() {
         // Every id must be there (and every prefix unique), or nothing is removed.
         let mut ids = Vec::with_capacity(args.ids.len());
@@ -91,7 +91,7 @@ pub fn clear(cx: &mut Context, args: ClearArgs) -> Result {
             cx.path.display()
         )));
     }
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadWrite)?;
     let removed = store.clear()?;
     if cx.json {
         return cx.out.json(&json!({ "removed": removed }));
@@ -112,7 +112,13 @@ fn cause_name(c: EvictionCause) -> &'static str {
 }
 
 pub fn evict(cx: &mut Context, args: EvictArgs) -> Result {
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    // A dry run reads only: it opens the store read-only, and changes no byte of it.
+    let access = if args.dry_run {
+        AccessMode::ReadOnly
+    } else {
+        AccessMode::ReadWrite
+    };
+    let store = open::open(&cx.path, cx.check, Missing::Fail, access)?;
     let mut limits = Limits::new().low_water(1.0).policy(match args.policy {
         Policy::Lru => EvictionPolicy::lru(),
         Policy::Lfu => EvictionPolicy::lfu(),
@@ -241,7 +247,14 @@ fn verify_json(r: &VerifyReport, elapsed_ms: u128) -> serde_json::Value {
 pub fn verify(cx: &mut Context, args: VerifyArgs) -> Result {
     // Verifying reads every page itself: opening need not do it first (and would repair
     // damaged pages silently before the check could report them).
-    let store = open::open(&cx.path, OpenCheck::Trust, Missing::Fail)?;
+    // Without --repair, read-only: the check changes no byte of the file (the engine's check of
+    // the pages runs with its repairs kept in memory, see `Store::verify`).
+    let access = if args.repair {
+        AccessMode::ReadWrite
+    } else {
+        AccessMode::ReadOnly
+    };
+    let store = open::open(&cx.path, OpenCheck::Trust, Missing::Fail, access)?;
     let started = Instant::now();
     let report = {
         let _progress = Progress::start(
@@ -350,7 +363,7 @@ pub fn verify(cx: &mut Context, args: VerifyArgs) -> Result {
 }
 
 pub fn compact(cx: &mut Context) -> Result {
-    let store = open::open(&cx.path, cx.check, Missing::Fail)?;
+    let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadWrite)?;
     let started = Instant::now();
     let report = {
         let _progress = Progress::start("compacting", None);

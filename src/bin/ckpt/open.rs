@@ -4,7 +4,8 @@ use std::io;
 use std::path::Path;
 
 use ckpt::{
-    CheckpointId, ConcurrencyMode, Function, FunctionStats, OpenCheck, OpenErrorKind, Store,
+    AccessMode, CheckpointId, ConcurrencyMode, Function, FunctionStats, OpenCheck, OpenErrorKind,
+    Store,
 };
 
 use crate::IdArg;
@@ -19,9 +20,11 @@ pub enum Missing {
     Create,
 }
 
-/// Opens the store at `path`. A store held by another process is opened again in
-/// multi-process mode, which works when that process uses it too (live inspection).
-pub fn open(path: &Path, check: OpenCheck, missing: Missing) -> Result<Store> {
+/// Opens the store at `path`: read-only for the commands that change nothing (so that they
+/// change no byte of the file, and work on a file this user may not write). A store held by
+/// another process is opened again in multi-process mode, which works when that process uses it
+/// too (live inspection).
+pub fn open(path: &Path, check: OpenCheck, missing: Missing, access: AccessMode) -> Result<Store> {
     if missing == Missing::Fail {
         match std::fs::metadata(path) {
             Ok(_) => {}
@@ -40,7 +43,7 @@ pub fn open(path: &Path, check: OpenCheck, missing: Missing) -> Result<Store> {
             }
         }
     }
-    let builder = Store::builder().open_check(check);
+    let builder = Store::builder().open_check(check).access(access);
     match builder.open(path) {
         Ok(store) => Ok(store),
         Err(e) if *e.kind() == OpenErrorKind::AlreadyOpen => {

@@ -50,6 +50,10 @@ pub fn for_the_tool(message: &str) -> String {
         .replace("Store::repair", "`ckpt verify --repair`")
         .replace("run Store::verify", "run `ckpt verify`")
         .replace("Store::verify", "`ckpt verify`")
+        .replace(
+            "open it once without read_only (Store::open) to recover it",
+            "run `ckpt verify --repair` to recover it",
+        )
 }
 
 impl From<ckpt::Error> for Failure {
