@@ -30,8 +30,9 @@ static DEFAULT: OnceLock<Store> = OnceLock::new();
 /// The process-wide handle to the default store, opened on first use.
 ///
 /// Every [`checkpoint!`](crate::checkpoint) function without a `cache = ...` option shares it.
-/// Its buffered bookkeeping is flushed when the process exits normally (an `atexit` handler);
-/// a crash loses only the counts since the last write.
+/// When the process exits normally its buffered bookkeeping is flushed and its file closed
+/// cleanly (an `atexit` handler, as for every store still open then); a crash loses only the
+/// counts since the last write.
 ///
 /// # Errors
 /// When the store cannot be opened. The failure is not remembered: the next call tries again.
@@ -47,7 +48,6 @@ pub fn default_store() -> Result<Store, OpenError> {
     }
     let store = Store::open(default_store_path())?;
     let store = DEFAULT.get_or_init(|| store).clone();
-    at_exit::flush_default_on_exit();
     Ok(store)
 }
 
@@ -63,6 +63,12 @@ fn store() -> Result<Store, Error> {
 }
 
 impl Cache for DefaultStore {
+    fn flight_scope(&self) -> usize {
+        // Every `DefaultStore` is the one default store (a zero-sized value has no address of
+        // its own to tell it by).
+        std::ptr::addr_of!(DEFAULT).addr()
+    }
+
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
         store()?.save(id, entry)
     }
@@ -103,36 +109,5 @@ impl Cache for DefaultStore {
 
     fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
         store()?.register(function, counters)
-    }
-}
-
-#[allow(unsafe_code)]
-mod at_exit {
-    use std::sync::Once;
-
-    #[cfg(any(unix, windows))]
-    unsafe extern "C" {
-        fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
-    }
-
-    extern "C" fn flush() {
-        // A panic must not unwind into C.
-        let _ = std::panic::catch_unwind(|| {
-            if let Some(store) = super::DEFAULT.get() {
-                let _ = store.flush();
-            }
-        });
-    }
-
-    pub(super) fn flush_default_on_exit() {
-        static REGISTERED: Once = Once::new();
-        REGISTERED.call_once(|| {
-            #[cfg(any(unix, windows))]
-            // SAFETY: `atexit` is the C standard library's, and `flush` is an `extern "C"` fn
-            // that takes nothing and never unwinds.
-            unsafe {
-                atexit(flush);
-            }
-        });
     }
 }

@@ -259,3 +259,51 @@ fn a_result_saved_by_another_process_is_a_hit() {
         (1, 1, 1)
     );
 }
+
+const DEFAULT_DIR_VAR: &str = "CKPT_TEST_CHILD_DEFAULT_STORE";
+
+mod memo {
+    ckpt::checkpoint! {
+        /// Memoized into the default store (`CKPT_DIR`), which lives in a static.
+        pub fn square(x: u64) -> u64 {
+            x * x
+        }
+    }
+}
+
+#[test]
+fn child_use_the_default_store_and_exit() {
+    if std::env::var_os(DEFAULT_DIR_VAR).is_none() {
+        return;
+    }
+    assert_eq!(memo::square(12), 144); // a miss, saved
+    assert_eq!(memo::square(12), 144); // a hit, buffered
+    // No close, no drop: the process just exits, as a program using `checkpoint!` does.
+}
+
+/// A store in a static is never dropped; at exit it is still flushed and closed cleanly, so the
+/// next open needs no recovery (a read-only open, such as `ckpt stats`, would refuse it) and the
+/// buffered hit is in the file.
+#[test]
+fn the_default_store_is_closed_cleanly_at_exit() {
+    let dir = TempDir::new("xproc-exit");
+    run_child(
+        "child_use_the_default_store_and_exit",
+        &[
+            (DEFAULT_DIR_VAR, "1".as_ref()),
+            ("CKPT_DIR", dir.path().as_os_str()),
+        ],
+    );
+    let path = dir.path().join("checkpoints.redb");
+    let store = Store::builder()
+        .read_only()
+        .open(&path)
+        .expect("closed cleanly: a read-only open needs no recovery");
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.entries, 1);
+    assert_eq!(
+        (stats.calls.misses, stats.calls.hits),
+        (1, 1),
+        "the hit was flushed"
+    );
+}

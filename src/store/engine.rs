@@ -71,6 +71,8 @@ pub(crate) struct Engine {
     hot: Option<HotTier>,
     slot: RwLock<Option<Db>>,
     broken: AtomicBool,
+    /// Closed for good (the process is exiting, see `exit.rs`): no reopen.
+    closed: AtomicBool,
     reopen: Opener,
     path: PathBuf,
 }
@@ -104,6 +106,7 @@ impl Engine {
             hot,
             slot: RwLock::new(Some(db)),
             broken: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             reopen,
             path: path.to_path_buf(),
         }
@@ -138,6 +141,28 @@ impl Engine {
         if let Some(hot) = &self.hot {
             hot.clear();
         }
+    }
+
+    /// Closes the database now, cleanly, for good: later operations fail with
+    /// `ErrorKind::Closed`. Waits for a write transaction in progress to end.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut slot = self.slot.write();
+        self.forget_reads();
+        if let Some(db) = slot.take() {
+            // Closing the database can panic on a damaged file.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
+        }
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::new(
+            ErrorKind::Closed,
+            format!(
+                "the store {} was closed as the process exits",
+                self.path.display()
+            ),
+        )
     }
 
     /// Marks the handle unusable: the next operation reopens the file.
@@ -177,6 +202,9 @@ impl Engine {
     /// begin a transaction, or for the life of a write transaction.
     pub(crate) fn db(&self) -> Result<MappedRwLockReadGuard<'_, Db>, Error> {
         loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(self.closed_error());
+            }
             if self.broken.load(Ordering::Acquire) {
                 self.recover()?;
             }
@@ -203,6 +231,9 @@ impl Engine {
     /// Closes the broken handle and opens the file again.
     fn recover(&self) -> Result<(), Error> {
         let mut slot = self.slot.write();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
         if !self.broken.load(Ordering::Acquire) && slot.is_some() {
             return Ok(());
         }

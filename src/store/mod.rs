@@ -7,6 +7,7 @@ pub(crate) mod backend;
 mod chunks;
 mod dry_run;
 mod engine;
+mod exit;
 mod flusher;
 mod group_commit;
 mod hot;
@@ -354,6 +355,9 @@ impl StoreBuilder {
             access_mode: self.access,
             _registration: open::registry::register(&path),
         });
+        if self.access == AccessMode::ReadWrite {
+            exit::close_at_exit(Arc::downgrade(&shared));
+        }
         let thread = Flusher::spawn(Arc::downgrade(&shared), flusher);
         let store = Store {
             handle: Arc::new(Handle {
@@ -932,6 +936,15 @@ fn lend(
         None => read(Lent::whole(row)),
     }
     Ok(())
+}
+
+impl Shared {
+    /// Flushes and closes the file now (the process is exiting; see `exit.rs`).
+    fn close_now(&self) {
+        self.flusher.stop();
+        let _ = self.sync();
+        self.engine.close();
+    }
 }
 
 impl Drop for Shared {
