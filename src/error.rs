@@ -45,6 +45,9 @@ pub enum ErrorKind {
     TooLarge,
     /// The operation is not available in the store's mode.
     Unsupported,
+    /// A file the operation creates exists already (for example the target of
+    /// [`Store::salvage`](crate::Store::salvage)).
+    AlreadyExists,
 }
 
 impl Error {

@@ -12,6 +12,7 @@ mod hot;
 mod inspect;
 mod open;
 mod options;
+mod salvage;
 pub(crate) mod schema;
 mod snapshot;
 mod verify;
@@ -31,6 +32,7 @@ pub use inspect::{CompactReport, EntryInfo, Evicted, EvictionReport, FunctionSta
 pub use options::{
     Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck, SystemClock,
 };
+pub use salvage::{SalvageMethod, SalvageReport};
 pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};
