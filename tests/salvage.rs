@@ -12,7 +12,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use ckpt::testing::{self, Decoded};
 use ckpt::{
@@ -29,7 +28,9 @@ fn value(i: u64) -> Val {
     (
         i,
         format!("value-{i}"),
-        (0..len as u32).map(|x| x.wrapping_mul(2_654_435_761) ^ i as u32).collect(),
+        (0..len as u32)
+            .map(|x| x.wrapping_mul(2_654_435_761) ^ i as u32)
+            .collect(),
     )
 }
 
@@ -46,8 +47,8 @@ fn build_store(path: &Path, n: u64) -> BTreeMap<CheckpointId, Val> {
     let store = Store::builder().chunk_size(1024).open(path).unwrap();
     let mut out = BTreeMap::new();
     for (k, f) in functions().into_iter().enumerate() {
-        let deco =
-            DecoratorCheckpoint::new(f, AutoIdentifier, store.clone()).with_on_error(OnError::Raise);
+        let deco = DecoratorCheckpoint::new(f, AutoIdentifier, store.clone())
+            .with_on_error(OnError::Raise);
         for i in (k as u64..n).step_by(2) {
             deco.call(i, value).unwrap();
             if i % 3 == 0 {
@@ -79,7 +80,10 @@ fn snapshot(store: &Store) -> (Vec<(ckpt::EntryInfo, Vec<u8>)>, Vec<ckpt::Functi
 fn check_salvaged(path: &Path, expected: &BTreeMap<CheckpointId, Val>) -> u64 {
     let store = Store::open(path).unwrap();
     let report = store.verify().unwrap();
-    assert!(report.is_clean(), "the salvaged store is not clean: {report}");
+    assert!(
+        report.is_clean(),
+        "the salvaged store is not clean: {report}"
+    );
     let mut n = 0;
     for e in store.entries().unwrap() {
         let want = expected
@@ -131,7 +135,11 @@ fn a_healthy_store_is_salvaged_whole_with_its_metadata_and_stats() {
         report.record_bytes,
         old.0.iter().map(|(e, _)| e.size).sum::<u64>()
     );
-    assert_eq!(std::fs::read(&damaged).unwrap(), before_open, "salvage wrote the file");
+    assert_eq!(
+        std::fs::read(&damaged).unwrap(),
+        before_open,
+        "salvage wrote the file"
+    );
     let _ = before;
 
     assert_eq!(check_salvaged(&dir.join("new.redb"), &expected), 40);
@@ -143,13 +151,19 @@ fn a_healthy_store_is_salvaged_whole_with_its_metadata_and_stats() {
     }
     assert_eq!(new.1, old.1, "function rows (identity, statistics) differ");
     assert!(old.1.iter().any(|f| f.calls.hits > 0 && f.calls.misses > 0));
-    assert_eq!(leftovers(dir.path(), &["old.redb", "new.redb"]), Vec::<String>::new());
+    assert_eq!(
+        leftovers(dir.path(), &["old.redb", "new.redb"]),
+        Vec::<String>::new()
+    );
 
     // The salvaged store works as any other: hits, then new saves.
     let store = Store::open(dir.join("new.redb")).unwrap();
     let f = DecoratorCheckpoint::new(functions()[0].clone(), AutoIdentifier, store.clone())
         .with_on_error(OnError::Raise);
-    assert_eq!(f.call(0u64, |_| -> Val { panic!("a hit") }).unwrap(), value(0));
+    assert_eq!(
+        f.call(0u64, |_| -> Val { panic!("a hit") }).unwrap(),
+        value(0)
+    );
     f.call(1_000u64, value).unwrap();
     assert!(store.verify().unwrap().is_clean());
 }
@@ -195,7 +209,13 @@ fn refusals_are_typed_and_leave_nothing_behind() {
     assert_eq!(
         leftovers(
             dir.path(),
-            &["old.redb", "taken.redb", "empty.redb", "text.redb", "foreign.redb"]
+            &[
+                "old.redb",
+                "taken.redb",
+                "empty.redb",
+                "text.redb",
+                "foreign.redb"
+            ]
         ),
         Vec::<String>::new()
     );
@@ -273,7 +293,11 @@ fn random_damage_never_gives_a_wrong_value() {
     let original = dir.join("original.redb");
     let expected = build_store(&original, 240);
     let image = std::fs::read(&original).unwrap();
-    eprintln!("store image: {} bytes, {} entries", image.len(), expected.len());
+    eprintln!(
+        "store image: {} bytes, {} entries",
+        image.len(),
+        expected.len()
+    );
     let kinds = [Damage::Flips, Damage::Truncation, Damage::ZeroedPages];
     let mut tallies: BTreeMap<Damage, Tally> = BTreeMap::new();
     let started = std::time::Instant::now();
@@ -285,9 +309,11 @@ fn random_damage_never_gives_a_wrong_value() {
         let _ = std::fs::remove_file(&new);
         std::fs::write(&damaged, &bytes).unwrap();
         let (d, n) = (damaged.clone(), new.clone());
-        let outcome = within(120, &format!("salvage trial {trial} ({kind:?})"), move || {
-            Store::salvage(&d, &n)
-        });
+        let outcome = within(
+            120,
+            &format!("salvage trial {trial} ({kind:?})"),
+            move || Store::salvage(&d, &n),
+        );
         assert_eq!(
             std::fs::read(&damaged).unwrap(),
             bytes,
@@ -312,8 +338,14 @@ fn random_damage_never_gives_a_wrong_value() {
                     matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Open),
                     "trial {trial}: {e}"
                 );
-                assert!(!new.exists(), "trial {trial}: a failed salvage left {new:?}");
+                assert!(
+                    !new.exists(),
+                    "trial {trial}: a failed salvage left {new:?}"
+                );
                 tally.salvage_failed += 1;
+                if std::env::var("CKPT_SALVAGE_DEBUG").is_ok() {
+                    eprintln!("trial {trial} ({kind:?}, {} bytes): {e}", bytes.len());
+                }
             }
         }
         assert_eq!(
@@ -382,7 +414,11 @@ fn chunked_records_are_copied_only_whole_and_sound() {
     });
     let victim = victim.expect("a chunked record");
     let report = Store::salvage(&damaged, dir.join("new.redb")).unwrap();
-    assert_eq!((report.entries_recovered, report.entries_lost), (19, 1), "{report}");
+    assert_eq!(
+        (report.entries_recovered, report.entries_lost),
+        (19, 1),
+        "{report}"
+    );
     assert_eq!(check_salvaged(&dir.join("new.redb"), &expected), 19);
     let store = Store::open(dir.join("new.redb")).unwrap();
     assert_eq!(store.retrieve(&victim).unwrap(), None);
@@ -430,17 +466,35 @@ fn the_command_line_salvages() {
     // Missing arguments: usage, exit 2.
     assert_eq!(run(&["salvage", old]).status.code(), Some(2));
 
-    // A store that opening refuses says to salvage it first.
+    // A store that opening refuses says to salvage it first, and salvage recovers the rest.
     let mut bytes = std::fs::read(&damaged).unwrap();
-    let len = bytes.len();
-    for at in [len / 3, len / 2, 2 * len / 3] {
-        bytes[at] ^= 0xff;
+    let needle = b"value-5";
+    let spots: Vec<usize> = (0..bytes.len() - needle.len())
+        .filter(|&i| &bytes[i..i + needle.len()] == needle)
+        .collect();
+    assert!(!spots.is_empty());
+    for at in spots {
+        bytes[at] ^= 0x20;
     }
     std::fs::write(&damaged, &bytes).unwrap();
     let out = run(&["--store", old, "stats"]);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("`ckpt salvage`"), "{err}");
-    }
-    let _ = Duration::ZERO;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`ckpt salvage`"), "{err}");
+    let again = dir.join("again.redb");
+    let out = run(&["salvage", old, again.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["method"], "unchecked", "{v}");
+    assert_eq!(
+        (v["entries_recovered"].as_u64(), v["entries_lost"].as_u64()),
+        (Some(11), Some(1)),
+        "{v}"
+    );
+    assert_eq!(check_salvaged(&again, &expected), 11);
+    assert_eq!(
+        std::fs::read(&damaged).unwrap(),
+        bytes,
+        "salvage wrote the damaged file"
+    );
 }

@@ -19,10 +19,10 @@
 //! The new store is built under a temporary name in its folder and linked into place only when
 //! complete, as a new store is created (`open.rs`): a failed salvage leaves nothing at the path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,14 +33,16 @@ use super::archive::identity_of;
 use super::chunks::{self, Manifest};
 use super::open::create_private_dir;
 use super::schema::{
-    ENTRIES, EntryMeta, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, FunctionRecord, INFO,
-    MAX_VERSIONS, RESULTS,
+    ENTRIES, EntryMeta, FORMAT_KEY, FORMAT_VALUE, FUNCTIONS, FunctionRecord, INFO, MAX_VERSIONS,
+    RESULTS,
 };
 use super::write::Tx;
 use super::{Commit, Store};
 use crate::error::{Error, ErrorKind, OpenError, OpenErrorKind};
 use crate::id::Function;
 use crate::record::{self, RecordCheck};
+
+mod scan;
 
 /// How [`Store::salvage`] read the damaged file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,9 +51,13 @@ pub enum SalvageMethod {
     /// The storage engine's integrity check passed, after its repair (which may roll the file
     /// back to its last sound commit): every row read is the one written.
     Checked,
-    /// The engine's check failed, so the file was read without it: only records that pass
-    /// their own checksum, under an id whose metadata row agrees, were copied.
+    /// The engine's check failed, so the file was read without it, through the engine's
+    /// trees and by scanning its pages for what they no longer reach: only records that pass
+    /// their own checksum, under an id whose metadata row agrees on their size, were copied.
     Unchecked,
+    /// The engine could not open the file at all: its pages were scanned, under the same rule
+    /// as [`Unchecked`](SalvageMethod::Unchecked).
+    Scanned,
 }
 
 /// What [`Store::salvage`] recovered from a damaged store, and what it lost.
@@ -83,16 +89,21 @@ pub struct SalvageReport {
     pub truncated: bool,
     /// Entries copied into the new store, each with a record that passed its checksum.
     pub entries_recovered: u64,
+    /// Of those, entries found by scanning the file's pages, out of the storage engine's reach
+    /// (only when its check failed).
+    pub entries_scanned: u64,
     /// Bytes of the records copied.
     pub record_bytes: u64,
     /// Entries of the damaged store not recovered: those its function rows count, less those
-    /// recovered, when every function row was readable; otherwise those whose id was found in
-    /// one of its tables. An estimate: entries on pages that could not be read at all leave no
-    /// trace but the function rows' counts.
+    /// recovered, when every function row was read; otherwise those whose id was found in one
+    /// of its tables or pages, less those recovered. An estimate: entries on pages that could
+    /// not be read at all leave no trace but the function rows' counts.
     pub entries_lost: u64,
-    /// Entries recovered whose metadata row could not be read (only when the engine's check
-    /// passed, so that the id is sure): recreated with the time of the salvage as their
-    /// creation and last access, no hits, and the function `ckpt::salvage::unknown`.
+    /// Entries recovered whose metadata row could not be read: recreated with the time of the
+    /// salvage as their creation and last access, no hits, and the function
+    /// `ckpt::salvage::unknown`. Only where the id is sure without it: the engine's check
+    /// passed, or the record is in chunks (every chunk's key repeats the id, and the record's
+    /// checksum runs across them).
     pub metadata_rebuilt: u64,
     /// Function rows copied with their identity and lifetime statistics.
     pub functions_recovered: u64,
@@ -128,6 +139,10 @@ impl fmt::Display for SalvageReport {
             SalvageMethod::Checked => "; the file passed the storage engine's check",
             SalvageMethod::Unchecked => {
                 "; the file failed the storage engine's check, so each record was checked alone"
+            }
+            SalvageMethod::Scanned => {
+                "; the storage engine cannot open the file, so its pages were scanned and each \
+                 record checked alone"
             }
         })?;
         if self.truncated {
@@ -208,7 +223,10 @@ fn salvage(damaged: &Path, new: &Path) -> Result<SalvageReport, Error> {
     if file_bytes == 0 {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("{} is empty: there is nothing to salvage", damaged.display()),
+            format!(
+                "{} is empty: there is nothing to salvage",
+                damaged.display()
+            ),
         ));
     }
     if fs::symlink_metadata(new).is_ok() {
@@ -291,21 +309,48 @@ fn make_copy(damaged: &Path, copy: &Path, pad: Option<u64>) -> Result<(), Error>
     Ok(())
 }
 
-/// Whether the engine reads every page's checksum on open.
+/// How the engine opens the copy, in the order tried.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum EngineCheck {
+enum Attempt {
+    /// Checking every page's checksum, repairing what it can.
     Full,
-    Off,
+    /// Trusting the file (its recorded allocator state, or a rebuild of it).
+    Trust,
+    /// Read only, as a reader beside other processes' writers: the engine then needs no
+    /// allocator state at all, which a truncated file has usually lost (it is written last).
+    Reader,
+}
+
+/// The engine's handle on the copy.
+enum Source {
+    Writable(Database),
+    Reader(redb::ReadOnlyDatabase),
+}
+
+impl Source {
+    fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Source::Writable(db) => db.begin_read(),
+            Source::Reader(db) => db.begin_read(),
+        }
+    }
 }
 
 /// Opens the copy, containing any panic of the engine.
-fn open_copy(copy: &Path, check: EngineCheck) -> Result<Database, String> {
+fn open_copy(copy: &Path, attempt: Attempt) -> Result<Source, String> {
     catch_unwind(AssertUnwindSafe(|| {
-        redb::Builder::new()
+        let mut builder = redb::Builder::new();
+        builder
             .set_cache_size(SOURCE_CACHE)
-            .set_check_integrity_on_open(check == EngineCheck::Full)
-            .open(copy)
-            .map_err(|e| e.to_string())
+            .set_check_integrity_on_open(attempt == Attempt::Full);
+        match attempt {
+            Attempt::Reader => builder
+                .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+                .open_read_only(copy)
+                .map(Source::Reader),
+            _ => builder.open(copy).map(Source::Writable),
+        }
+        .map_err(|e| e.to_string())
     }))
     .unwrap_or_else(|p| {
         Err(format!(
@@ -323,8 +368,8 @@ fn truncated_to(message: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Closes a database of the damaged copy; its destructor can panic on a damaged file.
-fn close(db: Database) {
+/// Closes the engine's handle on the damaged copy; its destructor can panic on a damaged file.
+fn close(db: Source) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
 }
 
@@ -336,17 +381,17 @@ fn salvage_into(
 ) -> Result<SalvageReport, Error> {
     let mut pad = None;
     let mut failures = Vec::new();
-    for check in [EngineCheck::Full, EngineCheck::Off] {
+    for attempt in [Attempt::Full, Attempt::Trust, Attempt::Reader] {
         // A fresh copy for each attempt: a failed open may have changed the last one.
         make_copy(damaged, copy, pad)?;
-        let mut opened = open_copy(copy, check);
+        let mut opened = open_copy(copy, attempt);
         if let Err(message) = &opened
             && pad.is_none()
             && let Some(len) = truncated_to(message).filter(|&l| l > file_bytes)
         {
             pad = Some(len);
             make_copy(damaged, copy, pad)?;
-            opened = open_copy(copy, check);
+            opened = open_copy(copy, attempt);
         }
         let db = match opened {
             Ok(db) => db,
@@ -355,26 +400,45 @@ fn salvage_into(
                 continue;
             }
         };
-        let method = match check {
-            EngineCheck::Full => SalvageMethod::Checked,
-            EngineCheck::Off => SalvageMethod::Unchecked,
+        let method = match attempt {
+            Attempt::Full => SalvageMethod::Checked,
+            _ => SalvageMethod::Unchecked,
         };
-        let harvested = harvest(&db, damaged, building, method, file_bytes);
+        let source = Reading {
+            damaged,
+            copy,
+            method,
+            file_bytes,
+        };
+        let harvested = harvest(Some(&db), &source, building);
         close(db);
-        let mut report = match harvested {
-            Ok(Some(report)) => report,
+        match harvested? {
+            Some(mut report) => {
+                report.truncated = pad.is_some();
+                return Ok(report);
+            }
             // The engine opened the file but could not begin reading it: try the next way.
-            Ok(None) => continue,
-            Err(e) => return Err(e),
-        };
+            None => continue,
+        }
+    }
+    // The engine cannot read the file at all: its pages, one by one.
+    make_copy(damaged, copy, pad)?;
+    let source = Reading {
+        damaged,
+        copy,
+        method: SalvageMethod::Scanned,
+        file_bytes,
+    };
+    if let Some(mut report) = harvest(None, &source, building)? {
         report.truncated = pad.is_some();
         return Ok(report);
     }
     Err(Error::new(
         ErrorKind::Corrupted,
         format!(
-            "nothing can be salvaged from {}: the storage engine cannot read it ({}); delete it \
-             (checkpoints are recomputable) or restore it from a backup",
+            "nothing can be salvaged from {}: the storage engine cannot read it ({}), and no \
+             page of it holds an entry; delete it (checkpoints are recomputable) or restore it \
+             from a backup",
             damaged.display(),
             failures.join("; ")
         ),
@@ -387,6 +451,7 @@ fn contained<T, E>(f: impl FnOnce() -> Result<T, E>) -> Option<T> {
 }
 
 /// What the damaged store's tables still say.
+#[derive(Default)]
 struct Found {
     /// Every id found in a table, with its metadata row if it decodes.
     ids: BTreeMap<[u8; 16], Option<EntryMeta>>,
@@ -396,27 +461,76 @@ struct Found {
     all_functions: bool,
 }
 
-/// Reads the damaged store and writes what passes into a new store at `building`. `Ok(None)`
-/// when the engine cannot even begin a read.
-fn harvest(
-    db: &Database,
-    damaged: &Path,
-    building: &Path,
+/// The damaged file as one attempt reads it.
+struct Reading<'a> {
+    damaged: &'a Path,
+    /// The private copy the engine (or the scan) reads.
+    copy: &'a Path,
     method: SalvageMethod,
     file_bytes: u64,
+}
+
+fn read_span(file: &mut File, span: scan::Span) -> io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(span.at))?;
+    let mut out = vec![0u8; span.len as usize];
+    file.read_exact(&mut out)?;
+    Ok(out)
+}
+
+/// Reads the damaged store (through the engine's handle `db`, then, unless the engine checked
+/// the file, by scanning its pages) and writes what passes into a new store at `building`.
+/// `Ok(None)` when there is nothing to read: the engine cannot begin a read, or (without it)
+/// the scan finds no entry and no function.
+fn harvest(
+    db: Option<&Source>,
+    source: &Reading<'_>,
+    building: &Path,
 ) -> Result<Option<SalvageReport>, Error> {
-    let Some(txn) = contained(|| db.begin_read()) else {
-        return Ok(None);
+    let txn = match db {
+        Some(db) => match contained(|| db.begin_read()) {
+            Some(txn) => Some(txn),
+            None => return Ok(None),
+        },
+        None => None,
     };
-    check_format(&txn, damaged, method)?;
-    let checked = method == SalvageMethod::Checked;
+    if let Some(txn) = &txn {
+        check_format(txn, source.damaged, source.method)?;
+    }
+    let checked = source.method == SalvageMethod::Checked;
+    let file_bytes = source.file_bytes;
     // No table holds more rows than the file has bytes for; a walk stops there (a damaged
     // file could otherwise lead it around in circles).
     let budget = file_bytes / 16 + 1024;
-    let results = contained(|| txn.open_table(RESULTS));
-    let entries = contained(|| txn.open_table(ENTRIES));
-    let chunks = contained(|| chunks::open_read(&txn)).flatten();
-    let found = find(&txn, &results, &entries, &chunks, checked, budget);
+    let (results, entries, chunks) = match &txn {
+        Some(txn) => (
+            contained(|| txn.open_table(RESULTS)),
+            contained(|| txn.open_table(ENTRIES)),
+            contained(|| chunks::open_read(txn)).flatten(),
+        ),
+        None => (None, None, None),
+    };
+    let found = match &txn {
+        Some(txn) => find(txn, &results, &entries, &chunks, checked, budget),
+        None => Found::default(),
+    };
+    let storage = |e| Error::storage(format!("cannot read {}", source.copy.display()), e);
+    let mut file = File::open(source.copy).map_err(storage)?;
+    // Unchecked, the engine's trees may no longer reach every page that holds rows.
+    let scanned = if checked {
+        scan::Scanned::default()
+    } else {
+        scan::scan(&mut file, |key, r| {
+            identity_of(key, r).is_some() && r.versions.len() <= MAX_VERSIONS
+        })
+        .map_err(storage)?
+    };
+    if txn.is_none()
+        && scanned.records.is_empty()
+        && scanned.manifests.is_empty()
+        && scanned.functions.is_empty()
+    {
+        return Ok(None);
+    }
 
     let target = Store::builder()
         .cache_size(SOURCE_CACHE)
@@ -424,23 +538,39 @@ fn harvest(
         .map_err(Error::from)?;
     let now = target.shared().now_ms();
     let mut report = SalvageReport {
-        method,
+        method: source.method,
         truncated: false,
         entries_recovered: 0,
+        entries_scanned: 0,
         record_bytes: 0,
         entries_lost: 0,
         metadata_rebuilt: 0,
-        functions_recovered: found.functions.len() as u64,
+        functions_recovered: 0,
         functions_rebuilt: 0,
         stats_recovered: found.all_functions,
         file_bytes,
     };
     let unknown = Function::new("ckpt::salvage", "unknown");
-    let fn_keys = target.shared().write(Commit::Durably, |tx| {
-        for (key, row) in &found.functions {
+    let rebuilt = |size: u64, compute_nanos: u64| EntryMeta {
+        fn_key: unknown.key(),
+        code_version: unknown.code_version(),
+        created_ms: now,
+        last_access_ms: now,
+        hits: 0,
+        size,
+        compute_nanos,
+    };
+    let mut functions = found.functions.clone();
+    for (key, row) in &scanned.functions {
+        functions.entry(*key).or_insert_with(|| row.clone());
+    }
+    report.functions_recovered = functions.len() as u64;
+    let used = target.shared().write(Commit::Durably, |tx| {
+        for (key, row) in &functions {
             tx.put_salvaged_function(*key, row)?;
         }
-        let mut used = HashMap::new();
+        let mut used = HashSet::new();
+        let mut recovered = HashSet::new();
         for (id, meta) in &found.ids {
             let Some(row) = contained(|| {
                 let table = results.as_ref().ok_or(())?;
@@ -450,7 +580,8 @@ fn harvest(
             .flatten() else {
                 continue;
             };
-            let sound = match Manifest::decode(&row) {
+            let manifest = Manifest::decode(&row);
+            let sound = match manifest {
                 Some(m) if m.len <= file_bytes => {
                     copy_chunks(tx, chunks.as_ref(), id, &m)?.map(|compute| (m.len, compute))
                 }
@@ -466,31 +597,120 @@ fn harvest(
                 // Unchecked, the row's key may be damaged: its metadata row, a separate row
                 // under the same id, must agree on the record's size.
                 Some(m) if m.size == size || checked => EntryMeta { size, ..*m },
-                _ if checked => {
+                // A chunked record's id is sure without it: every chunk's key repeats it, and
+                // the record's checksum runs across them.
+                _ if checked || manifest.is_some() => {
                     report.metadata_rebuilt += 1;
-                    EntryMeta {
-                        fn_key: unknown.key(),
-                        code_version: unknown.code_version(),
-                        created_ms: now,
-                        last_access_ms: now,
-                        hits: 0,
-                        size,
-                        compute_nanos,
-                    }
+                    rebuilt(size, compute_nanos)
                 }
                 _ => {
-                    if Manifest::decode(&row).is_some() {
+                    if manifest.is_some() {
                         tx.drop_salvaged_chunks(id)?;
                     }
                     continue;
                 }
             };
             tx.put_salvaged(id, &row, &meta)?;
-            used.insert(meta.fn_key, ());
+            used.insert(meta.fn_key);
+            recovered.insert(*id);
             report.entries_recovered += 1;
             report.record_bytes += size;
         }
-        if report.metadata_rebuilt > 0 && !found.functions.contains_key(&unknown.key()) {
+        // What only the scan found, under the same rule: a sound record (or chunks), and a
+        // metadata row of the same id that agrees on its size.
+        let mut scanned_ids: Vec<[u8; 16]> = scanned
+            .records
+            .keys()
+            .chain(scanned.manifests.keys())
+            .filter(|id| !recovered.contains(*id))
+            .copied()
+            .collect();
+        scanned_ids.sort_unstable();
+        scanned_ids.dedup();
+        for id in scanned_ids {
+            let metas: Vec<EntryMeta> = scanned
+                .metas
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .copied()
+                .chain(found.ids.get(&id).copied().flatten())
+                .collect();
+            let agreeing = |size: u64| metas.iter().find(|m| m.size == size).copied();
+            let mut saved = None;
+            for span in scanned.records.get(&id).into_iter().flatten() {
+                let bytes = read_span(&mut file, *span).map_err(storage)?;
+                if record::parse(&bytes).is_ok()
+                    && let Some(meta) = agreeing(bytes.len() as u64)
+                {
+                    tx.put_salvaged(&id, &bytes, &meta)?;
+                    saved = Some(meta);
+                    break;
+                }
+            }
+            if saved.is_none() {
+                for m in scanned.manifests.get(&id).into_iter().flatten() {
+                    if m.len > file_bytes {
+                        continue;
+                    }
+                    if let Some(compute) =
+                        copy_scanned_chunks(tx, &mut file, &scanned, &id, m).map_err(storage)??
+                    {
+                        let meta = agreeing(m.len).unwrap_or_else(|| {
+                            report.metadata_rebuilt += 1;
+                            rebuilt(m.len, compute)
+                        });
+                        tx.put_salvaged(&id, &m.encode(), &meta)?;
+                        saved = Some(meta);
+                        break;
+                    }
+                }
+            }
+            if let Some(meta) = saved {
+                used.insert(meta.fn_key);
+                recovered.insert(id);
+                report.entries_recovered += 1;
+                report.entries_scanned += 1;
+                report.record_bytes += meta.size;
+            }
+        }
+        // Chunks whose manifest was lost: the record is their run from chunk 0, as long as it
+        // passes its checksum.
+        let mut orphans: Vec<[u8; 16]> = scanned
+            .chunks
+            .keys()
+            .filter(|k| k[16..] == [0; 4])
+            .map(|k| chunks::split_key(k).0)
+            .filter(|id| !recovered.contains(id))
+            .collect();
+        orphans.sort_unstable();
+        for id in orphans {
+            let Some(m) = rejoin(&mut file, &scanned, &id, file_bytes).map_err(storage)? else {
+                continue;
+            };
+            if let Some(compute) =
+                copy_scanned_chunks(tx, &mut file, &scanned, &id, &m).map_err(storage)??
+            {
+                let meta = scanned
+                    .metas
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .chain(found.ids.get(&id).into_iter().flatten())
+                    .find(|meta| meta.size == m.len)
+                    .copied()
+                    .unwrap_or_else(|| {
+                        report.metadata_rebuilt += 1;
+                        rebuilt(m.len, compute)
+                    });
+                tx.put_salvaged(&id, &m.encode(), &meta)?;
+                used.insert(meta.fn_key);
+                report.entries_recovered += 1;
+                report.entries_scanned += 1;
+                report.record_bytes += meta.size;
+            }
+        }
+        if report.metadata_rebuilt > 0 && !functions.contains_key(&unknown.key()) {
             let mut row = FunctionRecord::default();
             row.saw(&unknown, now);
             tx.put_salvaged_function(unknown.key(), &row)?;
@@ -498,19 +718,138 @@ fn harvest(
         Ok(used)
     })?;
     target.close()?;
-    report.functions_rebuilt = fn_keys
-        .keys()
-        .filter(|k| !found.functions.contains_key(k) && **k != unknown.key())
+    report.functions_rebuilt = used
+        .iter()
+        .filter(|k| !functions.contains_key(k) && **k != unknown.key())
         .count() as u64;
+    // Freed pages hold old rows too, so the scan's ids only count when the function rows,
+    // which the engine read, cannot.
     let expected = if found.all_functions {
         found.functions.values().map(|r| r.entries).sum::<u64>()
     } else {
-        found.ids.len() as u64
+        let mut seen: HashSet<[u8; 16]> = found.ids.keys().copied().collect();
+        seen.extend(scanned.records.keys().chain(scanned.manifests.keys()));
+        seen.extend(
+            scanned
+                .chunks
+                .keys()
+                .filter(|k| k[16..] == [0; 4])
+                .map(|k| chunks::split_key(k).0),
+        );
+        seen.len() as u64
     };
-    report.entries_lost = expected
-        .max(found.ids.len() as u64)
-        .saturating_sub(report.entries_recovered);
+    report.entries_lost = expected.saturating_sub(report.entries_recovered);
     Ok(Some(report))
+}
+
+/// Copies the chunks of a large record that the scan found into the new store, checking them
+/// as it goes: the record's compute time if it is sound (its chunks are then written), else
+/// `None`, having removed what it wrote.
+fn copy_scanned_chunks(
+    tx: &mut Tx<'_>,
+    file: &mut File,
+    scanned: &scan::Scanned,
+    id: &[u8; 16],
+    manifest: &Manifest,
+) -> io::Result<Result<Option<u64>, Error>> {
+    let mut check = RecordCheck::new();
+    let mut sound = true;
+    for index in 0..manifest.count {
+        let want = manifest.chunk_len_of(index);
+        let mut chunk = None;
+        for span in scanned
+            .chunks
+            .get(&chunks::chunk_key(id, index))
+            .into_iter()
+            .flatten()
+            .filter(|s| u64::from(s.len) == want)
+        {
+            let bytes = read_span(file, *span)?;
+            if index > 0 || bytes.get(..8) == Some(&manifest.checksum[..]) {
+                chunk = Some(bytes);
+                break;
+            }
+        }
+        let Some(chunk) = chunk else {
+            sound = false;
+            break;
+        };
+        check.feed(&chunk);
+        if let Err(e) = tx.put_salvaged_chunk(id, index, &chunk) {
+            return Ok(Err(e));
+        }
+    }
+    if sound
+        && check.len() == manifest.len
+        && let Ok(header) = check.finish()
+    {
+        return Ok(Ok(Some(header.compute_nanos)));
+    }
+    Ok(tx.drop_salvaged_chunks(id).map(|()| None))
+}
+
+/// The manifest of the longest run of scanned chunks of `id`, from chunk 0, that passes the
+/// record's checksum (the first chunk's length is the chunk length; only the last may be
+/// shorter).
+fn rejoin(
+    file: &mut File,
+    scanned: &scan::Scanned,
+    id: &[u8; 16],
+    file_bytes: u64,
+) -> io::Result<Option<Manifest>> {
+    let candidate = |index: u32, len: Option<u64>| {
+        scanned
+            .chunks
+            .get(&chunks::chunk_key(id, index))
+            .into_iter()
+            .flatten()
+            .find(|s| len.is_none_or(|l| u64::from(s.len) == l))
+            .copied()
+    };
+    let Some(first) = candidate(0, None) else {
+        return Ok(None);
+    };
+    let chunk_len = first.len;
+    if !(chunks::MIN_CHUNK..=chunks::MAX_CHUNK).contains(&chunk_len) {
+        return Ok(None);
+    }
+    let head = read_span(file, first)?;
+    let mut check = RecordCheck::new();
+    check.feed(&head);
+    let mut best = None;
+    let mut index = 1u32;
+    let mut total = u64::from(chunk_len);
+    while total < file_bytes {
+        // The next chunk: full, or a shorter last one.
+        let next = candidate(index, Some(u64::from(chunk_len))).or_else(|| {
+            scanned
+                .chunks
+                .get(&chunks::chunk_key(id, index))
+                .into_iter()
+                .flatten()
+                .find(|s| s.len < chunk_len)
+                .copied()
+        });
+        let Some(span) = next else { break };
+        check.feed(&read_span(file, span)?);
+        total += u64::from(span.len);
+        index += 1;
+        if check.finish().is_ok() {
+            let mut checksum = [0u8; 8];
+            checksum.copy_from_slice(&head[..8]);
+            best = Some(Manifest {
+                checksum,
+                len: total,
+                count: index,
+                chunk_len,
+            });
+        }
+        if span.len < chunk_len {
+            break;
+        }
+    }
+    // Well-formed, as any manifest the store reads.
+    Ok(best.filter(|m| Manifest::decode(&m.encode()) == Some(*m)))
 }
 
 /// Refuses a file that says it is not a ckpt store. Read unchecked, an unreadable info table is
@@ -525,10 +864,7 @@ fn check_format(txn: &ReadTransaction, damaged: &Path, method: SalvageMethod) ->
     };
     let info = catch_unwind(AssertUnwindSafe(|| txn.open_table(INFO)));
     let format = match info {
-        Ok(Ok(info)) => contained(|| {
-            info.get(FORMAT_KEY)
-                .map(|g| g.map(|g| g.value().to_vec()))
-        }),
+        Ok(Ok(info)) => contained(|| info.get(FORMAT_KEY).map(|g| g.map(|g| g.value().to_vec()))),
         Ok(Err(redb::TableError::TableDoesNotExist(_))) => {
             return Err(not_a_store("a redb database without ckpt's tables"));
         }
@@ -574,8 +910,12 @@ fn find(
     // A metadata row on a page the walk jumped past may still be found by its id.
     if let Some(table) = entries {
         for (id, meta) in ids.iter_mut().filter(|(_, m)| m.is_none()) {
-            *meta = contained(|| table.get(id).map(|g| g.and_then(|g| EntryMeta::decode(g.value()))))
-                .flatten();
+            *meta = contained(|| {
+                table
+                    .get(id)
+                    .map(|g| g.and_then(|g| EntryMeta::decode(g.value())))
+            })
+            .flatten();
         }
     }
 

@@ -136,8 +136,8 @@ impl Store {
     ///
     /// # Errors
     /// When the file cannot be read, or is damaged beyond the engine's repair
-    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted): delete the file, checkpoints are
-    /// recomputable).
+    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted)): copy what is intact into a new
+    /// store with [`Store::salvage`], or delete the file (checkpoints are recomputable).
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         self.check("cannot verify the store", false)
     }
@@ -167,8 +167,9 @@ impl Store {
                         engine.mark_broken();
                         return Err(Error::corrupted(format!(
                             "{what}: the file is damaged beyond the storage engine's repair \
-                             ({msg}); Store::repair cannot fix it: delete the file (checkpoints \
-                             are recomputable) or restore it from a backup"
+                             ({msg}); Store::repair cannot fix it: copy what is intact into a new \
+                             store with Store::salvage and use that one, or delete the file \
+                             (checkpoints are recomputable), or restore it from a backup"
                         )));
                     }
                     Err(e) => {

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args;
 use ckpt::{SalvageMethod, SalvageReport, Store};
+use clap::Args;
 use serde_json::json;
 
 use crate::Context;
@@ -18,7 +18,8 @@ DAMAGED is only read, never written. NEW must not exist: it is created complete,
 The global --store and --open-check do not apply. Exits 0 when a new store was written (even if \
 entries were lost: the report says how many), 1 when nothing could be salvaged.
 JSON (--json): {damaged, new, method (\"checked\": the file passed the storage engine's check; \
-\"unchecked\": it did not, and each record was checked alone), truncated, entries_recovered, \
+\"unchecked\": it did not, and each record was checked alone; \"scanned\": the engine could not \
+open it, and its pages were scanned), truncated, entries_recovered, entries_scanned, \
 entries_lost, record_bytes, metadata_rebuilt, functions_recovered, functions_rebuilt, \
 stats_recovered, file_bytes, elapsed_ms}";
 
@@ -35,6 +36,7 @@ pub struct SalvageArgs {
 fn method(m: SalvageMethod) -> &'static str {
     match m {
         SalvageMethod::Checked => "checked",
+        SalvageMethod::Scanned => "scanned",
         _ => "unchecked",
     }
 }
@@ -65,7 +67,9 @@ pub fn salvage(cx: &mut Context, args: SalvageArgs) -> Result {
     };
     let elapsed = started.elapsed();
     if cx.json {
-        return cx.out.json(&report_json(&args, &report, elapsed.as_millis()));
+        return cx
+            .out
+            .json(&report_json(&args, &report, elapsed.as_millis()));
     }
     let mut lines = vec![format!(
         "salvaged {} ({} of records) from {} into {} in {}; lost {}",
@@ -79,10 +83,11 @@ pub fn salvage(cx: &mut Context, args: SalvageArgs) -> Result {
     lines.push(
         match report.method {
             SalvageMethod::Checked => "the file passed the storage engine's check",
-            _ => {
-                "the file failed the storage engine's check: each record was checked alone, \
-                 and copied only with its own metadata"
+            SalvageMethod::Scanned => {
+                "the storage engine cannot open the file: its pages were scanned, and each \
+                 record checked alone"
             }
+            _ => "the file failed the storage engine's check: each record was checked alone",
         }
         .to_string(),
     );
@@ -125,6 +130,7 @@ fn report_json(args: &SalvageArgs, r: &SalvageReport, elapsed_ms: u128) -> serde
         "method": method(r.method),
         "truncated": r.truncated,
         "entries_recovered": r.entries_recovered,
+        "entries_scanned": r.entries_scanned,
         "entries_lost": r.entries_lost,
         "record_bytes": r.record_bytes,
         "metadata_rebuilt": r.metadata_rebuilt,
