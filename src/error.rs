@@ -48,6 +48,9 @@ pub enum ErrorKind {
     /// The operation would write to a store opened read-only
     /// ([`StoreBuilder::read_only`](crate::StoreBuilder::read_only)).
     ReadOnly,
+    /// A file the operation creates exists already (for example the target of
+    /// [`Store::salvage`](crate::Store::salvage)).
+    AlreadyExists,
 }
 
 impl Error {
@@ -113,8 +116,9 @@ impl Error {
         let mut message = message.into();
         if !message.contains("Store::") {
             message.push_str(
-                "; run Store::repair to drop what is damaged, or delete the store file \
-                 (checkpoints are recomputable)",
+                "; run Store::repair to drop what is damaged; if it cannot, copy what is intact \
+                 into a new store with Store::salvage, or delete the store file (checkpoints are \
+                 recomputable)",
             );
         }
         Error::new(ErrorKind::Corrupted, message)
@@ -282,8 +286,9 @@ impl fmt::Display for OpenError {
             ),
             OpenErrorKind::Corrupted => write!(
                 f,
-                "checkpoint store {path} is corrupted; delete it (checkpoints are recomputable) \
-                 or restore it from a backup"
+                "checkpoint store {path} is corrupted; copy what is intact into a new store with \
+                 Store::salvage and use that one, or delete it (checkpoints are recomputable), or \
+                 restore it from a backup"
             ),
             OpenErrorKind::PermissionDenied => write!(
                 f,

@@ -83,8 +83,8 @@ pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
 pub use store::{
     ARCHIVE_MAGIC, ARCHIVE_VERSION, AccessMode, Clock, CompactReport, ConcurrencyMode, Durability,
     EntryInfo, EvictMode, Evicted, EvictionPolicy, EvictionReport, ExportReport, FunctionStats,
-    ImportReport, Limits, MAX_ARCHIVE_RECORD, ManualClock, OpenCheck, Store, StoreBuilder,
-    StoreStats, SystemClock, VerifyReport,
+    ImportReport, Limits, MAX_ARCHIVE_RECORD, ManualClock, OpenCheck, SalvageMethod, SalvageReport,
+    Store, StoreBuilder, StoreStats, SystemClock, VerifyReport,
 };
 pub use warn::{reset_warning_hook, set_warning_hook};
 

@@ -223,7 +223,7 @@ fn entry_fixed(id: &[u8; 16], m: &EntryMeta) -> [u8; ENTRY_FIXED] {
 
 /// Whether a function row names its function well enough to be imported under it: a module and
 /// name whose key is the row's key, and whose identity gives the row's code version.
-fn identity_of(key: u64, r: &FunctionRecord) -> Option<Function> {
+pub(super) fn identity_of(key: u64, r: &FunctionRecord) -> Option<Function> {
     if r.name.is_empty() || r.module.len() > MAX_NAME || r.name.len() > MAX_NAME {
         return None;
     }

@@ -190,7 +190,8 @@ impl Engine {
                 self.broken.store(true, Ordering::Release);
                 Err(Error::corrupted(format!(
                     "{what}: the storage engine panicked ({}); the store file {} may be damaged: \
-                     run Store::verify, or delete the file (checkpoints are recomputable)",
+                     run Store::verify; if it is beyond repair, copy what is intact into a new store \
+                     with Store::salvage, or delete it (checkpoints are recomputable)",
                     panic_message(&*payload),
                     self.path.display()
                 )))

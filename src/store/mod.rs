@@ -16,6 +16,7 @@ mod migrate;
 mod open;
 mod options;
 mod overlay;
+mod salvage;
 pub(crate) mod schema;
 mod snapshot;
 mod verify;
@@ -36,6 +37,7 @@ pub use options::{
     AccessMode, Clock, ConcurrencyMode, Durability, EvictionPolicy, Limits, ManualClock, OpenCheck,
     SystemClock,
 };
+pub use salvage::{SalvageMethod, SalvageReport};
 pub use verify::VerifyReport;
 
 use self::access::{Access, AccessLog};

@@ -144,8 +144,8 @@ impl Store {
     ///
     /// # Errors
     /// When the file cannot be read, or is damaged beyond the engine's repair
-    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted): delete the file, checkpoints are
-    /// recomputable).
+    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted)): copy what is intact into a new
+    /// store with [`Store::salvage`], or delete the file (checkpoints are recomputable).
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         self.check("cannot verify the store", false)
     }
@@ -250,8 +250,9 @@ fn engine_check(what: &str, db: &mut Database) -> Result<Integrity, Error> {
         Err(DatabaseError::Storage(redb::StorageError::Corrupted(msg))) => {
             Err(Error::corrupted(format!(
                 "{what}: the file is damaged beyond the storage engine's repair ({msg}); \
-                 Store::repair cannot fix it: delete the file (checkpoints are recomputable) or \
-                 restore it from a backup"
+                 Store::repair cannot fix it: copy what is intact into a new store with \
+                 Store::salvage and use that one, or delete the file (checkpoints are \
+                 recomputable), or restore it from a backup"
             )))
         }
         Err(e) => Err(engine_error(what, e)),

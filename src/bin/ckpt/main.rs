@@ -2,8 +2,9 @@
 //!
 //! Layout: `main.rs` (arguments, dispatch, exit codes), `open.rs` (opening the store, finding a
 //! function), `inspect.rs` (stats, ls, show), `maintain.rs` (rm, clear, evict, verify, compact),
-//! `archive.rs` (export, import), `human.rs` (sizes, durations, tables), `json.rs` (the `--json`
-//! forms), `progress.rs` (the progress line), `output.rs` (stdout, failures).
+//! `archive.rs` (export, import), `salvage.rs` (salvage), `human.rs` (sizes, durations,
+//! tables), `json.rs` (the `--json` forms), `progress.rs` (the progress line), `output.rs`
+//! (stdout, failures).
 
 mod archive;
 mod human;
@@ -13,6 +14,7 @@ mod maintain;
 mod open;
 mod output;
 mod progress;
+mod salvage;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -109,6 +111,14 @@ enum Command {
     /// Read entries from an archive (FILE, or - for stdin), creating the store if missing
     #[command(after_long_help = json::IMPORT_HELP)]
     Import(ImportArgs),
+
+    /// Copy every intact entry of a damaged store (DAMAGED) into a new one (NEW)
+    ///
+    /// For a store that opening refuses as corrupted, or that `verify --repair` cannot fix:
+    /// every entry whose record passes its checksum is copied, with its metadata and its
+    /// functions' statistics where they can be read; the report says what was lost.
+    #[command(after_long_help = salvage::SALVAGE_HELP)]
+    Salvage(salvage::SalvageArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,6 +296,7 @@ fn run(cli: Cli) -> output::Result {
         Command::Compact => maintain::compact(&mut cx)?,
         Command::Export(args) => archive::export(&mut cx, args)?,
         Command::Import(args) => archive::import(&mut cx, args)?,
+        Command::Salvage(args) => salvage::salvage(&mut cx, args)?,
     }
     cx.out.flush()
 }

@@ -46,6 +46,7 @@ impl Failure {
 /// the command instead.
 pub fn for_the_tool(message: &str) -> String {
     message
+        .replace("Store::salvage", "`ckpt salvage`")
         .replace("run Store::repair", "run `ckpt verify --repair`")
         .replace("Store::repair", "`ckpt verify --repair`")
         .replace("run Store::verify", "run `ckpt verify`")

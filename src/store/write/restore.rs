@@ -52,3 +52,65 @@ impl Tx<'_> {
         Ok(replaced)
     }
 }
+
+/// Saving what [`Store::salvage`](crate::Store::salvage) recovered from a damaged store into a
+/// new one: rows copied as they were (records already checked, metadata as it was read), with
+/// the function counts kept exact by the transaction as for any save.
+impl Tx<'_> {
+    /// Writes a function row as the damaged store had it (identity, call and eviction counts),
+    /// with no entries yet: each salvaged entry adds itself.
+    pub(crate) fn put_salvaged_function(
+        &mut self,
+        key: u64,
+        row: &FunctionRecord,
+    ) -> Result<(), Error> {
+        let row = FunctionRecord {
+            entries: 0,
+            bytes: 0,
+            ..row.clone()
+        };
+        self.functions
+            .insert(key, row.encode().as_slice())
+            .map_err(storage("cannot save a salvaged function row"))?;
+        Ok(())
+    }
+
+    /// Writes chunk `index` of the large record under `id`; its manifest follows with
+    /// [`put_salvaged`](Tx::put_salvaged) once every chunk passed the record's check.
+    pub(crate) fn put_salvaged_chunk(
+        &mut self,
+        id: &[u8; 16],
+        index: u32,
+        chunk: &[u8],
+    ) -> Result<(), Error> {
+        self.chunks()?
+            .insert(&crate::store::chunks::chunk_key(id, index), chunk)
+            .map_err(storage("cannot save a salvaged chunk"))?;
+        Ok(())
+    }
+
+    /// Removes the chunks written for `id` whose record then failed its check.
+    pub(crate) fn drop_salvaged_chunks(&mut self, id: &[u8; 16]) -> Result<(), Error> {
+        crate::store::chunks::remove_chunks(self.chunks()?, id, 0)
+    }
+
+    /// Saves a checked results row (a record, or the manifest of one whose chunks were written)
+    /// under `id` with `meta`, whose size must be the record's. The store is new: no entry is
+    /// replaced.
+    pub(crate) fn put_salvaged(
+        &mut self,
+        id: &[u8; 16],
+        row: &[u8],
+        meta: &EntryMeta,
+    ) -> Result<(), Error> {
+        let e = storage("cannot save a salvaged entry");
+        self.entries.insert(id, &meta.encode()).map_err(&e)?;
+        self.results.insert(id, row).map_err(&e)?;
+        self.index(id, meta)?;
+        self.changed.push(*id);
+        let delta = self.delta(meta.fn_key);
+        delta.entries += 1;
+        delta.bytes += meta.size as i64;
+        Ok(())
+    }
+}
