@@ -281,10 +281,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Header), R
 }
 
 /// Decodes a record holding a `T` of type fingerprint `fingerprint`.
-fn decode_as<T: DeserializeOwned>(
-    bytes: &[u8],
-    fingerprint: u64,
-) -> Result<(T, Header), Rejected> {
+fn decode_as<T: DeserializeOwned>(bytes: &[u8], fingerprint: u64) -> Result<(T, Header), Rejected> {
     let (header, payload) = parse(bytes)?;
     decode_payload(header, payload, fingerprint)
 }
@@ -482,9 +479,12 @@ mod tests {
         let value = ("hello, parts".to_string(), 42u64, vec![7u8; 40]);
         let bytes = encode(&value, Duration::from_millis(5)).unwrap();
         for size in [1, 5, 32, 33, bytes.len()] {
-            let (v, h) = decode_parts::<(String, u64, Vec<u8>)>(&Cut(&bytes, size), fingerprint::<(String, u64, Vec<u8>)>())
-                .unwrap()
-                .unwrap();
+            let (v, h) = decode_parts::<(String, u64, Vec<u8>)>(
+                &Cut(&bytes, size),
+                fingerprint::<(String, u64, Vec<u8>)>(),
+            )
+            .unwrap()
+            .unwrap();
             assert_eq!(v, value);
             assert_eq!(h.compute_nanos, 5_000_000);
             assert_eq!(
@@ -499,7 +499,10 @@ mod tests {
             b[i / 8] ^= 1 << (i % 8);
             assert!(
                 matches!(
-                    decode_parts::<(String, u64, Vec<u8>)>(&Cut(&b, 7), fingerprint::<(String, u64, Vec<u8>)>()),
+                    decode_parts::<(String, u64, Vec<u8>)>(
+                        &Cut(&b, 7),
+                        fingerprint::<(String, u64, Vec<u8>)>()
+                    ),
                     Ok(Err(Rejected::Corrupt))
                 ),
                 "flip of bit {i} not taken for damage"
@@ -507,7 +510,9 @@ mod tests {
             // Damaged and of another type: damaged (removed), not a mismatch (kept).
             if !(16 * 8..24 * 8).contains(&i) {
                 assert_eq!(
-                    decode_parts::<u64>(&Cut(&b, 7), fingerprint::<u64>()).unwrap().unwrap_err(),
+                    decode_parts::<u64>(&Cut(&b, 7), fingerprint::<u64>())
+                        .unwrap()
+                        .unwrap_err(),
                     Rejected::Corrupt
                 );
             }
@@ -523,7 +528,10 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(
-            decode_parts::<(String, u64, Vec<u8>)>(&Cut(&long, 7), fingerprint::<(String, u64, Vec<u8>)>()),
+            decode_parts::<(String, u64, Vec<u8>)>(
+                &Cut(&long, 7),
+                fingerprint::<(String, u64, Vec<u8>)>()
+            ),
             Ok(Err(Rejected::Corrupt))
         ));
     }

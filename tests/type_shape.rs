@@ -9,7 +9,7 @@ mod common;
 use std::fmt::Debug;
 
 use ckpt::{
-    AutoIdentifier, CallStats, Cache, DecoratorCheckpoint, Function, MemoryCache, OnError, Store,
+    AutoIdentifier, Cache, CallStats, DecoratorCheckpoint, Function, MemoryCache, OnError, Store,
 };
 use common::TempDir;
 use serde::Serialize;
@@ -44,9 +44,17 @@ where
 /// The second call computed `want` (a miss counted as a type mismatch) rather than decoding
 /// the first call's bytes into another layout.
 fn assert_recomputed<B: Debug>(case: &str, (got, stats): (B, CallStats), want: &str) {
-    assert_eq!(format!("{got:?}"), want, "{case}: a wrong value");
+    let got = format!("{got:?}");
+    // Only the start of a wrong value: a large one would flood the output.
+    let start: String = got.chars().take(120).collect();
+    assert!(got == want, "{case}: a wrong value: {start}");
     assert_eq!(
-        (stats.hits, stats.misses, stats.type_mismatches, stats.corrupt),
+        (
+            stats.hits,
+            stats.misses,
+            stats.type_mismatches,
+            stats.corrupt
+        ),
         (0, 1, 1, 0),
         "{case}: {stats:?}"
     );
@@ -163,7 +171,11 @@ fn a_changed_nested_type_is_another_type() {
         }
     };
     let got = save_then_read(MemoryCache::new(), "nested", a, b);
-    assert_recomputed("nested change", got, "Outer { items: [Some(Inner(5, -6))] }");
+    assert_recomputed(
+        "nested change",
+        got,
+        "Outer { items: [Some(Inner(5, -6))] }",
+    );
 }
 
 #[test]

@@ -426,7 +426,9 @@ impl Trace {
             Body::Unit => true,
             Body::Newtype(n) => self.complete(*n, seen),
             Body::Tuple(ns) | Body::Struct(_, ns) => ns.iter().all(|n| self.complete(*n, seen)),
-            Body::Enum(_, vs) => vs.iter().all(|v| v.done && self.content_complete(&v.content, seen)),
+            Body::Enum(_, vs) => vs
+                .iter()
+                .all(|v| v.done && self.content_complete(&v.content, seen)),
         };
         seen[id] = false;
         ok
@@ -645,7 +647,10 @@ impl<'de> de::MapAccess<'de> for Elements<'_> {
         de::SeqAccess::next_element_seed(self, seed)
     }
 
-    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, Untraceable> {
+    fn next_value_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<S::Value, Untraceable> {
         match de::SeqAccess::next_element_seed(self, seed)? {
             Some(v) => Ok(v),
             None => self
@@ -832,12 +837,8 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Untraceable> {
-        self.trace.container::<V>(
-            self.node,
-            name,
-            |_| Body::Unit,
-            |b| matches!(b, Body::Unit),
-        )?;
+        self.trace
+            .container::<V>(self.node, name, |_| Body::Unit, |b| matches!(b, Body::Unit))?;
         visitor.visit_unit()
     }
 
@@ -926,9 +927,9 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
             |b| matches!(b, Body::Enum(v, _) if *v == variants),
         )?;
         let Some(index) = self.trace.pick_variant(id) else {
-            return self
-                .trace
-                .fail(Untraceable::Inconsistent("an enum with no variant that ends"));
+            return self.trace.fail(Untraceable::Inconsistent(
+                "an enum with no variant that ends",
+            ));
         };
         self.within(id, |p| {
             let trace = p.trace;
@@ -1237,7 +1238,11 @@ mod tests {
         Lit(i64),
         Add(Box<Expr>, Box<Expr>),
         Neg(Box<Expr>),
-        Let { name: String, value: Box<Expr>, body: Box<Expr> },
+        Let {
+            name: String,
+            value: Box<Expr>,
+            body: Box<Expr>,
+        },
     }
 
     #[test]
@@ -1259,8 +1264,29 @@ mod tests {
 
     #[test]
     fn std_types_trace() {
-        traced::<(bool, i8, i16, i32, i64, i128, u8, u16, u32, u64, u128, f32, f64, char)>();
-        traced::<(String, Box<str>, Vec<u8>, std::path::PathBuf, std::ffi::OsString)>();
+        traced::<(
+            bool,
+            i8,
+            i16,
+            i32,
+            i64,
+            i128,
+            u8,
+            u16,
+            u32,
+            u64,
+            u128,
+            f32,
+            f64,
+            char,
+        )>();
+        traced::<(
+            String,
+            Box<str>,
+            Vec<u8>,
+            std::path::PathBuf,
+            std::ffi::OsString,
+        )>();
         traced::<(std::time::Duration, std::time::SystemTime, std::net::IpAddr)>();
         traced::<(HashMap<String, Vec<u64>>, HashSet<u32>, BTreeMap<u8, ()>)>();
         traced::<([u8; 32], [(u8, u16); 3], Option<Option<u8>>)>();
@@ -1427,7 +1453,10 @@ mod tests {
         );
         assert_eq!(mapped_file(line, 0x55d0c0b00000), None);
         assert_eq!(
-            mapped_file("7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]", 0x7ffd1000),
+            mapped_file(
+                "7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]",
+                0x7ffd1000
+            ),
             None
         );
     }
