@@ -155,7 +155,7 @@ impl fmt::Debug for Record<'_> {
 /// internally tagged or flattened types, which postcard cannot read anyway), calls
 /// `deserialize_identifier` or `deserialize_ignored_any`, rejects placeholder values (zero and
 /// empty, then one and `"a"`: a URL parsed from a string, a number checked against a range),
-/// panics, or nests deeper than 64 levels — falls back to a fingerprint of its type name *and
+/// panics, or nests deeper than 48 levels — falls back to a fingerprint of its type name *and
 /// the running build* (a hash of the executable, or of the shared library ckpt is linked into,
 /// read once per process). Its records are then read back only by the build that saved them: a
 /// rebuilt program recomputes them. A value's own custom `Deserialize` that reads different

@@ -39,7 +39,13 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 /// How deeply a trace may nest (containers, sequences, options, tuples, variants) before it is
 /// abandoned. Real layouts stay far below it; a type that reaches it is either infinite (a
 /// struct holding itself through a `Box` only) or better fingerprinted by the build.
-pub(crate) const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 96;
+
+/// Below this depth, options, sequences and maps are answered empty, and left for a pass that
+/// reaches them higher up: a recursive type explored through its recursion would otherwise go as
+/// deep as it has variants to try. A position reachable only this deep leaves the trace
+/// incomplete (the type is then untraceable).
+const EXPLORE_DEPTH: usize = 48;
 
 /// How many times a type may be traced before its enums are all explored: each pass explores at
 /// least one new variant, so this bounds the number of variants reached.
@@ -240,6 +246,16 @@ struct Container {
     body: Body,
     /// How many times it is on the current path.
     active: u32,
+    /// Known to be complete (see `Trace::is_complete`).
+    complete: bool,
+}
+
+/// A walk of the shape by `Trace::complete`.
+struct Walk {
+    /// The containers being checked further up (a recursion counts as complete).
+    on_path: Vec<bool>,
+    /// The containers the walk checked.
+    visited: Vec<ContainerId>,
 }
 
 /// The state of one trace of one type, across passes.
@@ -304,7 +320,7 @@ impl Trace {
             {
                 return Err(e);
             }
-            if self.complete(root, &mut vec![false; self.containers.len()]) {
+            if self.is_complete(Some(root), None) {
                 return Ok(root);
             }
             if !self.progress {
@@ -390,6 +406,7 @@ impl Trace {
                     name,
                     body,
                     active: 0,
+                    complete: false,
                 });
                 let id = self.containers.len() - 1;
                 self.by_key.insert(key, id);
@@ -404,7 +421,27 @@ impl Trace {
     /// Whether everything reachable from `node` is known: no unknown position, every variant of
     /// every enum traced. A container already being checked counts as complete (a recursive
     /// type is complete when the rest of it is).
-    fn complete(&self, node: NodeId, seen: &mut Vec<bool>) -> bool {
+    /// Whether `node` (or a variant's `content`) is complete, remembering the containers found
+    /// complete: they stay so (positions are only ever filled in, variants only ever traced), so
+    /// the next question about them is answered at once.
+    fn is_complete(&mut self, node: Option<NodeId>, content: Option<&Content>) -> bool {
+        let mut walk = Walk {
+            on_path: vec![false; self.containers.len()],
+            visited: vec![],
+        };
+        let ok = node.is_none_or(|n| self.complete(n, &mut walk))
+            && content.is_none_or(|c| self.content_complete(c, &mut walk));
+        if ok {
+            // Every container the walk entered was found complete (a `false` anywhere would
+            // have made the whole answer `false`).
+            for id in walk.visited {
+                self.containers[id].complete = true;
+            }
+        }
+        ok
+    }
+
+    fn complete(&self, node: NodeId, seen: &mut Walk) -> bool {
         match &self.nodes[node] {
             Node::Unknown => false,
             Node::Prim(_) => true,
@@ -415,13 +452,14 @@ impl Trace {
         }
     }
 
-    fn container_complete(&self, id: ContainerId, seen: &mut Vec<bool>) -> bool {
-        if seen.len() < self.containers.len() {
-            seen.resize(self.containers.len(), false);
-        }
-        if std::mem::replace(&mut seen[id], true) {
+    fn container_complete(&self, id: ContainerId, seen: &mut Walk) -> bool {
+        if self.containers[id].complete {
             return true;
         }
+        if std::mem::replace(&mut seen.on_path[id], true) {
+            return true;
+        }
+        seen.visited.push(id);
         let ok = match &self.containers[id].body {
             Body::Unit => true,
             Body::Newtype(n) => self.complete(*n, seen),
@@ -430,11 +468,11 @@ impl Trace {
                 .iter()
                 .all(|v| v.done && self.content_complete(&v.content, seen)),
         };
-        seen[id] = false;
+        seen.on_path[id] = false;
         ok
     }
 
-    fn content_complete(&self, content: &Content, seen: &mut Vec<bool>) -> bool {
+    fn content_complete(&self, content: &Content, seen: &mut Walk) -> bool {
         match content {
             Content::Unknown => false,
             Content::Unit | Content::Refused => true,
@@ -448,35 +486,52 @@ impl Trace {
     /// Whether an option, a sequence or a map should hand out an element at `node`: when what
     /// is there is not fully known, unless it is a container on the current path (a recursion,
     /// which is traced where it began).
-    fn wants(&self, node: NodeId) -> bool {
+    fn wants(&mut self, node: NodeId) -> bool {
         match &self.nodes[node] {
+            _ if self.depth >= EXPLORE_DEPTH => false,
             Node::Named(id) if self.containers[*id].active > 0 => false,
-            _ => !self.complete(node, &mut vec![false; self.containers.len()]),
+            _ => !self.is_complete(Some(node), None),
         }
     }
 
     /// The variant of enum `id` to read next: one never traced (not on the path), else a traced
-    /// one with something left to trace below it, else the shallowest traced one.
-    fn pick_variant(&self, id: ContainerId) -> Option<usize> {
+    /// one with something left to trace below it, else the shallowest traced one. Inside itself
+    /// (a recursion), the shallowest traced one first: new variants are explored where the enum
+    /// is met first, so that recursion stays shallow.
+    fn pick_variant(&mut self, id: ContainerId) -> Option<usize> {
         let Body::Enum(_, vs) = &self.containers[id].body else {
             return None;
         };
+        let usable = |v: &Variant| v.done && !v.refused && v.active == 0;
+        let shallowest = |vs: &[Variant]| {
+            vs.iter()
+                .enumerate()
+                .filter(|(_, v)| usable(v))
+                .min_by_key(|(i, v)| (v.height, *i))
+                .map(|(i, _)| i)
+        };
+        let recursion = self.containers[id].active > 0;
+        if recursion && let Some(i) = shallowest(vs) {
+            return Some(i);
+        }
         if let Some(i) = vs.iter().position(|v| !v.done && v.active == 0) {
             return Some(i);
         }
-        let usable = |v: &Variant| v.done && !v.refused && v.active == 0;
-        let mut seen = vec![false; self.containers.len()];
-        if let Some(i) = vs
+        let contents: Vec<(usize, Content)> = vs
             .iter()
-            .position(|v| usable(v) && !self.content_complete(&v.content, &mut seen))
-        {
-            return Some(i);
-        }
-        vs.iter()
             .enumerate()
             .filter(|(_, v)| usable(v))
-            .min_by_key(|(i, v)| (v.height, *i))
-            .map(|(i, _)| i)
+            .map(|(i, v)| (i, v.content.clone()))
+            .collect();
+        for (i, content) in contents {
+            if !self.is_complete(None, Some(&content)) {
+                return Some(i);
+            }
+        }
+        let Body::Enum(_, vs) = &self.containers[id].body else {
+            return None;
+        };
+        shallowest(vs)
     }
 
     fn variant_mut(&mut self, id: ContainerId, index: usize) -> &mut Variant {
@@ -1262,6 +1317,33 @@ mod tests {
         }
     }
 
+    macro_rules! wide_enum {
+        ($name:ident($inner:ty): $($v:ident)*) => {
+            #[derive(Deserialize)]
+            enum $name { $($v($inner, Option<Box<$name>>),)* }
+        };
+    }
+    wide_enum!(Inner(u8): A0 A1 A2 A3 A4 A5 A6 A7 A8 A9 A10 A11 A12 A13 A14 A15 A16 A17 A18 A19
+        A20 A21 A22 A23 A24 A25 A26 A27 A28 A29 A30 A31 A32 A33 A34 A35 A36 A37 A38 A39);
+    wide_enum!(Outer(Vec<Inner>): B0 B1 B2 B3 B4 B5 B6 B7 B8 B9 B10 B11 B12 B13 B14 B15 B16 B17
+        B18 B19 B20 B21 B22 B23 B24 B25 B26 B27 B28 B29 B30 B31 B32 B33 B34 B35 B36 B37 B38 B39);
+
+    #[test]
+    fn wide_recursive_enums_trace_quickly() {
+        let start = std::time::Instant::now();
+        let shape = traced::<(Outer, BTreeMap<u8, Outer>, Inner)>();
+        // Generous: a debug build takes about a millisecond.
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        for name in ["A39", "B39"] {
+            let lp = [&(name.len() as u64).to_le_bytes()[..], name.as_bytes()].concat();
+            assert!(shape.windows(lp.len()).any(|w| w == lp), "{name} missing");
+        }
+    }
+
     #[test]
     fn std_types_trace() {
         traced::<(
@@ -1411,6 +1493,16 @@ mod tests {
         ));
         assert_eq!(
             untraceable::<Picky>(),
+            Untraceable::Rejected("0 is not 7".into())
+        );
+        // Refused halfway through a variant's content: what it would read next is unknown.
+        #[derive(Deserialize)]
+        enum Halfway {
+            Fine(u8),
+            Half(u8, Picky, String),
+        }
+        assert_eq!(
+            untraceable::<Halfway>(),
             Untraceable::Rejected("0 is not 7".into())
         );
         let hook = std::panic::take_hook();
