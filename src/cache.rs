@@ -246,12 +246,14 @@ pub(crate) trait EncodeRecord {
 /// A value and its compute time, to be encoded as a record.
 pub(crate) struct Encoder<'v, T: ?Sized> {
     pub value: &'v T,
+    /// The type fingerprint of `T` (`record::fingerprint`).
+    pub fingerprint: u64,
     pub compute: Duration,
 }
 
 impl<T: Serialize + ?Sized> EncodeRecord for Encoder<'_, T> {
     fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
-        record::write_unsealed(self.value, self.compute, out)
+        record::write_unsealed(self.value, self.fingerprint, self.compute, out)
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`DecoratorCheckpoint`]: an identifier and a cache bound to one function.
 
-use std::sync::Arc;
+use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -75,6 +76,10 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
     on_error: OnError,
     counters: Arc<Counters>,
     registered: AtomicBool,
+    /// The type fingerprint of the first value type this decorator decoded or saved (a
+    /// decorator almost always has one), so that a hit compares two words instead of looking
+    /// the type up in the process-wide cache.
+    fingerprint: OnceLock<(TypeId, u64)>,
 }
 
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
@@ -87,6 +92,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             on_error: OnError::default(),
             counters: Arc::default(),
             registered: AtomicBool::new(false),
+            fingerprint: OnceLock::new(),
         }
     }
 
@@ -212,8 +218,9 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// import results.
     ///
     /// `value` must be of the type a call stores (`R` for [`call`](Self::call), `T` for
-    /// [`call_ok`](Self::call_ok)): its type is recorded, and a later call expecting another
-    /// type treats the entry as a miss. Each entry records a compute time of zero, since ckpt
+    /// [`call_ok`](Self::call_ok)): its type's shape is recorded (see
+    /// [`type_fingerprint`](crate::type_fingerprint), which is why `R` must be `Deserialize`
+    /// too), and a later call expecting another shape treats the entry as a miss. Each entry records a compute time of zero, since ckpt
     /// did not time it, so hits on it add nothing to
     /// [`time_saved`](crate::CallStats::time_saved).
     ///
@@ -239,7 +246,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     pub fn save_all<A, R>(&self, items: impl IntoIterator<Item = (A, R)>) -> Result<usize, Error>
     where
         I: Identifier<A>,
-        R: Serialize,
+        R: Serialize + DeserializeOwned,
     {
         self.ensure_registered();
         let saved = self.save_all_inner(items);
@@ -252,19 +259,22 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     fn save_all_inner<A, R>(&self, items: impl IntoIterator<Item = (A, R)>) -> Result<usize, Error>
     where
         I: Identifier<A>,
-        R: Serialize,
+        R: Serialize + DeserializeOwned,
     {
+        let fingerprint = self.fingerprint::<R>();
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut saved = 0;
         for (args, value) in items {
             let id = self.identify(&args)?;
-            let Some(bytes) = record::encode_bounded(&value, Duration::ZERO, STREAM_ABOVE)? else {
+            let Some(bytes) =
+                record::encode_bounded(&value, fingerprint, Duration::ZERO, STREAM_ABOVE)?
+            else {
                 // Too large to batch: saved alone, after the batch so far (a later save of the
                 // same id must still win).
                 saved += self.save_batch(&mut batch, std::any::type_name::<R>())?;
                 batch_bytes = 0;
-                self.save_large(&id, &value, Duration::ZERO)?;
+                self.save_large(&id, &value, fingerprint, Duration::ZERO)?;
                 self.counters.record(Event::Saved { spent_nanos: 0 });
                 saved += 1;
                 continue;
@@ -338,11 +348,27 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         &self,
         id: &CheckpointId,
     ) -> (Result<bool, Error>, Option<Decoded<V>>) {
+        let fingerprint = self.fingerprint::<V>();
         let mut decoded = None;
         let found = self.cache.retrieve_parts(id, &mut |lent| {
-            decoded = Some(record::decode_lent::<V>(&lent));
+            decoded = Some(record::decode_lent::<V>(&lent, fingerprint));
         });
         (found, decoded)
+    }
+
+    /// The type fingerprint of `V`: this decorator's own value type's is kept at hand, others
+    /// come from the process-wide cache (each is traced once per process; see `record/shape.rs`).
+    #[inline]
+    fn fingerprint<V: DeserializeOwned>(&self) -> u64 {
+        let ty = typeid::of::<V>();
+        match self.fingerprint.get() {
+            Some(&(known, fingerprint)) if known == ty => fingerprint,
+            _ => {
+                let fingerprint = record::fingerprint::<V>();
+                let _ = self.fingerprint.set((ty, fingerprint));
+                fingerprint
+            }
+        }
     }
 
     /// Counts a damaged record and removes it.
@@ -500,7 +526,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     }
 
     /// Runs the function (no lock held) and saves what `keep` picks; says whether it saved.
-    fn run_and_save<R, V: Serialize>(
+    fn run_and_save<R, V: Serialize + DeserializeOwned>(
         &self,
         id: &CheckpointId,
         run: impl FnOnce() -> R,
@@ -514,7 +540,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             self.counters.record(Event::NotSaved { spent_nanos });
             return Ok((r, false));
         };
-        match self.save_value(id, value, elapsed) {
+        match self.save_value(id, value, self.fingerprint::<V>(), elapsed) {
             Ok(()) => {
                 self.counters.record(Event::Saved { spent_nanos });
                 Ok((r, true))
@@ -535,15 +561,16 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         &self,
         id: &CheckpointId,
         value: &V,
+        fingerprint: u64,
         compute: Duration,
     ) -> Result<(), Error> {
-        match record::encode_bounded(value, compute, STREAM_ABOVE)? {
+        match record::encode_bounded(value, fingerprint, compute, STREAM_ABOVE)? {
             Some(bytes) => self.cache.save(
                 id,
                 &Entry::new(&self.function, &bytes, compute)
                     .with_value_type(std::any::type_name::<V>()),
             ),
-            None => self.save_large(id, value, compute),
+            None => self.save_large(id, value, fingerprint, compute),
         }
     }
 
@@ -552,9 +579,14 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         &self,
         id: &CheckpointId,
         value: &V,
+        fingerprint: u64,
         compute: Duration,
     ) -> Result<(), Error> {
-        let encoder = Encoder { value, compute };
+        let encoder = Encoder {
+            value,
+            fingerprint,
+            compute,
+        };
         let entry = LargeEntry::new(&self.function, &encoder, compute)
             .with_value_type(std::any::type_name::<V>());
         self.cache.save_large(id, &entry)

@@ -10,18 +10,18 @@
 //! | 8      | record format version (1)                                      |
 //! | 9      | flags (0; reserved)                                            |
 //! | 10..16 | reserved, zero                                                 |
-//! | 16..24 | type fingerprint: xxh3-64 of `std::any::type_name` of the value |
+//! | 16..24 | type fingerprint: xxh3-64 of the value type's traced shape (`shape.rs`) |
 //! | 24..32 | compute time of the call that produced it, in nanoseconds      |
 //! | 32..   | the value, postcard-encoded                                    |
 
 mod de;
+mod shape;
 
 use std::hash::Hasher as _;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cache::{Lent, LentBytes, Parts};
 use crate::error::{Error, ErrorKind};
@@ -47,18 +47,16 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 pub(crate) const RECORD_VERSION: u8 = 1;
 
-/// The type fingerprint stored with a value of type `T`.
-///
-/// Derived from the type's name, which rustc does not promise to keep across compiler versions:
-/// if a new compiler spells a name differently, old entries of that type become misses (never
-/// wrong values).
-pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
-    xxh3_64(std::any::type_name::<T>().as_bytes())
+/// The type fingerprint stored with a value of type `T`: a hash of the shape its `Deserialize`
+/// reads, or for a type that cannot be traced, of its name and the running build (`shape.rs`).
+/// Computed once per type per process; the decorator keeps its own type's at hand.
+pub(crate) fn fingerprint<T: DeserializeOwned>() -> u64 {
+    shape::fingerprint::<T>()
 }
 
 /// Encodes `value` as a record, in one allocation.
 #[cfg_attr(not(any(test, feature = "fault-injection")), allow(dead_code))]
-pub(crate) fn encode<T: Serialize + ?Sized>(
+pub(crate) fn encode<T: Serialize + DeserializeOwned>(
     value: &T,
     compute: Duration,
 ) -> Result<Vec<u8>, Error> {
@@ -67,10 +65,11 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     Ok(out)
 }
 
-/// Encodes `value` as a record if the record is at most `limit` bytes long; `None` if longer (the
-/// encoding stops there).
+/// Encodes `value` as a record of type fingerprint `fingerprint` if the record is at most `limit`
+/// bytes long; `None` if longer (the encoding stops there).
 pub(crate) fn encode_bounded<T: Serialize + ?Sized>(
     value: &T,
+    fingerprint: u64,
     compute: Duration,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, Error> {
@@ -103,7 +102,7 @@ pub(crate) fn encode_bounded<T: Serialize + ?Sized>(
         Err(postcard::Error::SerializeBufferFull) => return Ok(None),
         Err(e) => return Err(encode_error::<T>(e)),
     };
-    seal(&mut out, fingerprint::<T>(), compute);
+    seal(&mut out, fingerprint, compute);
     Ok(Some(out))
 }
 
@@ -142,12 +141,13 @@ pub(crate) trait RecordSink {
 /// buffer the size of the record.
 pub(crate) fn write_unsealed<T: Serialize + ?Sized>(
     value: &T,
+    fingerprint: u64,
     compute: Duration,
     out: &mut dyn RecordSink,
 ) -> Result<u64, Error> {
     let mut header = [0u8; HEADER_LEN];
     header[8] = RECORD_VERSION;
-    header[16..24].copy_from_slice(&fingerprint::<T>().to_le_bytes());
+    header[16..24].copy_from_slice(&fingerprint.to_le_bytes());
     header[24..32].copy_from_slice(&nanos(compute).to_le_bytes());
     let mut hasher = twox_hash::XxHash3_64::new();
     hasher.write(&header[8..]);
@@ -277,15 +277,21 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), Rejected> {
 
 /// Decodes a record holding a `T`.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Header), Rejected> {
+    decode_as(bytes, fingerprint::<T>())
+}
+
+/// Decodes a record holding a `T` of type fingerprint `fingerprint`.
+fn decode_as<T: DeserializeOwned>(bytes: &[u8], fingerprint: u64) -> Result<(T, Header), Rejected> {
     let (header, payload) = parse(bytes)?;
-    decode_payload(header, payload)
+    decode_payload(header, payload, fingerprint)
 }
 
 fn decode_payload<T: DeserializeOwned>(
     header: Header,
     payload: &[u8],
+    fingerprint: u64,
 ) -> Result<(T, Header), Rejected> {
-    if header.fingerprint != fingerprint::<T>() {
+    if header.fingerprint != fingerprint {
         return Err(Rejected::TypeMismatch);
     }
     match postcard::take_from_bytes::<T>(payload) {
@@ -296,9 +302,12 @@ fn decode_payload<T: DeserializeOwned>(
 
 /// Decodes a record that the store checked before lending it (its hot tier): everything but the
 /// checksum is checked again.
-pub(crate) fn decode_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Header), Rejected> {
+pub(crate) fn decode_checked<T: DeserializeOwned>(
+    bytes: &[u8],
+    fingerprint: u64,
+) -> Result<(T, Header), Rejected> {
     let header = header_of(head(bytes)?)?;
-    decode_payload(header, &bytes[HEADER_LEN..])
+    decode_payload(header, &bytes[HEADER_LEN..], fingerprint)
 }
 
 /// Checks a record fed to it piece by piece, in order: its checksum, its header.
@@ -351,20 +360,21 @@ impl RecordCheck {
 /// parts (an error, not a sign of damage).
 pub(crate) type Decoded<T> = Result<Result<(T, Header), Rejected>, Error>;
 
-/// Decodes a record as a cache lent it.
+/// Decodes a record as a cache lent it, expecting type fingerprint `fingerprint` (the caller's
+/// `fingerprint::<T>()`, looked up once).
 #[inline]
-pub(crate) fn decode_lent<T: DeserializeOwned>(lent: &Lent<'_>) -> Decoded<T> {
+pub(crate) fn decode_lent<T: DeserializeOwned>(lent: &Lent<'_>, fingerprint: u64) -> Decoded<T> {
     match lent.bytes() {
-        LentBytes::Whole(bytes) => Ok(decode(bytes)),
-        LentBytes::Checked(bytes) => Ok(decode_checked(bytes)),
-        LentBytes::Parts(parts) => decode_parts(parts),
+        LentBytes::Whole(bytes) => Ok(decode_as(bytes, fingerprint)),
+        LentBytes::Checked(bytes) => Ok(decode_checked(bytes, fingerprint)),
+        LentBytes::Parts(parts) => decode_parts(parts, fingerprint),
     }
 }
 
 /// Decodes a record in parts, in one pass that reads one part at a time: the header is checked
 /// before the value is decoded, the checksum before it is returned (see `de.rs`).
-pub(crate) fn decode_parts<T: DeserializeOwned>(parts: &dyn Parts) -> Decoded<T> {
-    match de::record_from_parts::<T>(parts, fingerprint::<T>()) {
+pub(crate) fn decode_parts<T: DeserializeOwned>(parts: &dyn Parts, fingerprint: u64) -> Decoded<T> {
+    match de::record_from_parts::<T>(parts, fingerprint) {
         Ok(decoded) => Ok(Ok(decoded)),
         Err(de::PartsFailure::Corrupt) => Ok(Err(Rejected::Corrupt)),
         Err(de::PartsFailure::Read(e)) => Err(e),
@@ -395,6 +405,7 @@ pub(crate) fn check_parts(parts: &dyn Parts) -> Result<Result<Header, Rejected>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xxhash_rust::xxh3::xxh3_64;
 
     #[test]
     fn checksum_is_xxh3_64() {
@@ -468,13 +479,16 @@ mod tests {
         let value = ("hello, parts".to_string(), 42u64, vec![7u8; 40]);
         let bytes = encode(&value, Duration::from_millis(5)).unwrap();
         for size in [1, 5, 32, 33, bytes.len()] {
-            let (v, h) = decode_parts::<(String, u64, Vec<u8>)>(&Cut(&bytes, size))
-                .unwrap()
-                .unwrap();
+            let (v, h) = decode_parts::<(String, u64, Vec<u8>)>(
+                &Cut(&bytes, size),
+                fingerprint::<(String, u64, Vec<u8>)>(),
+            )
+            .unwrap()
+            .unwrap();
             assert_eq!(v, value);
             assert_eq!(h.compute_nanos, 5_000_000);
             assert_eq!(
-                decode_parts::<u64>(&Cut(&bytes, size))
+                decode_parts::<u64>(&Cut(&bytes, size), fingerprint::<u64>())
                     .unwrap()
                     .unwrap_err(),
                 Rejected::TypeMismatch
@@ -485,7 +499,10 @@ mod tests {
             b[i / 8] ^= 1 << (i % 8);
             assert!(
                 matches!(
-                    decode_parts::<(String, u64, Vec<u8>)>(&Cut(&b, 7)),
+                    decode_parts::<(String, u64, Vec<u8>)>(
+                        &Cut(&b, 7),
+                        fingerprint::<(String, u64, Vec<u8>)>()
+                    ),
                     Ok(Err(Rejected::Corrupt))
                 ),
                 "flip of bit {i} not taken for damage"
@@ -493,20 +510,28 @@ mod tests {
             // Damaged and of another type: damaged (removed), not a mismatch (kept).
             if !(16 * 8..24 * 8).contains(&i) {
                 assert_eq!(
-                    decode_parts::<u64>(&Cut(&b, 7)).unwrap().unwrap_err(),
+                    decode_parts::<u64>(&Cut(&b, 7), fingerprint::<u64>())
+                        .unwrap()
+                        .unwrap_err(),
                     Rejected::Corrupt
                 );
             }
         }
         // Short or long by a byte.
         assert!(matches!(
-            decode_parts::<(String, u64, Vec<u8>)>(&Cut(&bytes[..bytes.len() - 1], 7)),
+            decode_parts::<(String, u64, Vec<u8>)>(
+                &Cut(&bytes[..bytes.len() - 1], 7),
+                fingerprint::<(String, u64, Vec<u8>)>()
+            ),
             Ok(Err(Rejected::Corrupt))
         ));
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(
-            decode_parts::<(String, u64, Vec<u8>)>(&Cut(&long, 7)),
+            decode_parts::<(String, u64, Vec<u8>)>(
+                &Cut(&long, 7),
+                fingerprint::<(String, u64, Vec<u8>)>()
+            ),
             Ok(Err(Rejected::Corrupt))
         ));
     }

@@ -94,7 +94,7 @@ impl<'a> Record<'a> {
     }
 
     /// Whether the record holds a value of type `T` (by [type fingerprint](type_fingerprint)).
-    pub fn is_of<T: ?Sized>(&self) -> bool {
+    pub fn is_of<T: DeserializeOwned>(&self) -> bool {
         self.header.fingerprint == record::fingerprint::<T>()
     }
 
@@ -138,18 +138,52 @@ impl fmt::Debug for Record<'_> {
     }
 }
 
-/// The type fingerprint that records of values of type `T` carry: xxh3-64 of
-/// `std::any::type_name::<T>()`.
+/// The type fingerprint that records of values of type `T` carry: a hash of `T`'s *shape*, as
+/// its `Deserialize` reads it from postcard.
 ///
-/// rustc does not promise to spell type names alike across compiler versions: a record saved by
-/// a build from another compiler may carry another fingerprint for the same type (its lookups are
-/// then misses, never wrong values).
+/// postcard is not self-describing, so bytes saved for one layout would decode silently into
+/// another (two `u32` fields swapped, a `u32` field that became an `i32`). The fingerprint makes
+/// such a record a miss instead: it covers what decides how stored bytes are read — primitive
+/// types, struct and variant names, field names and their order, variant indices, tuple lengths,
+/// options, sequences, maps, and every named type nested inside (recursive types included). It
+/// is traced from `T`'s `Deserialize` the first time it is needed in a process (for the
+/// decorator: its first call) and kept for the process; a hit compares two words. It does not
+/// depend on module paths, the compiler, or the build: the same shape in two programs has the
+/// same fingerprint, and two types of one name but different shapes have different ones.
+///
+/// A type whose `Deserialize` cannot be traced — it asks for `deserialize_any` (untagged,
+/// internally tagged or flattened types, which postcard cannot read anyway), calls
+/// `deserialize_identifier` or `deserialize_ignored_any`, rejects placeholder values (zero and
+/// empty, then one and `"a"`: a URL parsed from a string, a number checked against a range),
+/// panics, or nests deeper than 48 levels — falls back to a fingerprint of its type name *and
+/// the running build* (a hash of the executable, or of the shared library ckpt is linked into,
+/// read once per process). Its records are then read back only by the build that saved them: a
+/// rebuilt program recomputes them. A value's own custom `Deserialize` that reads different
+/// layouts depending on values it has read is traced along the path the placeholder values take.
+///
+/// Records saved by ckpt before shapes were traced carry a fingerprint of the type's name alone;
+/// the two hash different inputs (a shape's encoding starts with `ckpt-shape\x01`), so such a
+/// record is a type mismatch, a counted miss, and is overwritten by the recomputed value.
 ///
 /// ```
-/// assert_eq!(ckpt::type_fingerprint::<u64>(), ckpt::type_fingerprint::<u64>());
-/// assert_ne!(ckpt::type_fingerprint::<u64>(), ckpt::type_fingerprint::<i64>());
+/// mod a {
+///     #[derive(serde::Deserialize)]
+///     pub struct Point { pub x: u32, pub y: u32 }
+/// }
+/// mod b {
+///     #[derive(serde::Deserialize)]
+///     pub struct Point { pub y: u32, pub x: u32 } // the fields swapped: another layout
+/// }
+/// mod c {
+///     #[derive(serde::Deserialize)]
+///     pub struct Point { pub x: u32, pub y: u32 } // another module, the same layout
+/// }
+/// use ckpt::type_fingerprint;
+/// assert_ne!(type_fingerprint::<a::Point>(), type_fingerprint::<b::Point>());
+/// assert_eq!(type_fingerprint::<a::Point>(), type_fingerprint::<c::Point>());
+/// assert_ne!(type_fingerprint::<u64>(), type_fingerprint::<i64>());
 /// ```
-pub fn type_fingerprint<T: ?Sized>() -> u64 {
+pub fn type_fingerprint<T: DeserializeOwned>() -> u64 {
     record::fingerprint::<T>()
 }
 

@@ -39,14 +39,18 @@ pub fn entry<'a>(function: &'a Function, bytes: &'a [u8], compute: Duration) -> 
 ///
 /// # Errors
 /// As `save_large`.
-pub fn save_large<T: Serialize + ?Sized>(
+pub fn save_large<T: Serialize + DeserializeOwned>(
     cache: &dyn crate::Cache,
     id: &crate::CheckpointId,
     function: &Function,
     value: &T,
     compute: Duration,
 ) -> Result<(), Error> {
-    let encoder = crate::cache::Encoder { value, compute };
+    let encoder = crate::cache::Encoder {
+        value,
+        fingerprint: crate::record::fingerprint::<T>(),
+        compute,
+    };
     cache.save_large(id, &crate::LargeEntry::new(function, &encoder, compute))
 }
 
@@ -65,7 +69,7 @@ pub fn hot_records(store: &crate::Store) -> usize {
 ///
 /// # Errors
 /// When the value cannot be serialized.
-pub fn encode_record<T: Serialize + ?Sized>(
+pub fn encode_record<T: Serialize + DeserializeOwned>(
     value: &T,
     compute: Duration,
 ) -> Result<Vec<u8>, Error> {
@@ -74,7 +78,7 @@ pub fn encode_record<T: Serialize + ?Sized>(
 
 /// A record around `payload` that passes every check for a `T` (header, type fingerprint,
 /// checksum), whatever the payload: for fuzzing the payload's decoding.
-pub fn seal_record<T: ?Sized>(payload: &[u8]) -> Vec<u8> {
+pub fn seal_record<T: DeserializeOwned>(payload: &[u8]) -> Vec<u8> {
     let mut out = crate::record::encode(&(), Duration::ZERO).unwrap_or_default();
     out.truncate(crate::record::HEADER_LEN);
     out[16..24].copy_from_slice(&crate::record::fingerprint::<T>().to_le_bytes());

@@ -581,11 +581,11 @@ static ALLOC: alloc::Counting = alloc::Counting;
 
 /// A record with a valid checksum and the right type fingerprint, whose payload's length fields
 /// claim gigabytes.
-fn lying_record<T>(payload: &[u8]) -> Vec<u8> {
+fn lying_record<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Vec<u8> {
     // The header of a real record of a `T`, with the payload swapped and the checksum redone.
     let real = testing::encode_record(&(), Duration::ZERO).unwrap();
     let mut out = real[..32].to_vec();
-    let fingerprint = xxhash_rust::xxh3::xxh3_64(std::any::type_name::<T>().as_bytes());
+    let fingerprint = ckpt::type_fingerprint::<T>();
     out[16..24].copy_from_slice(&fingerprint.to_le_bytes());
     out.extend_from_slice(payload);
     let sum = xxhash_rust::xxh3::xxh3_64(&out[8..]);
