@@ -315,6 +315,21 @@ impl<T: ReadableTable<&'static [u8; 20], &'static [u8]>> Parts for TableParts<'_
     }
 
     fn part(&self, index: u32) -> Result<Part<'_>, Error> {
+        // Parts are read while the caller decodes, outside the store's guard (a panic there is
+        // the caller's and is resumed), so a damaged page that makes the engine panic must be
+        // contained here: a corrupt record, never a panic of the call.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read_part(index)))
+            .unwrap_or_else(|payload| {
+                Err(Error::corrupted(format!(
+                    "the storage engine panicked reading a chunk of a large record ({})",
+                    super::engine::panic_message(&*payload)
+                )))
+            })
+    }
+}
+
+impl<T: ReadableTable<&'static [u8; 20], &'static [u8]>> TableParts<'_, T> {
+    fn read_part(&self, index: u32) -> Result<Part<'_>, Error> {
         let chunk = self
             .table
             .get(&chunk_key(&self.id, index))
