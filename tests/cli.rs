@@ -1033,3 +1033,29 @@ fn ls_and_show_give_no_last_hit_to_entries_never_hit() {
     let line = out.lines().find(|l| l.starts_with("last hit")).unwrap();
     assert!(line.ends_with("none"), "{out}");
 }
+
+/// What `ckpt stats` calls reclaimable stays put until something writes (it used to vanish at
+/// the next open, as the inspection itself wrote), and is what `ckpt compact` then gives back,
+/// give or take the engine's own few pages.
+#[test]
+fn stats_reports_the_space_compact_reclaims() {
+    let dir = TempDir::new("cli-reclaim");
+    let path = known_store(&dir);
+    let v = json(ckpt(&path, &["rm", "--function", "resize", "--json"]));
+    assert_eq!(v["removed"], 2);
+    let reclaimable = || {
+        json(ckpt(&path, &["stats", "--json"]))["reclaimable_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = reclaimable();
+    assert_eq!(reclaimable(), first, "a second look sees the same space");
+    assert_eq!(reclaimable(), first, "and a third");
+    let v = json(ckpt(&path, &["compact", "--json"]));
+    let reclaimed = v["reclaimed_bytes"].as_u64().unwrap();
+    assert!(reclaimed > 0, "{v}");
+    assert!(
+        first.abs_diff(reclaimed) <= 4 * 4096,
+        "stats said {first} reclaimable, compact reclaimed {reclaimed}"
+    );
+}

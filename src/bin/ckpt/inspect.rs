@@ -45,7 +45,7 @@ pub fn stats(cx: &mut Context) -> Result {
     kv(
         "file",
         format!(
-            "{} ({} reclaimable by `ckpt compact`)",
+            "{} (about {} reclaimable by `ckpt compact`)",
             human::size(s.file_bytes),
             human::size(s.reclaimable_bytes)
         ),

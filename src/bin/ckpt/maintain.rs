@@ -381,6 +381,16 @@ pub fn compact(cx: &mut Context) -> Result {
             "elapsed_ms": elapsed.as_millis(),
         }));
     }
+    if report.file_bytes_after > report.file_bytes_before {
+        // Only another process's writes during the compaction make the file grow.
+        return cx.out.line(&format!(
+            "compacted in {}, but the file grew: {} -> {} (another process wrote to the store \
+             meanwhile; to reclaim space, compact when no other process has it open)",
+            human::duration(elapsed),
+            human::size(report.file_bytes_before),
+            human::size(report.file_bytes_after),
+        ));
+    }
     cx.out.line(&format!(
         "compacted in {}: {} -> {} ({} reclaimed)",
         human::duration(elapsed),
