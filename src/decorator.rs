@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Encoder, Entry, LargeEntry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry};
 use crate::error::Error;
 use crate::flight::{FLIGHTS, Joined, Landing};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::{AutoIdentifier, Call, Identifier};
-use crate::record::{self, Decoded, Rejected, STREAM_ABOVE};
+use crate::record::{self, Decoded, Encoder, Rejected, STREAM_ABOVE};
 use crate::stats::{CallStats, Counters, Event};
 
 /// What a decorator does when it cannot identify a call, read the cache, or save a result.

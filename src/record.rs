@@ -15,6 +15,7 @@
 //! | 32..   | the value, postcard-encoded                                    |
 
 mod de;
+mod lend;
 mod shape;
 
 use std::hash::Hasher as _;
@@ -23,7 +24,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{Lent, LentBytes, Parts};
+pub(crate) use self::lend::LentBytes;
+pub use self::lend::{Lent, Part, Parts};
 use crate::error::{Error, ErrorKind};
 
 pub(crate) const HEADER_LEN: usize = 32;
@@ -134,6 +136,27 @@ pub(crate) trait RecordSink {
     /// # Errors
     /// When the bytes cannot be stored; the encoding stops.
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error>;
+}
+
+/// A value ready to be encoded as a record, piece by piece.
+pub(crate) trait EncodeRecord {
+    /// Writes the record into `out` with its first 8 bytes (the checksum) zero; returns the
+    /// checksum.
+    fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error>;
+}
+
+/// A value and its compute time, to be encoded as a record.
+pub(crate) struct Encoder<'v, T: ?Sized> {
+    pub value: &'v T,
+    /// The type fingerprint of `T` (`record::fingerprint`).
+    pub fingerprint: u64,
+    pub compute: Duration,
+}
+
+impl<T: Serialize + ?Sized> EncodeRecord for Encoder<'_, T> {
+    fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
+        write_unsealed(self.value, self.fingerprint, self.compute, out)
+    }
 }
 
 /// Encodes `value` as a record into `out`, in pieces, with its first 8 bytes (the checksum)
@@ -468,7 +491,7 @@ mod tests {
         fn count(&self) -> u32 {
             self.0.len().div_ceil(self.1) as u32
         }
-        fn part(&self, i: u32) -> Result<crate::cache::Part<'_>, Error> {
+        fn part(&self, i: u32) -> Result<Part<'_>, Error> {
             let start = i as usize * self.1;
             Ok(self.0[start..(start + self.1).min(self.0.len())].into())
         }

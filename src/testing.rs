@@ -46,7 +46,7 @@ pub fn save_large<T: Serialize + DeserializeOwned>(
     value: &T,
     compute: Duration,
 ) -> Result<(), Error> {
-    let encoder = crate::cache::Encoder {
+    let encoder = crate::record::Encoder {
         value,
         fingerprint: crate::record::fingerprint::<T>(),
         compute,

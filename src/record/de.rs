@@ -13,8 +13,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 
+use super::lend::{Part, Parts};
 use super::{HEADER_LEN, Header, RecordCheck, header_of};
-use crate::cache::{Part, Parts};
 use crate::error::{Error, ErrorKind};
 
 /// Why a value could not be decoded from its parts.

@@ -19,8 +19,9 @@ use redb::{ReadTransaction, ReadableTable};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 use super::chunks::{self, ChunksRead, Manifest, TableParts};
+use super::engine_error::engine_error;
 use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
-use super::write::{SaveOp, engine_error};
+use super::write::SaveOp;
 use super::{Commit, Store};
 use crate::cache::Parts;
 use crate::error::{Error, ErrorKind};

@@ -26,10 +26,10 @@
 
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableError};
 
-use super::write::engine_error;
-use crate::cache::{Part, Parts};
+use super::engine_error::engine_error;
 use crate::error::Error;
 use crate::record::RecordSink;
+use crate::record::{Part, Parts};
 
 pub(crate) const MANIFEST_LEN: usize = 32;
 pub(crate) const MANIFEST_MARK: u8 = 0xc1;

@@ -13,9 +13,10 @@ use std::collections::HashSet;
 
 use redb::{ReadTransaction, ReadableTable};
 
+use super::engine_error::engine_error;
 use super::options::{Limits, PolicyKind, duration_ms};
 use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
-use super::write::{Victim, engine_error};
+use super::write::Victim;
 use crate::error::Error;
 use crate::stats::EvictionCause;
 

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, TransactionError};
 
+use super::engine_error::engine_error;
 use super::hot::HotTier;
 use super::snapshot::Snapshots;
-use super::write::engine_error;
 use crate::error::{Error, ErrorKind, OpenError};
 
 /// Opens the store's database again (same file, same options).

@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata as _};
 
 use super::engine::Db;
+use super::engine_error::engine_error;
 use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
-use super::write::{Tx, Victim, engine_error};
+use super::write::{Tx, Victim};
 use super::{Commit, Store};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};

@@ -20,8 +20,8 @@ use redb::{ReadOnlyTable, ReadTransaction};
 
 use super::access::thread_slot;
 use super::engine::Db;
+use super::engine_error::engine_error;
 use super::schema::RESULTS;
-use super::write::engine_error;
 use crate::error::Error;
 
 type Results = ReadOnlyTable<&'static [u8; 16], &'static [u8]>;

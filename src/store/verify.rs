@@ -9,12 +9,12 @@ use redb::{
 };
 
 use super::chunks::{self, Manifest, remove_chunks, split_key};
+use super::engine_error::engine_error;
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
     CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
     ORDER_CREATED, ORDER_HITS, RESULTS,
 };
-use super::write::engine_error;
 use super::{AccessMode, ConcurrencyMode, Store, open};
 use crate::error::{Error, ErrorKind};
 use crate::record::{self, RecordCheck};

@@ -8,6 +8,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::access::Access;
 use super::chunks::{ChunkTable, ChunkWriter, Written, claims_chunks, remove_chunks, write_chunks};
+use super::engine_error::{engine_error, storage};
 use super::options::{Limits, PolicyKind, duration_ms};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
@@ -15,7 +16,7 @@ use super::schema::{
     ORDER_CREATED, ORDER_HITS, RESULTS, id_of_key,
 };
 use crate::cache::{Entry, LargeEntry};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::stats::{CallStats, Counters, EvictionCause, EvictionStats};
 
@@ -25,19 +26,6 @@ mod restore;
 /// Saves larger than this skip the queue and write their own transaction from the caller's
 /// thread, so a big value is never copied.
 pub(crate) const GROUP_COMMIT_MAX_BYTES: usize = 256 * 1024;
-
-/// Converts an engine error into ours, keeping the engine's error as the source.
-pub(crate) fn engine_error(context: &str, e: impl Into<redb::Error>) -> Error {
-    match e.into() {
-        redb::Error::Corrupted(msg) => {
-            Error::corrupted(format!("{context}: store corrupted: {msg}"))
-        }
-        redb::Error::DatabaseClosed => {
-            Error::new(ErrorKind::Closed, format!("{context}: store closed"))
-        }
-        other => Error::storage(context.to_string(), other),
-    }
-}
 
 /// One save, its bytes borrowed.
 #[derive(Clone, Copy)]
@@ -129,10 +117,6 @@ pub(crate) struct Tx<'t> {
     /// Ids whose record this transaction saved or removed.
     changed: Vec<[u8; 16]>,
     now_ms: u64,
-}
-
-fn storage(context: &'static str) -> impl Fn(redb::StorageError) -> Error {
-    move |e| engine_error(context, e)
 }
 
 fn table_error(e: redb::TableError) -> Error {
