@@ -168,6 +168,8 @@ impl Engine {
     /// Marks the handle unusable: the next operation reopens the file.
     pub(crate) fn mark_broken(&self) {
         self.broken.store(true, Ordering::Release);
+        // Hits on a kept snapshot take no slot lock: make them take it (and reopen) too.
+        self.forget_reads();
     }
 
     /// Runs `body`, an operation on the store, so that nothing escapes it but a typed error: a
@@ -182,12 +184,12 @@ impl Engine {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if breaks_handle(&e) {
-                    self.broken.store(true, Ordering::Release);
+                    self.mark_broken();
                 }
                 Err(e)
             }
             Err(payload) => {
-                self.broken.store(true, Ordering::Release);
+                self.mark_broken();
                 Err(Error::corrupted(format!(
                     "{what}: the storage engine panicked ({}); the store file {} may be damaged: \
                      run Store::verify; if it is beyond repair, copy what is intact into a new store \

@@ -88,6 +88,13 @@ impl HotTier {
 
     /// Keeps `record` (already checked) under `id`, if it was read at `read_at`, the generation
     /// `generation` still holds (no commit since), and it is small enough for the tier.
+    /// Whether a record of `len` bytes for `id` would be admitted (it fits, and is not there
+    /// already): asked before the record is checked for admission, which costs a pass over it.
+    pub(crate) fn wants(&self, id: &[u8; 16], len: usize) -> bool {
+        len + OVERHEAD <= self.budget / 8
+            && !self.shards[shard_of(id)].read().slots.contains_key(id)
+    }
+
     pub(crate) fn admit(&self, id: &[u8; 16], record: &[u8], read_at: u64, generation: &AtomicU64) {
         let need = record.len() + OVERHEAD;
         // A record may take an eighth of its shard at most: the tier is for many small ones.

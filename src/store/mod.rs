@@ -797,14 +797,16 @@ impl Shared {
         found
     }
 
+    /// The engine's slot is held only to begin a read transaction (`engine.rs`): the caller's
+    /// `read`, which runs the user's `Deserialize`, runs under no store lock.
     fn read_inner(&self, id: &CheckpointId, read: &mut dyn FnMut(Lent<'_>)) -> Result<bool, Error> {
-        let db = self.engine.db()?;
         let now = self.now_ms();
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
         let found = if max_age == 0 && self.concurrency == ConcurrencyMode::SingleProcess {
             // The fast path: a snapshot kept since an earlier hit, valid until the next commit
             // of this process (the only writer in this mode).
-            self.engine.snapshots().with_snapshot(&db, |snap| {
+            let open = |generation| snapshot::open(&*self.engine.db()?, generation);
+            self.engine.snapshots().with_snapshot(open, |snap| {
                 let Some(row) = snap
                     .results
                     .get(id.as_bytes())
@@ -814,7 +816,9 @@ impl Shared {
                 };
                 let row = row.value();
                 lend(row, id, &snap.txn, read)?;
+                // Cheapest test first: the size, then the checksum.
                 if let Some(hot) = self.engine.hot()
+                    && hot.wants(id.as_bytes(), row.len())
                     && !chunks::claims_chunks(row)
                     && record::parse(row).is_ok()
                 {
@@ -826,9 +830,7 @@ impl Shared {
         } else {
             // Another process may have committed, or the entry's age must be read from the same
             // transaction: a fresh read transaction.
-            let txn = db
-                .begin_read()
-                .map_err(|e| engine_error("cannot begin a read", e))?;
+            let txn = self.engine.begin_read()?;
             let table = txn
                 .open_table(RESULTS)
                 .map_err(|e| engine_error("cannot open the results table", e))?;
@@ -844,7 +846,6 @@ impl Shared {
             lend(row.value(), id, &txn, read)?;
             true
         };
-        drop(db);
         if found {
             self.accessed(id, now);
         }

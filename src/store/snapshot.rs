@@ -41,7 +41,9 @@ pub(crate) struct Snapshots {
     shards: Box<[Mutex<Option<Snapshot>>]>,
 }
 
-fn open(db: &Db, generation: u64) -> Result<Snapshot, Error> {
+/// Opens a snapshot of `db` labelled `generation` (read before the database handle was taken,
+/// so that it sees at least that generation's commits).
+pub(crate) fn open(db: &Db, generation: u64) -> Result<Snapshot, Error> {
     let txn = db
         .begin_read()
         .map_err(|e| engine_error("cannot begin a read", e))?;
@@ -72,31 +74,34 @@ impl Snapshots {
         &self.generation
     }
 
-    /// Runs `f` on a snapshot that sees every commit made before this call.
+    /// Runs `f` on a snapshot that sees every commit made before this call; `open` opens a new
+    /// one labelled with the generation it is given (see [`open`]), holding the engine's slot
+    /// only while it begins the transaction: `f`, which decodes the caller's value, runs under
+    /// no lock but its shard's (which other hits `try_lock` and pass by).
     #[inline]
     pub(crate) fn with_snapshot<T>(
         &self,
-        db: &Db,
+        open: impl Fn(u64) -> Result<Snapshot, Error>,
         f: impl FnOnce(&Snapshot) -> Result<T, Error>,
     ) -> Result<T, Error> {
         // Read before opening: a snapshot opened now sees at least this generation's commits.
         let generation = self.generation.load(Ordering::Acquire);
         let shard = &self.shards[thread_slot() & (self.shards.len() - 1)];
         let Some(mut slot) = shard.try_lock() else {
-            return f(&open(db, generation)?);
+            return f(&open(generation)?);
         };
         match &*slot {
             Some(s) if s.generation == generation => {}
             _ => {
                 // Drop the stale snapshot before opening the next: it pins old pages.
                 *slot = None;
-                *slot = Some(open(db, generation)?);
+                *slot = Some(open(generation)?);
             }
         }
         match &*slot {
             Some(s) => f(s),
             // invariant: the match above left a snapshot in the slot.
-            None => f(&open(db, generation)?),
+            None => f(&open(generation)?),
         }
     }
 
