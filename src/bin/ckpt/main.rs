@@ -320,20 +320,11 @@ fn clap_failure(e: clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Never a backtrace: an unexpected panic is one line and exit code 1.
-    std::panic::set_hook(Box::new(|info| {
-        let what = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_string());
-        let _ = writeln!(
-            std::io::stderr(),
-            "error: internal error ({}); please report it",
-            one_line(&what)
-        );
-    }));
+    // The hook prints nothing: the library contains the storage engine's panics on a damaged
+    // file (and returns a typed error, which is the one line to print), so a panic is worth a
+    // word only if it reaches here, uncaught. Then it is one line and exit code 1, never a
+    // backtrace.
+    std::panic::set_hook(Box::new(|_| {}));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
@@ -346,6 +337,18 @@ fn main() -> ExitCode {
             }
             ExitCode::from(code)
         }
-        Err(_) => ExitCode::from(output::FAILURE),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: internal error ({}); please report it",
+                one_line(&what)
+            );
+            ExitCode::from(output::FAILURE)
+        }
     }
 }

@@ -16,7 +16,9 @@ use crate::progress::Progress;
 pub const SALVAGE_HELP: &str = "\
 DAMAGED is only read, never written. NEW must not exist: it is created complete, or not at all. \
 The global --store and --open-check do not apply. Exits 0 when a new store was written (even if \
-entries were lost: the report says how many), 1 when nothing could be salvaged.
+entries were lost: the report says how many), 1 when nothing could be salvaged (a damaged file \
+in which no record passes its checks: no new store is left then). entries_lost is exact when \
+stats_recovered is true, a lower bound otherwise.
 JSON (--json): {damaged, new, method (\"checked\": the file passed the storage engine's check; \
 \"unchecked\": it did not, and each record was checked alone; \"scanned\": the engine could not \
 open it, and its pages were scanned), truncated, entries_recovered, entries_scanned, \
@@ -45,12 +47,9 @@ pub fn salvage(cx: &mut Context, args: SalvageArgs) -> Result {
     let started = Instant::now();
     let report = {
         let _progress = Progress::start("salvaging", None);
-        // The storage engine can panic reading a damaged file; the library contains it, but the
-        // tool's panic hook would still print each one as an internal error.
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
+        // The storage engine can panic reading a damaged file; the library contains it (and the
+        // tool's panic hook prints nothing), so only a panic of salvage itself lands here.
         let result = std::panic::catch_unwind(|| Store::salvage(&args.damaged, &args.new));
-        std::panic::set_hook(hook);
         match result {
             Ok(r) => r.map_err(|e| Failure::fail(for_the_tool(&e.to_string())))?,
             Err(p) => {
@@ -66,19 +65,38 @@ pub fn salvage(cx: &mut Context, args: SalvageArgs) -> Result {
         }
     };
     let elapsed = started.elapsed();
+    if report.entries_recovered == 0 && report.method != SalvageMethod::Checked {
+        // A damaged file that gave nothing: a failure, and no empty store left behind as if
+        // it were a result.
+        let _ = std::fs::remove_file(&args.new);
+        return Err(Failure::fail(format!(
+            "nothing could be salvaged from {}: no record in it passes its checks{}",
+            args.damaged.display(),
+            if report.truncated {
+                " (the file is truncated: its records were in the missing part)"
+            } else {
+                ""
+            }
+        )));
+    }
     if cx.json {
         return cx
             .out
             .json(&report_json(&args, &report, elapsed.as_millis()));
     }
+    // Without the function rows' counts, what is lost is only what left a trace: say so.
+    let lost = if report.stats_recovered {
+        report.entries_lost.to_string()
+    } else {
+        format!("at least {}", report.entries_lost)
+    };
     let mut lines = vec![format!(
-        "salvaged {} ({} of records) from {} into {} in {}; lost {}",
+        "salvaged {} ({} of records) from {} into {} in {}; lost {lost}",
         plural(report.entries_recovered, "entry", "entries"),
         human::size(report.record_bytes),
         args.damaged.display(),
         args.new.display(),
         human::duration(elapsed),
-        report.entries_lost
     )];
     lines.push(
         match report.method {
