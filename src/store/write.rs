@@ -2,14 +2,12 @@
 //! (accesses and call counts) together; concurrent saves share transactions (group commit).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::access::Access;
 use super::chunks::{ChunkTable, ChunkWriter, Written, claims_chunks, remove_chunks, write_chunks};
 use super::engine_error::{engine_error, storage};
-use super::options::{Limits, PolicyKind, duration_ms};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
     CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
@@ -18,10 +16,14 @@ use super::schema::{
 use crate::cache::{Entry, LargeEntry};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
-use crate::stats::{CallStats, Counters, EvictionCause, EvictionStats};
+use crate::stats::{CallStats, EvictionStats};
 
 // Import of archived entries (`Tx::put_restored`), kept apart so the write path stays readable.
 mod restore;
+// Eviction and expiry inside a transaction (`Tx::enforce`): which entries go, by policy.
+mod evict;
+
+pub(crate) use self::evict::Victim;
 
 /// Saves larger than this skip the queue and write their own transaction from the caller's
 /// thread, so a big value is never copied.
@@ -82,15 +84,6 @@ struct FunctionDelta {
     identity: Option<Function>,
     /// The value type a save of `identity`'s code version gave, for display.
     value_type: Option<&'static str>,
-}
-
-/// An entry removed by a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Victim {
-    pub id: [u8; 16],
-    pub fn_key: u64,
-    pub size: u64,
-    pub cause: EvictionCause,
 }
 
 type OrderTable<'t, const N: usize> = Table<'t, &'static [u8; N], ()>;
@@ -476,173 +469,6 @@ impl<'t> Tx<'t> {
         self.delta(function.key()).identity = Some(function.clone());
     }
 
-    /// Entries and stored bytes of the whole store, as this transaction leaves them so far.
-    fn totals(&self) -> Result<(i64, i64), Error> {
-        let e = storage("cannot read function rows");
-        let (mut entries, mut bytes) = (0i64, 0i64);
-        for row in self.functions.iter().map_err(&e)? {
-            let (_, v) = row.map_err(&e)?;
-            let r = FunctionRecord::decode(v.value())
-                .ok_or_else(|| Error::corrupted("a function row is not one ckpt wrote"))?;
-            entries += r.entries as i64;
-            bytes += r.bytes as i64;
-        }
-        for d in self.deltas.values() {
-            entries += d.entries;
-            bytes += d.bytes;
-        }
-        Ok((entries, bytes))
-    }
-
-    fn evict(&mut self, id: &[u8; 16], cause: EvictionCause) -> Result<Option<Victim>, Error> {
-        let Some(meta) = self.delete(id)? else {
-            return Ok(None);
-        };
-        self.delta(meta.fn_key).evictions.add(cause);
-        Ok(Some(Victim {
-            id: *id,
-            fn_key: meta.fn_key,
-            size: meta.size,
-            cause,
-        }))
-    }
-
-    /// Up to `n` ids from the start of an order index, with keys after `after` and, when
-    /// `below` is set, below it.
-    fn first_ids(
-        &self,
-        which: u8,
-        after: Option<&[u8]>,
-        below: Option<u64>,
-        n: usize,
-    ) -> Result<KeyedIds, Error> {
-        let e = storage("cannot read an order index");
-        let mut out = Vec::new();
-        macro_rules! scan {
-            ($table:expr, $n:literal) => {{
-                let Some(t) = $table.as_ref() else {
-                    return Err(Error::corrupted("an order index is missing"));
-                };
-                let start: [u8; $n] = match after {
-                    Some(k) => <[u8; $n]>::try_from(k).unwrap_or([0xff; $n]),
-                    None => [0; $n],
-                };
-                for row in t.range::<&[u8; $n]>(&start..).map_err(&e)? {
-                    let (k, _) = row.map_err(&e)?;
-                    let key = k.value();
-                    if after.is_some_and(|a| a == &key[..]) {
-                        continue;
-                    }
-                    if below.is_some_and(|b| key[..8] >= b.to_be_bytes()[..]) {
-                        break;
-                    }
-                    out.push((key.to_vec(), id_of_key(key)));
-                    if out.len() >= n {
-                        break;
-                    }
-                }
-            }};
-        }
-        match which {
-            CREATED => scan!(self.by_created, 24),
-            ACCESS => scan!(self.by_access, 24),
-            _ => scan!(self.by_hits, 32),
-        }
-        Ok(out)
-    }
-
-    /// Removes every entry whose index key (its first 8 bytes, a time) is below `cutoff`.
-    fn expire_below(
-        &mut self,
-        which: u8,
-        cutoff: u64,
-        cause: EvictionCause,
-        victims: &mut Vec<Victim>,
-    ) -> Result<(), Error> {
-        loop {
-            let batch = self.first_ids(which, None, Some(cutoff), 256)?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            for (_, id) in batch {
-                victims.extend(self.evict(&id, cause)?);
-            }
-        }
-    }
-
-    /// Applies `limits`: expires by age and idleness, then, if over a cap, evicts in the
-    /// policy's order down to the low-water mark. Cost is proportional to what is removed (plus
-    /// one pass over the function rows when there are caps).
-    pub(crate) fn enforce(&mut self, limits: &Limits) -> Result<Vec<Victim>, Error> {
-        let mut victims = Vec::new();
-        if let Some(age) = limits.max_age_value() {
-            let cutoff = self.now_ms.saturating_sub(duration_ms(age));
-            self.expire_below(CREATED, cutoff, EvictionCause::Age, &mut victims)?;
-        }
-        if let Some(idle) = limits.max_idle_value() {
-            let cutoff = self.now_ms.saturating_sub(duration_ms(idle));
-            self.expire_below(ACCESS, cutoff, EvictionCause::Idle, &mut victims)?;
-        }
-        if !limits.has_caps() {
-            return Ok(victims);
-        }
-        let (mut entries, mut bytes) = self.totals()?;
-        let max_e = limits.max_entries_value().map(|m| m as i64);
-        let max_b = limits.max_bytes_value().map(|m| m as i64);
-        let over = |cap: Option<i64>, v: i64| cap.is_some_and(|c| v > c);
-        if !over(max_e, entries) && !over(max_b, bytes) {
-            return Ok(victims);
-        }
-        let low = limits.low_water_value();
-        let target = |cap: Option<i64>| cap.map(|c| (c as f64 * low).floor() as i64);
-        let (target_e, target_b) = (target(max_e), target(max_b));
-        let which = match limits.eviction_policy().kind() {
-            PolicyKind::Lru => ACCESS,
-            PolicyKind::Lfu => HITS,
-            PolicyKind::Fifo => CREATED,
-        };
-        // First every entry but this transaction's saves, then those (in the same order).
-        let mut deferred = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        let mut order_done = false;
-        while over(target_e, entries) || over(target_b, bytes) {
-            let batch = if order_done {
-                if deferred.is_empty() {
-                    break;
-                }
-                std::mem::take(&mut deferred)
-            } else {
-                let batch = self.first_ids(which, after.as_deref(), None, 256)?;
-                if batch.is_empty() {
-                    order_done = true;
-                    continue;
-                }
-                after = batch.last().map(|(k, _)| k.clone());
-                let (now, other): (Vec<_>, Vec<_>) = batch
-                    .into_iter()
-                    .partition(|(_, id)| self.saved_now.contains(id));
-                deferred.extend(now);
-                other
-            };
-            for (_, id) in batch {
-                if !(over(target_e, entries) || over(target_b, bytes)) {
-                    break;
-                }
-                let cause = if over(target_b, bytes) {
-                    EvictionCause::Size
-                } else {
-                    EvictionCause::Count
-                };
-                if let Some(v) = self.evict(&id, cause)? {
-                    entries -= 1;
-                    bytes -= v.size as i64;
-                    victims.push(v);
-                }
-            }
-        }
-        Ok(victims)
-    }
-
     /// Writes the accumulated function-row changes; returns the ids whose record was saved or
     /// removed.
     pub(crate) fn finish(mut self) -> Result<Vec<[u8; 16]>, Error> {
@@ -676,128 +502,5 @@ impl<'t> Tx<'t> {
                 .map_err(&e)?;
         }
         Ok(std::mem::take(&mut self.changed))
-    }
-}
-
-/// Functions registered with the store, and the counts of theirs already written.
-#[derive(Default)]
-pub(crate) struct Registry {
-    functions: HashMap<u64, Registered>,
-}
-
-struct Registered {
-    function: Function,
-    identity_dirty: bool,
-    trackers: Vec<Tracked>,
-}
-
-struct Tracked {
-    counters: Arc<Counters>,
-    flushed: CallStats,
-}
-
-/// What one transaction flushes from the registry; confirmed once it commits.
-pub(crate) struct FlushPlan {
-    pub calls: Vec<(u64, CallStats)>,
-    pub identities: Vec<Function>,
-    confirm: Vec<(u64, Arc<Counters>, CallStats)>,
-}
-
-impl FlushPlan {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.identities.is_empty()
-    }
-}
-
-impl Registry {
-    pub(crate) fn register(&mut self, function: &Function, counters: &Arc<Counters>) {
-        let reg = self
-            .functions
-            .entry(function.key())
-            .or_insert_with(|| Registered {
-                function: function.clone(),
-                identity_dirty: true,
-                trackers: Vec::new(),
-            });
-        if reg.function != *function {
-            reg.function = function.clone();
-            reg.identity_dirty = true;
-        }
-        if !reg
-            .trackers
-            .iter()
-            .any(|t| Arc::ptr_eq(&t.counters, counters))
-        {
-            reg.trackers.push(Tracked {
-                counters: Arc::clone(counters),
-                flushed: CallStats::default(),
-            });
-        }
-    }
-
-    /// The counts not yet written, per function.
-    pub(crate) fn unflushed(&self) -> HashMap<u64, CallStats> {
-        let mut out: HashMap<u64, CallStats> = HashMap::new();
-        for (key, reg) in &self.functions {
-            for t in &reg.trackers {
-                let d = t.counters.snapshot().minus(&t.flushed);
-                if !d.is_zero() {
-                    let slot = out.entry(*key).or_default();
-                    *slot = slot.plus(&d);
-                }
-            }
-        }
-        out
-    }
-
-    pub(crate) fn plan(&self) -> FlushPlan {
-        let mut plan = FlushPlan {
-            calls: Vec::new(),
-            identities: Vec::new(),
-            confirm: Vec::new(),
-        };
-        for (key, reg) in &self.functions {
-            if reg.identity_dirty {
-                plan.identities.push(reg.function.clone());
-            }
-            let mut sum = CallStats::default();
-            for t in &reg.trackers {
-                let now = t.counters.snapshot();
-                let d = now.minus(&t.flushed);
-                if !d.is_zero() {
-                    sum = sum.plus(&d);
-                    plan.confirm.push((*key, Arc::clone(&t.counters), now));
-                }
-            }
-            if !sum.is_zero() {
-                plan.calls.push((*key, sum));
-            }
-        }
-        plan
-    }
-
-    /// Marks a committed plan's counts as written, and forgets decorators that are gone.
-    pub(crate) fn confirm(&mut self, plan: FlushPlan) {
-        for f in &plan.identities {
-            if let Some(reg) = self.functions.get_mut(&f.key())
-                && reg.function == *f
-            {
-                reg.identity_dirty = false;
-            }
-        }
-        for (key, counters, snapshot) in plan.confirm {
-            if let Some(t) = self.functions.get_mut(&key).and_then(|reg| {
-                reg.trackers
-                    .iter_mut()
-                    .find(|t| Arc::ptr_eq(&t.counters, &counters))
-            }) {
-                t.flushed = snapshot;
-            }
-        }
-        for reg in self.functions.values_mut() {
-            reg.trackers.retain(|t| {
-                Arc::strong_count(&t.counters) > 1 || t.counters.snapshot() != t.flushed
-            });
-        }
     }
 }
