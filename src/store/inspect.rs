@@ -7,11 +7,12 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata as _};
 
 use super::engine::Db;
 use super::engine_error::engine_error;
-use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
+use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
 use super::write::{Tx, Victim};
-use super::{Commit, Store};
+use super::{Commit, Store, lend};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
+use crate::record::{Lent, LentBytes};
 use crate::stats::{CallStats, EvictionCause, EvictionStats};
 
 /// A store's statistics: totals, and one row per function.
@@ -375,6 +376,20 @@ impl Store {
         }
     }
 
+    /// The stored record of `id`, as [`Cache::retrieve`](crate::Cache::retrieve) returns it,
+    /// but without counting an access (the entry's hits and last access stay as they are): for
+    /// tools that look inside a store. [`Record::parse`](crate::Record::parse) checks it and
+    /// gives its parts.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn read_record(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
+        self.shared().engine().guard("cannot read a record", || {
+            let txn = self.shared().engine().begin_read()?;
+            read_record(&txn, id)
+        })
+    }
+
     /// Removes one entry; says whether it was there.
     ///
     /// # Errors
@@ -445,4 +460,39 @@ fn remove_where(tx: &mut Tx<'_>, which: impl FnMut(&EntryMeta) -> bool) -> Resul
         tx.delete(id)?;
     }
     Ok(doomed.len() as u64)
+}
+
+/// The record bytes of `id` in a read transaction: its results row lent as every read lends it
+/// ([`lend`]: a record whole; a manifest's chunks, from the same transaction), then joined.
+fn read_record(txn: &ReadTransaction, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
+    let results = txn
+        .open_table(RESULTS)
+        .map_err(|e| engine_error("cannot open the results table", e))?;
+    let Some(row) = results
+        .get(id.as_bytes())
+        .map_err(|e| engine_error("cannot read a result", e))?
+    else {
+        return Ok(None);
+    };
+    let mut record = None;
+    lend(row.value(), id, txn, &mut |lent| {
+        record = Some(joined(lent))
+    })?;
+    // `lend` hands the row over exactly once: `None` is not reached.
+    record.transpose()
+}
+
+/// A lent record in one buffer, grown as its parts are read: a manifest's length is not
+/// trusted, so nothing is allocated ahead of the bytes.
+fn joined(lent: Lent<'_>) -> Result<Vec<u8>, Error> {
+    match lent.bytes() {
+        LentBytes::Whole(bytes) | LentBytes::Checked(bytes) => Ok(bytes.to_vec()),
+        LentBytes::Parts(parts) => {
+            let mut record = Vec::new();
+            for i in 0..parts.count() {
+                record.extend_from_slice(&parts.part(i)?);
+            }
+            Ok(record)
+        }
+    }
 }
