@@ -7,9 +7,10 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata as _};
 
 use super::engine::Db;
 use super::engine_error::engine_error;
+use super::read::lend;
 use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
 use super::write::{Tx, Victim};
-use super::{Commit, Store, lend};
+use super::{Commit, Store};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::record::{Lent, LentBytes};

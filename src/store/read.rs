@@ -143,7 +143,7 @@ impl Shared {
 /// Lends a results row: a record, whole; for a manifest, the record's chunks, read from the
 /// same transaction.
 #[inline]
-fn lend(
+pub(super) fn lend(
     row: &[u8],
     id: &CheckpointId,
     txn: &redb::ReadTransaction,
