@@ -67,7 +67,10 @@ impl<'a> Lent<'a> {
         match self.0 {
             LentBytes::Whole(b) | LentBytes::Checked(b) => Ok(b.to_vec()),
             LentBytes::Parts(p) => {
-                let mut out = Vec::with_capacity(usize::try_from(p.len()).unwrap_or(0));
+                // The length is the lender's claim (a damaged manifest could claim terabytes):
+                // reserve at most 64 MiB up front, and let the parts read grow the rest.
+                let claim = usize::try_from(p.len()).unwrap_or(usize::MAX);
+                let mut out = Vec::with_capacity(claim.min(64 << 20));
                 for i in 0..p.count() {
                     out.extend_from_slice(&p.part(i)?);
                 }
