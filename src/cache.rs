@@ -22,8 +22,8 @@ pub(crate) const BATCH_MAX_SAVES: usize = 256 * 1024;
 /// See [`BATCH_MAX_SAVES`].
 pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 
-/// Where checkpointed results live: saves and retrieves encoded results by id (the seed's
-/// `CacheBase`).
+/// Where checkpointed results live: saves and retrieves encoded results by id (Python
+/// `checkpointing`'s `CacheBase`).
 ///
 /// A cache stores opaque bytes. The decorator encodes each result into a self-checking record
 /// (checksum, type fingerprint, compute time, postcard payload) before [`save`](Cache::save), and
@@ -35,12 +35,24 @@ pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 /// failures as errors rather than panicking; the decorator's [`OnError`](crate::OnError) policy
 /// decides what a failure means for the call.
 ///
+/// # What to implement
+///
+/// | methods | when | default |
+/// |---|---|---|
+/// | [`save`](Cache::save), [`retrieve`](Cache::retrieve) | always: a cache is these two | — |
+/// | [`retrieve_parts`](Cache::retrieve_parts) | to lend stored bytes in place (no copy), or in pieces | `retrieve`, lent whole |
+/// | [`save_large`](Cache::save_large), [`save_many`](Cache::save_many) | to write a large value as it is encoded, or many at once | one buffer; one `save` each |
+/// | [`remove`](Cache::remove) | to drop a record that failed its checks | keeps it |
+/// | [`register`](Cache::register) | to persist per-function statistics | nothing |
+/// | [`flight_scope`](Cache::flight_scope) | when clones of a handle share storage | the handle's address |
+///
 /// A `HashMap` is a cache in a dozen lines:
 ///
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use ckpt::{AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, Function};
+/// use ckpt::{AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Function};
+/// use ckpt::cache::Entry;
 ///
 /// #[derive(Default)]
 /// struct DictCache(Mutex<HashMap<CheckpointId, Vec<u8>>>);
@@ -51,7 +63,7 @@ pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 ///         Ok(())
 ///     }
 ///     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, ckpt::Error> {
-///         Ok(self.0.lock().unwrap().get(id).cloned()) // None: the seed's CheckpointNotExist
+///         Ok(self.0.lock().unwrap().get(id).cloned()) // None: nothing stored (CheckpointNotExist)
 ///     }
 /// }
 ///
@@ -65,6 +77,8 @@ pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 /// # Ok::<(), ckpt::Error>(())
 /// ```
 pub trait Cache: Send + Sync {
+    // The two a cache must write.
+
     /// Stores `entry` under `id`, replacing what was there.
     ///
     /// # Errors
@@ -77,27 +91,13 @@ pub trait Cache: Send + Sync {
     /// When the cache could not be read. "Not there" is `Ok(None)`, never an error.
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error>;
 
-    /// Hands the bytes stored under `id` to `read` without copying them, and says whether there
-    /// were any. The decorator's hit path calls this; the default calls
-    /// [`retrieve`](Cache::retrieve). Override it when the bytes can be lent in place.
-    ///
-    /// # Errors
-    /// As [`retrieve`](Cache::retrieve).
-    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        match self.retrieve(id)? {
-            Some(bytes) => {
-                read(&bytes);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
+    // Speed: lending in place, large values, bulk saves.
 
     /// Lends the record stored under `id` to `read`, whole or in parts (see [`Lent`]), and says
-    /// whether there was one. The decorator's hit path calls this. The default lends, whole,
-    /// what [`retrieve_with`](Cache::retrieve_with) lends; a cache that keeps large records in
-    /// pieces overrides it to lend them without joining them into one buffer, so that decoding
-    /// never holds a large value and its record in memory at once.
+    /// whether there was one. The decorator's hit path calls this. The default lends what
+    /// [`retrieve`](Cache::retrieve) returns, whole; a cache that can lend its bytes in place
+    /// (no copy), or keeps large records in pieces, overrides it, so that decoding never holds
+    /// a large value and its record in memory at once.
     ///
     /// # Errors
     /// As [`retrieve`](Cache::retrieve).
@@ -106,7 +106,13 @@ pub trait Cache: Send + Sync {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>),
     ) -> Result<bool, Error> {
-        self.retrieve_with(id, &mut |bytes| read(Lent::whole(bytes)))
+        match self.retrieve(id)? {
+            Some(bytes) => {
+                read(Lent::whole(&bytes));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Stores a large result under `id`, replacing what was there. The decorator calls this
@@ -127,6 +133,8 @@ pub trait Cache: Send + Sync {
             },
         )
     }
+
+    // Upkeep.
 
     /// Removes the entry under `id`, saying whether there was one. The decorator calls it to drop
     /// a stored value that failed its checks. The default does nothing.
@@ -154,6 +162,8 @@ pub trait Cache: Send + Sync {
         }
         Ok(())
     }
+
+    // Statistics and sharing.
 
     /// Called once by each decorator before its first call, with the function it checkpoints and
     /// its live counters, so a cache that keeps statistics can persist them. The default does
@@ -368,13 +378,6 @@ macro_rules! forward_cache {
             fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
                 (**self).retrieve(id)
             }
-            fn retrieve_with(
-                &self,
-                id: &CheckpointId,
-                read: &mut dyn FnMut(&[u8]),
-            ) -> Result<bool, Error> {
-                (**self).retrieve_with(id, read)
-            }
             fn retrieve_parts(
                 &self,
                 id: &CheckpointId,
@@ -452,12 +455,16 @@ impl Cache for MemoryCache {
         Ok(self.entries.read().get(id).map(|b| b.to_vec()))
     }
 
-    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+    fn retrieve_parts(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
         // Clone the Arc out so `read` runs without the lock held.
         let bytes = self.entries.read().get(id).cloned();
         match bytes {
             Some(b) => {
-                read(&b);
+                read(Lent::whole(&b));
                 Ok(true)
             }
             None => Ok(false),

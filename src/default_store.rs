@@ -81,13 +81,6 @@ impl Cache for DefaultStore {
         store()?.retrieve(id)
     }
 
-    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        match DEFAULT.get() {
-            Some(s) => s.retrieve_with(id, read),
-            None => store()?.retrieve_with(id, read),
-        }
-    }
-
     fn retrieve_parts(
         &self,
         id: &CheckpointId,

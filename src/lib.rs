@@ -48,45 +48,53 @@
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
-mod cache;
+pub mod cache;
 mod decorator;
 mod default_store;
 mod error;
 mod flight;
 mod id;
-mod identifier;
+pub mod identifier;
 mod macros;
 mod record;
 mod record_view;
-mod stats;
-mod store;
+pub mod stats;
+pub mod store;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod testing;
 mod warn;
 
-pub use cache::{Cache, Entry, LargeEntry, Lent, MemoryCache, Part, Parts};
+// What a user needs first; the rest lives in the modules named after it (`cache`, `store`,
+// `identifier`, `stats`, `archive`, `defaults`).
+pub use cache::{Cache, MemoryCache};
 pub use decorator::{DecoratorCheckpoint, OnError};
-pub use default_store::{
-    DEFAULT_DIR, DEFAULT_FILE, DIR_VAR, DefaultStore, default_store, default_store_path,
-};
+pub use default_store::{DefaultStore, default_store};
 pub use error::{Error, ErrorKind, OpenError, OpenErrorKind};
 pub use id::{CheckpointId, Function, code_hash};
-pub use identifier::{
-    AutoIdentifier, Call, FnNameIdentifier, ID_SCHEME, Identifier, KeyFn, Unordered,
-    canonical_bytes,
-};
+pub use identifier::{AutoIdentifier, Call, FnNameIdentifier, Identifier, KeyFn, Unordered};
 #[doc(hidden)]
 pub use macros::__private;
 pub use record_view::{Record, type_fingerprint};
-pub use stats::{CallStats, Counters, EvictionCause, EvictionStats};
+pub use stats::CallStats;
 pub use store::{
-    ARCHIVE_MAGIC, ARCHIVE_VERSION, AccessMode, Clock, CompactReport, ConcurrencyMode, Durability,
-    EntryInfo, EvictMode, Evicted, EvictionPolicy, EvictionReport, ExportReport, FunctionStats,
-    ImportReport, Limits, MAX_ARCHIVE_RECORD, ManualClock, OpenCheck, SalvageMethod, SalvageReport,
-    Store, StoreBuilder, StoreStats, SystemClock, VerifyReport,
+    AccessMode, ConcurrencyMode, Durability, EvictionPolicy, Limits, OpenCheck, Store, StoreBuilder,
 };
 pub use warn::{reset_warning_hook, set_warning_hook};
+
+/// Portable archives of a store's entries: [`Store::export`], [`Store::import`] and the
+/// `ckpt export` / `ckpt import` commands. ARCHITECTURE.md gives the format byte by byte.
+pub mod archive {
+    pub use crate::store::archive::{
+        ARCHIVE_MAGIC, ARCHIVE_VERSION, ExportReport, ImportReport, MAX_ARCHIVE_RECORD,
+    };
+}
+
+/// Where the default store lives: `$CKPT_DIR/checkpoints.redb`, or `.ckpt/checkpoints.redb` under
+/// the working directory (see [`default_store`](crate::default_store())).
+pub mod defaults {
+    pub use crate::default_store::{DEFAULT_DIR, DEFAULT_FILE, DIR_VAR, default_store_path};
+}
 
 /// The README's examples, compiled as doctests so that they cannot drift from the API.
 #[cfg(doctest)]

@@ -87,7 +87,7 @@ impl Counters {
 
 /// Counts of calls and their outcomes: a decorator's since it was created
 /// ([`DecoratorCheckpoint::stats`](crate::DecoratorCheckpoint::stats)), or a function's over the
-/// store's whole life ([`FunctionStats::calls`](crate::FunctionStats)).
+/// store's whole life ([`FunctionStats::calls`](crate::store::FunctionStats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CallStats {

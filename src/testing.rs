@@ -51,7 +51,10 @@ pub fn save_large<T: Serialize + DeserializeOwned>(
         fingerprint: crate::record::fingerprint::<T>(),
         compute,
     };
-    cache.save_large(id, &crate::LargeEntry::new(function, &encoder, compute))
+    cache.save_large(
+        id,
+        &crate::cache::LargeEntry::new(function, &encoder, compute),
+    )
 }
 
 /// Marks the store's engine handle broken, as an I/O failure or a contained panic does: the next

@@ -4,9 +4,9 @@
 
 mod common;
 
+use ckpt::store::EntryInfo;
 use ckpt::{
-    AutoIdentifier, CheckpointId, DecoratorCheckpoint, EntryInfo, ErrorKind, Function, OnError,
-    Record, Store,
+    AutoIdentifier, CheckpointId, DecoratorCheckpoint, ErrorKind, Function, OnError, Record, Store,
 };
 use common::TempDir;
 

@@ -337,10 +337,12 @@ fn the_default_folder_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("default-folder");
     // Where `default_store` puts its file under a working directory (or `CKPT_DIR`).
-    let path = dir.join(ckpt::DEFAULT_DIR).join(ckpt::DEFAULT_FILE);
+    let path = dir
+        .join(ckpt::defaults::DEFAULT_DIR)
+        .join(ckpt::defaults::DEFAULT_FILE);
     Store::open(&path).unwrap().close().unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir.join(ckpt::DEFAULT_DIR)), 0o700);
+    assert_eq!(mode(&dir.join(ckpt::defaults::DEFAULT_DIR)), 0o700);
     assert_eq!(mode(&path), 0o600);
 }
 

@@ -6,8 +6,9 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use ckpt::cache::Entry;
 use ckpt::{
-    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, ErrorKind, Function, Limits,
+    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, ErrorKind, Function, Limits,
     MemoryCache, OnError, Store,
 };
 use common::TempDir;

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+use ckpt::store::ManualClock;
 use ckpt::{
-    AutoIdentifier, CheckpointId, ConcurrencyMode, DecoratorCheckpoint, Function, ManualClock,
-    OnError, Record, Store,
+    AutoIdentifier, CheckpointId, ConcurrencyMode, DecoratorCheckpoint, Function, OnError, Record,
+    Store,
 };
 use common::TempDir;
 use serde_json::Value;

@@ -6,9 +6,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
+use ckpt::stats::EvictionCause;
+use ckpt::store::{EvictMode, ManualClock};
 use ckpt::{
-    AutoIdentifier, CheckpointId, DecoratorCheckpoint, Durability, EvictMode, EvictionCause,
-    EvictionPolicy, Function, Limits, ManualClock, OnError, Store,
+    AutoIdentifier, CheckpointId, DecoratorCheckpoint, Durability, EvictionPolicy, Function,
+    Limits, OnError, Store,
 };
 use common::{Rng, TempDir, record_size_of_bytes};
 
@@ -219,7 +221,7 @@ trait MsForTest {
 
 impl MsForTest for ManualClock {
     fn now_ms_for_test(&self) -> u64 {
-        use ckpt::Clock;
+        use ckpt::store::Clock;
         self.now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
     }
 }

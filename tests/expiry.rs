@@ -4,7 +4,8 @@ mod common;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Limits, ManualClock, OnError, Store};
+use ckpt::store::ManualClock;
+use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Limits, OnError, Store};
 use common::TempDir;
 
 fn setup(
@@ -87,7 +88,7 @@ fn idle_entries_expire_and_hits_keep_them_alive() {
     let report = store.expire().unwrap();
     assert_eq!(report.evicted.len(), 1);
     assert_eq!(report.evicted[0].id, deco.identify(&2u32).unwrap());
-    assert_eq!(report.evicted[0].cause, ckpt::EvictionCause::Idle);
+    assert_eq!(report.evicted[0].cause, ckpt::stats::EvictionCause::Idle);
     assert!(hit(&deco, 1));
     assert!(!hit(&deco, 2), "expired entry 2 is recomputed");
     assert_eq!(store.stats().unwrap().evictions.idle, 1);

@@ -3,7 +3,7 @@
 //! THESE VECTORS ARE THE ID CONTRACT. Every checkpoint ever stored is found again only because
 //! the same call still hashes to the same id. If any vector here changes, every stored
 //! checkpoint is orphaned (silently: its calls just miss and recompute). So a change here is
-//! never a test to "update": it requires bumping `ckpt::ID_SCHEME` deliberately, documenting the
+//! never a test to "update": it requires bumping `ckpt::identifier::ID_SCHEME` deliberately, documenting the
 //! new scheme in ARCHITECTURE.md, and regenerating these vectors in the same commit.
 //!
 //! The vectors were computed once with the scheme-1 code and pinned. On a mismatch the failure
@@ -11,9 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use ckpt::identifier::canonical_bytes;
 use ckpt::{
     AutoIdentifier, Call, CheckpointId, FnNameIdentifier, Function, Identifier, Unordered,
-    canonical_bytes, code_hash,
+    code_hash,
 };
 use serde::{Serialize, Serializer};
 
@@ -85,7 +86,7 @@ fn id<A: Serialize + ?Sized>(f: &Function, args: &A) -> String {
 
 #[test]
 fn the_scheme_version_is_pinned() {
-    assert_eq!(ckpt::ID_SCHEME, 1);
+    assert_eq!(ckpt::identifier::ID_SCHEME, 1);
 }
 
 /// One argument of every shape of the serde data model, through `AutoIdentifier`.

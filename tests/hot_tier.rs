@@ -5,10 +5,11 @@ mod common;
 
 use std::time::Duration;
 
+use ckpt::store::ManualClock;
 use ckpt::testing;
 use ckpt::{
-    AutoIdentifier, ConcurrencyMode, DecoratorCheckpoint, Function, Limits, ManualClock, OnError,
-    OpenErrorKind, Store,
+    AutoIdentifier, ConcurrencyMode, DecoratorCheckpoint, Function, Limits, OnError, OpenErrorKind,
+    Store,
 };
 use common::TempDir;
 

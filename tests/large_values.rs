@@ -8,10 +8,11 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use ckpt::cache::{Entry, LargeEntry, Lent, Part, Parts};
 use ckpt::testing::{self, Decoded};
 use ckpt::{
-    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, Error, ErrorKind, Function,
-    LargeEntry, Lent, Limits, MemoryCache, OnError, Part, Parts, Store,
+    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Error, ErrorKind, Function, Limits,
+    MemoryCache, OnError, Store,
 };
 use common::{TempDir, read_chunks, read_rows, tamper_chunks};
 use serde::{Deserialize, Serialize};

@@ -11,10 +11,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use ckpt::store::{Clock, EvictMode, ManualClock};
 use ckpt::testing::{self, GROUP_COMMIT_MAX_BYTES};
 use ckpt::{
-    AutoIdentifier, Cache, CheckpointId, Clock, DecoratorCheckpoint, EvictMode, EvictionPolicy,
-    Function, Limits, ManualClock, OnError, Store,
+    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, EvictionPolicy, Function, Limits,
+    OnError, Store,
 };
 use common::TempDir;
 use proptest::prelude::*;

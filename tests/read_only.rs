@@ -7,9 +7,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
+use ckpt::store::{EvictMode, ManualClock};
 use ckpt::{
-    AccessMode, AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, ErrorKind, EvictMode,
-    EvictionPolicy, Function, Limits, ManualClock, OnError, OpenErrorKind, Store,
+    AccessMode, AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, ErrorKind,
+    EvictionPolicy, Function, Limits, OnError, OpenErrorKind, Store,
 };
 use common::{Rng, TempDir};
 

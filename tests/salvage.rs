@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use ckpt::store::SalvageMethod;
 use ckpt::testing::{self, Decoded};
 use ckpt::{
-    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, ErrorKind, Function, OnError,
-    SalvageMethod, Store,
+    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, ErrorKind, Function, OnError, Store,
 };
 use common::{Rng, TempDir, within};
 
@@ -62,7 +62,12 @@ fn build_store(path: &Path, n: u64) -> BTreeMap<CheckpointId, Val> {
 }
 
 /// Everything a salvage should carry over: entries' metadata and records, and function rows.
-fn snapshot(store: &Store) -> (Vec<(ckpt::EntryInfo, Vec<u8>)>, Vec<ckpt::FunctionStats>) {
+fn snapshot(
+    store: &Store,
+) -> (
+    Vec<(ckpt::store::EntryInfo, Vec<u8>)>,
+    Vec<ckpt::store::FunctionStats>,
+) {
     let entries = store
         .entries()
         .unwrap()

@@ -7,9 +7,10 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::sync::{LazyLock, Mutex};
 
+use ckpt::cache::Entry;
 use ckpt::{
-    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, FnNameIdentifier, Function,
-    KeyFn, MemoryCache, OnError, code_hash,
+    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, FnNameIdentifier, Function, KeyFn,
+    MemoryCache, OnError, code_hash,
 };
 use common::Runs;
 

@@ -8,9 +8,10 @@ mod common;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use ckpt::cache::Entry;
 use ckpt::{
-    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, Entry, ErrorKind, Function,
-    MemoryCache, OnError,
+    AutoIdentifier, Cache, CheckpointId, DecoratorCheckpoint, ErrorKind, Function, MemoryCache,
+    OnError,
 };
 use common::Runs;
 use serde::{Serialize, Serializer};

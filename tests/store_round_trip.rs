@@ -17,7 +17,7 @@ fn deco(store: &Store, function: Function) -> DecoratorCheckpoint<AutoIdentifier
     DecoratorCheckpoint::new(function, AutoIdentifier, store.clone()).with_on_error(OnError::Raise)
 }
 
-fn ids<'a>(infos: impl IntoIterator<Item = &'a ckpt::EntryInfo>) -> BTreeSet<CheckpointId> {
+fn ids<'a>(infos: impl IntoIterator<Item = &'a ckpt::store::EntryInfo>) -> BTreeSet<CheckpointId> {
     infos.into_iter().map(|i| i.id).collect()
 }
 

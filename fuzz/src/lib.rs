@@ -11,12 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ckpt::store::EvictMode;
 use ckpt::testing::{
     self, Decoded, FaultOp, Faults, FaultyBackend, GROUP_COMMIT_MAX_BYTES, MemoryBackend,
 };
-use ckpt::{
-    Cache, CheckpointId, ErrorKind, EvictMode, EvictionPolicy, Function, Limits, OpenCheck, Store,
-};
+use ckpt::{Cache, CheckpointId, ErrorKind, EvictionPolicy, Function, Limits, OpenCheck, Store};
 
 /// Reads fuzz input; past its end every read gives zeros.
 pub struct Input<'a>(&'a [u8]);

@@ -1,5 +1,5 @@
 //! What an eviction would remove, worked out from a read transaction: a dry run
-//! ([`EvictMode::DryRun`](crate::EvictMode::DryRun)) writes nothing, so it also runs on a
+//! ([`EvictMode::DryRun`](crate::store::EvictMode::DryRun)) writes nothing, so it also runs on a
 //! read-only store.
 //!
 //! It follows `Tx::enforce` step by step (expiry by age, then by idleness, then the caps down to

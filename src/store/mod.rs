@@ -1,7 +1,9 @@
-//! [`Store`]: every checkpoint in one transactional redb file.
+//! [`Store`]: every checkpoint in one transactional redb file; its options ([`StoreBuilder`],
+//! [`Limits`], [`Durability`], ...) and the reports of its inspection and maintenance
+//! ([`StoreStats`], [`VerifyReport`], [`SalvageReport`], ...).
 
 mod access;
-mod archive;
+pub(crate) mod archive;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod backend;
 mod builder;
@@ -34,7 +36,6 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 
-pub use archive::{ARCHIVE_MAGIC, ARCHIVE_VERSION, ExportReport, ImportReport, MAX_ARCHIVE_RECORD};
 pub use builder::StoreBuilder;
 pub use inspect::{CompactReport, EntryInfo, Evicted, EvictionReport, FunctionStats, StoreStats};
 pub use options::{
@@ -366,20 +367,6 @@ impl Cache for Store {
         self.shared()
             .read(id, &mut |lent| out = Some(lent.to_vec()))?;
         out.transpose()
-    }
-
-    /// Lends the record under `id` in one buffer (a chunked one joined: see
-    /// [`retrieve_parts`](Cache::retrieve_parts) to read it without).
-    fn retrieve_with(&self, id: &CheckpointId, read: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        let mut failed = None;
-        let found = self.shared().read(id, &mut |lent| match lent.as_whole() {
-            Some(bytes) => read(bytes),
-            None => match lent.to_vec() {
-                Ok(bytes) => read(&bytes),
-                Err(e) => failed = Some(e),
-            },
-        })?;
-        failed.map_or(Ok(found), Err)
     }
 
     #[inline]

@@ -93,7 +93,7 @@ impl std::str::FromStr for EvictionPolicy {
 ///   [`Store::expire`](crate::Store::expire)); until then a hit still returns it, and counts as
 ///   an access.
 ///
-/// [`EvictionStats`](crate::EvictionStats) counts the entries removed by these rules. An expired
+/// [`EvictionStats`](crate::stats::EvictionStats) counts the entries removed by these rules. An expired
 /// entry that is recomputed before a write collects it is replaced in place, and counted as a
 /// miss rather than an expiration.
 ///
@@ -311,7 +311,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use ckpt::{Clock, ManualClock};
+/// use ckpt::store::{Clock, ManualClock};
 /// let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000));
 /// clock.advance(Duration::from_secs(60));
 /// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(1_060));

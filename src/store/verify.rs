@@ -144,7 +144,7 @@ impl Store {
     ///
     /// # Errors
     /// When the file cannot be read, or is damaged beyond the engine's repair
-    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted)): copy what is intact into a new
+    /// ([`ErrorKind::Corrupted`]): copy what is intact into a new
     /// store with [`Store::salvage`], or delete the file (checkpoints are recomputable).
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         self.check("cannot verify the store", false)

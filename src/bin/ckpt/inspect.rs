@@ -3,7 +3,8 @@
 use std::io::IsTerminal;
 use std::time::SystemTime;
 
-use ckpt::{AccessMode, EvictionStats, Record};
+use ckpt::stats::EvictionStats;
+use ckpt::{AccessMode, Record};
 use serde_json::json;
 
 use crate::human::{self, Table};

@@ -7,7 +7,9 @@
 
 use std::time::SystemTime;
 
-use ckpt::{CallStats, EntryInfo, EvictionStats, FunctionStats, StoreStats};
+use ckpt::CallStats;
+use ckpt::stats::EvictionStats;
+use ckpt::store::{EntryInfo, FunctionStats, StoreStats};
 use serde_json::{Value, json};
 
 use crate::human;

@@ -277,7 +277,7 @@ pub struct Context {
 
 fn run(cli: Cli) -> output::Result {
     let mut cx = Context {
-        path: cli.store.unwrap_or_else(ckpt::default_store_path),
+        path: cli.store.unwrap_or_else(ckpt::defaults::default_store_path),
         check: match cli.open_check {
             Check::Full => OpenCheck::Full,
             Check::Trust => OpenCheck::Trust,

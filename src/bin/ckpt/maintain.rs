@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ckpt::{AccessMode, EvictMode, EvictionCause, EvictionPolicy, Limits, OpenCheck, VerifyReport};
+use ckpt::stats::EvictionCause;
+use ckpt::store::{EvictMode, VerifyReport};
+use ckpt::{AccessMode, EvictionPolicy, Limits, OpenCheck};
 use serde_json::json;
 
 use crate::human::{self, Table};

@@ -3,10 +3,8 @@
 use std::io;
 use std::path::Path;
 
-use ckpt::{
-    AccessMode, CheckpointId, ConcurrencyMode, Function, FunctionStats, OpenCheck, OpenErrorKind,
-    Store,
-};
+use ckpt::store::FunctionStats;
+use ckpt::{AccessMode, CheckpointId, ConcurrencyMode, Function, OpenCheck, OpenErrorKind, Store};
 
 use crate::IdArg;
 use crate::output::{Failure, Result, for_the_tool};

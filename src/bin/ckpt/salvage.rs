@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ckpt::{SalvageMethod, SalvageReport, Store};
+use ckpt::Store;
+use ckpt::store::{SalvageMethod, SalvageReport};
 use clap::Args;
 use serde_json::json;
 
