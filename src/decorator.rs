@@ -18,7 +18,7 @@ use crate::stats::{CallStats, Counters, Event};
 
 /// What a decorator does when it cannot identify a call, read the cache, or save a result.
 ///
-/// Unlike the seed, failures while building the id fall under the policy too.
+/// Unlike Python `checkpointing`'s `on_error`, failures while building the id fall under the policy too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OnError {
@@ -44,7 +44,7 @@ pub enum Mode {
     Rerun,
 }
 
-/// An identifier and a cache bound to one function: the seed's
+/// An identifier and a cache bound to one function: Python `checkpointing`'s
 /// `DecoratorCheckpoint(identifier, cache)`.
 ///
 /// [`call`](Self::call) returns the stored result for an identical earlier call, or runs the
@@ -176,7 +176,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         self.execute(id, Mode::Call, || f(args), |r| r.as_ref().ok(), Ok)
     }
 
-    /// Runs `f(args)` whatever is stored, and overwrites the stored result (the seed's
+    /// Runs `f(args)` whatever is stored, and overwrites the stored result (Python `checkpointing`'s
     /// `f.rerun`).
     ///
     /// # Errors

@@ -34,7 +34,7 @@
 /// while comments and formatting do not. Arguments are identified by [`AutoIdentifier`].
 ///
 /// Beside the function, the macro defines a module of the same name with:
-/// * `name::rerun(args...)`: run and overwrite (the seed's `f.rerun`);
+/// * `name::rerun(args...)`: run and overwrite (Python `checkpointing`'s `f.rerun`);
 /// * `name::id(args...) -> Result<CheckpointId, Error>`: the id of a call;
 /// * `name::stats() -> CallStats`: this process's counts;
 /// * `name::decorator()`: the [`DecoratorCheckpoint`] behind it.

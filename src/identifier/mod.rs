@@ -42,7 +42,7 @@ impl<'a, A: ?Sized> Call<'a, A> {
     }
 }
 
-/// Turns a call into a [`CheckpointId`]: the seed's `FuncCallIdentifierBase.identify`.
+/// Turns a call into a [`CheckpointId`]: Python `checkpointing`'s `FuncCallIdentifierBase.identify`.
 ///
 /// The contract every identifier must keep (ckpt's property tests check it for the built-ins):
 /// * **deterministic**: the same function and equal arguments give the same id, in every process
@@ -142,7 +142,7 @@ impl<A: Serialize + ?Sized> Identifier<A> for AutoIdentifier {
 }
 
 /// Identifies a call by its function alone: module path and name, ignoring arguments, code and
-/// version. The function reruns only when it is renamed or moved (the seed's
+/// version. The function reruns only when it is renamed or moved (Python `checkpointing`'s
 /// `FuncNameIdentifier`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct FnNameIdentifier;

@@ -96,8 +96,8 @@ impl std::fmt::Debug for Lent<'_> {
 /// A record stored in parts, lent for reading (see [`Lent::parts`]): parts `0..count()`, none
 /// empty, whose bytes in order are the record.
 ///
-/// ckpt reads them in order, twice (once to check the record's checksum, once to decode the
-/// value), holding one part at a time.
+/// ckpt reads them in order, once: it feeds each part to the record's checksum as it decodes the
+/// value from it, holding one part at a time, and drops the value unless the checksum matches.
 pub trait Parts {
     /// The record's length: the sum of the parts' lengths.
     fn len(&self) -> u64;
