@@ -723,3 +723,84 @@ fn demo_store() {
     known_store(&dir);
     std::mem::forget(dir);
 }
+
+/// `ckpt stats --format prometheus` is the text exposition format: each family's HELP and TYPE
+/// once, before its samples; every sample `name{labels} value`; and the values are the
+/// statistics `--json` gives.
+#[test]
+fn stats_in_prometheus_format() {
+    let dir = TempDir::new("cli-prom");
+    let path = known_store(&dir);
+    let text = ok(ckpt(&path, &["stats", "--format", "prometheus"]));
+    let stats = json(ckpt(&path, &["stats", "--json"]));
+    let mut families: Vec<String> = Vec::new();
+    let mut samples = std::collections::BTreeMap::new();
+    let mut last_type: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap().to_string();
+            assert!(!families.contains(&name), "HELP of {name} twice");
+            families.push(name);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert_eq!(Some(name), families.last().map(String::as_str), "{line}");
+            assert!(kind == "counter" || kind == "gauge", "{line}");
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+            last_type = Some(name.to_string());
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap();
+            assert_eq!(
+                Some(name),
+                last_type.as_deref(),
+                "a sample outside its family: {line}"
+            );
+            assert!(
+                labels.ends_with('}') && labels.contains("store=\""),
+                "{line}"
+            );
+            let value: f64 = value.parse().unwrap();
+            samples.insert(series.to_string(), value);
+        }
+    }
+    let store = path.display().to_string();
+    for f in stats["functions"].as_array().unwrap() {
+        let function = format!(
+            "{}::{}",
+            f["module"].as_str().unwrap(),
+            f["name"].as_str().unwrap()
+        );
+        let series = |name: &str| format!("{name}{{store=\"{store}\",function=\"{function}\"}}");
+        for (metric, field) in [
+            ("ckpt_hits_total", "hits"),
+            ("ckpt_misses_total", "misses"),
+            ("ckpt_saves_total", "saves"),
+        ] {
+            assert_eq!(
+                samples[&series(metric)],
+                f["calls"][field].as_u64().unwrap() as f64,
+                "{metric} of {function}"
+            );
+        }
+        assert_eq!(
+            samples[&series("ckpt_entries")],
+            f["entries"].as_u64().unwrap() as f64
+        );
+        assert_eq!(
+            samples[&series("ckpt_stored_bytes")],
+            f["stored_bytes"].as_u64().unwrap() as f64
+        );
+    }
+    assert_eq!(
+        samples[&format!("ckpt_file_bytes{{store=\"{store}\"}}")],
+        stats["file_bytes"].as_u64().unwrap() as f64
+    );
+    // The known store's totals are not all zero: the check above compares real counts.
+    assert!(stats["calls"]["hits"].as_u64().unwrap() > 0);
+    // One format at a time.
+    fails(
+        ckpt(&path, &["stats", "--json", "--format", "prometheus"]),
+        2,
+        "two formats",
+    );
+}

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::human::{self, Table};
 use crate::open::{self, Missing};
 use crate::output::{Failure, Result};
-use crate::{Context, LsArgs, ShowArgs, SortKey, json};
+use crate::{Context, LsArgs, ShowArgs, SortKey, StatsArgs, StatsFormat, json, prometheus};
 
 /// `5 (size 4, age 1)`, or `0`.
 fn evictions(e: &EvictionStats) -> String {
@@ -31,10 +31,20 @@ fn evictions(e: &EvictionStats) -> String {
     }
 }
 
-pub fn stats(cx: &mut Context) -> Result {
+pub fn stats(cx: &mut Context, args: StatsArgs) -> Result {
+    if cx.json && args.format == StatsFormat::Prometheus {
+        return Err(Failure::usage(
+            "--json and --format prometheus ask for two formats: give one",
+        ));
+    }
     let store = open::open(&cx.path, cx.check, Missing::Fail, AccessMode::ReadOnly)?;
     let s = store.stats()?;
-    if cx.json {
+    if args.format == StatsFormat::Prometheus {
+        return cx
+            .out
+            .text(&prometheus::render(&cx.path.display().to_string(), &s));
+    }
+    if cx.json || args.format == StatsFormat::Json {
         return cx
             .out
             .json(&json::stats(&cx.path.display().to_string(), &s));

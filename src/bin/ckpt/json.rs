@@ -21,7 +21,13 @@ stored_bytes, calls, evictions}]}
   calls: {hits, misses, reruns, saves, errors, corrupt, type_mismatches, hit_ratio (null before \
 the first lookup), time_saved_ns, time_spent_ns}; corrupt counts the corrupt entries dropped
   evictions: {size, count, age, idle, total}
-  key, code_version, code_hash: 16 hex digits (code_hash and version may be null)";
+  key, code_version, code_hash: 16 hex digits (code_hash and version may be null)
+Prometheus (--format prometheus): the text exposition format, version 0.0.4. Per function \
+(labels store, function): ckpt_hits_total, ckpt_misses_total, ckpt_reruns_total, \
+ckpt_saves_total, ckpt_errors_total, ckpt_corrupt_total, ckpt_type_mismatches_total, \
+ckpt_time_saved_seconds_total, ckpt_time_spent_seconds_total, ckpt_entries, ckpt_stored_bytes, \
+ckpt_evictions_total (label cause: size, count, age, idle). Per store (label store): \
+ckpt_file_bytes, ckpt_reclaimable_bytes, ckpt_dropped_accesses_total";
 
 pub const LS_HELP: &str = "\
 JSON (--json): {store, total, entries: [ENTRY]}; total counts the entries before --limit

@@ -14,6 +14,7 @@ mod maintain;
 mod open;
 mod output;
 mod progress;
+mod prometheus;
 mod salvage;
 
 use std::io::Write as _;
@@ -71,7 +72,7 @@ enum Command {
     /// compute time saved, corrupt entries dropped, evictions by cause; and the file's size and
     /// reclaimable space.
     #[command(after_long_help = json::STATS_HELP)]
-    Stats,
+    Stats(StatsArgs),
 
     /// List entries with their metadata
     #[command(after_long_help = json::LS_HELP)]
@@ -147,6 +148,25 @@ pub struct LsArgs {
     /// Show at most N entries
     #[arg(short = 'n', long, value_name = "N")]
     limit: Option<usize>,
+}
+
+/// How `ckpt stats` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StatsFormat {
+    /// Aligned tables
+    #[default]
+    Text,
+    /// JSON, as --json
+    Json,
+    /// Prometheus's text exposition format (for a textfile collector or a push gateway)
+    Prometheus,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = StatsFormat::Text, value_name = "FORMAT")]
+    format: StatsFormat,
 }
 
 #[derive(Args, Debug)]
@@ -286,7 +306,7 @@ fn run(cli: Cli) -> output::Result {
         out: Out::new(),
     };
     match cli.command {
-        Command::Stats => inspect::stats(&mut cx)?,
+        Command::Stats(args) => inspect::stats(&mut cx, args)?,
         Command::Ls(args) => inspect::ls(&mut cx, args)?,
         Command::Show(args) => inspect::show(&mut cx, args)?,
         Command::Rm(args) => maintain::rm(&mut cx, args)?,

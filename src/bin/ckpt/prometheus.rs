@@ -1,0 +1,178 @@
+//! `ckpt stats --format prometheus`: the store's statistics in Prometheus's text exposition
+//! format (version 0.0.4), for a node exporter's textfile collector or a push gateway.
+//!
+//! One family per statistic, each sample labelled with the store's path and the function's
+//! `module::name`; sum over `function` for the store's totals. Counters end in `_total`, times
+//! are in seconds, sizes in bytes.
+
+use std::fmt::Write as _;
+
+use ckpt::store::{FunctionStats, StoreStats};
+
+/// A label value, escaped as the format asks: backslash, double quote and line feed.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A family of one sample per function.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&FunctionStats) -> f64,
+}
+
+const PER_FUNCTION: &[Family] = &[
+    Family {
+        name: "ckpt_hits_total",
+        kind: "counter",
+        help: "Calls answered from the store.",
+        value: |f| f.calls.hits as f64,
+    },
+    Family {
+        name: "ckpt_misses_total",
+        kind: "counter",
+        help: "Calls that found nothing usable and ran the function.",
+        value: |f| f.calls.misses as f64,
+    },
+    Family {
+        name: "ckpt_reruns_total",
+        kind: "counter",
+        help: "Forced runs (rerun).",
+        value: |f| f.calls.reruns as f64,
+    },
+    Family {
+        name: "ckpt_saves_total",
+        kind: "counter",
+        help: "Results saved.",
+        value: |f| f.calls.saves as f64,
+    },
+    Family {
+        name: "ckpt_errors_total",
+        kind: "counter",
+        help: "Failures to identify, retrieve or save.",
+        value: |f| f.calls.errors as f64,
+    },
+    Family {
+        name: "ckpt_corrupt_total",
+        kind: "counter",
+        help: "Stored values dropped because they failed their checks.",
+        value: |f| f.calls.corrupt as f64,
+    },
+    Family {
+        name: "ckpt_type_mismatches_total",
+        kind: "counter",
+        help: "Stored values dropped because they were of another type.",
+        value: |f| f.calls.type_mismatches as f64,
+    },
+    Family {
+        name: "ckpt_time_saved_seconds_total",
+        kind: "counter",
+        help: "Compute time saved by hits.",
+        value: |f| f.calls.saved_nanos as f64 / 1e9,
+    },
+    Family {
+        name: "ckpt_time_spent_seconds_total",
+        kind: "counter",
+        help: "Time spent running the function on misses and reruns.",
+        value: |f| f.calls.spent_nanos as f64 / 1e9,
+    },
+    Family {
+        name: "ckpt_entries",
+        kind: "gauge",
+        help: "Entries stored.",
+        value: |f| f.entries as f64,
+    },
+    Family {
+        name: "ckpt_stored_bytes",
+        kind: "gauge",
+        help: "Bytes of stored records.",
+        value: |f| f.stored_bytes as f64,
+    },
+];
+
+/// The statistics of the store at `store` in the text exposition format.
+pub fn render(store: &str, s: &StoreStats) -> String {
+    let store = escape(store);
+    let mut out = String::new();
+    let labels =
+        |f: &FunctionStats| format!("store=\"{store}\",function=\"{}\"", escape(&f.path()));
+    for family in PER_FUNCTION {
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+        for f in &s.functions {
+            let _ = writeln!(
+                out,
+                "{}{{{}}} {}",
+                family.name,
+                labels(f),
+                (family.value)(f)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ckpt_evictions_total Entries removed by limits, by cause."
+    );
+    let _ = writeln!(out, "# TYPE ckpt_evictions_total counter");
+    for f in &s.functions {
+        let e = &f.evictions;
+        for (cause, n) in [
+            ("size", e.size),
+            ("count", e.count),
+            ("age", e.age),
+            ("idle", e.idle),
+        ] {
+            let _ = writeln!(
+                out,
+                "ckpt_evictions_total{{{},cause=\"{cause}\"}} {n}",
+                labels(f)
+            );
+        }
+    }
+    for (name, kind, help, value) in [
+        (
+            "ckpt_file_bytes",
+            "gauge",
+            "Size of the store file.",
+            s.file_bytes,
+        ),
+        (
+            "ckpt_reclaimable_bytes",
+            "gauge",
+            "Bytes of the file holding nothing (about; ckpt compact gives them back).",
+            s.reclaimable_bytes,
+        ),
+        (
+            "ckpt_dropped_accesses_total",
+            "counter",
+            "Hits whose bookkeeping was dropped because the access log was full.",
+            s.dropped_accesses,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{store=\"{store}\"}} {value}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape("x\ny"), "x\\ny");
+    }
+}
