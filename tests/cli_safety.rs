@@ -286,3 +286,51 @@ fn salvage_of_a_file_with_nothing_left_fails_and_leaves_nothing() {
         assert!(text.contains("; lost at least "), "{text}");
     }
 }
+
+/// The same, for real: the read-only commands run as an unprivileged user (`setpriv`, when the
+/// tests run as root and it is installed) on a store that user may read but not write, and
+/// succeed. A writable open would fail here with "permission denied".
+#[cfg(unix)]
+#[test]
+fn read_only_commands_work_for_a_user_who_may_not_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        eprintln!("skipped: needs root and /usr/bin/setpriv to run as another user");
+        return;
+    }
+    let dir = TempDir::new("cli-ro-nobody");
+    let path = known_store(&dir);
+    // Readable and traversable by everyone, writable by nobody but root.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .arg("--store")
+            .arg(&path)
+            .args(args)
+            .env_remove("CKPT_DIR")
+            .output()
+            .unwrap()
+    };
+    for args in [&["stats"][..], &["ls"], &["verify"], &["export", "-"]] {
+        let out = as_nobody(args);
+        assert!(
+            out.status.success(),
+            "{args:?} as nobody: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A command that writes is refused with one line, not a panic.
+    let out = as_nobody(&["rm", "--stale"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(std::fs::read(&path).unwrap() == before);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+}
