@@ -374,6 +374,13 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// Counts a damaged record and removes it.
     fn drop_corrupt(&self, id: &CheckpointId) -> Result<(), Error> {
         self.counters.record(Event::Corrupt);
+        tracing::warn!(
+            target: "ckpt",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+            "a stored result failed its checks: dropped, and computed again"
+        );
         if let Err(e) = self.cache.remove(id) {
             self.fail(e)?;
         }
@@ -488,11 +495,26 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 self.counters.record(Event::Hit {
                     saved_nanos: header.compute_nanos,
                 });
+                tracing::trace!(
+                    target: "ckpt",
+                    module = self.function.module(),
+                    function = self.function.name(),
+                    id = %id,
+                    outcome = "hit",
+                    saved_ns = header.compute_nanos,
+                );
                 Ok(Some(value))
             }
             Err(Rejected::TypeMismatch) => {
                 // Left in place: the save that follows the miss overwrites it.
                 self.counters.record(Event::TypeMismatch);
+                tracing::debug!(
+                    target: "ckpt",
+                    module = self.function.module(),
+                    function = self.function.name(),
+                    id = %id,
+                    "a stored result is of another type (its type's shape changed): computed again"
+                );
                 Ok(None)
             }
             Err(Rejected::Corrupt) => {
@@ -533,9 +555,28 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         keep: &impl Fn(&R) -> Option<&V>,
     ) -> Result<(R, bool), Error> {
         let start = Instant::now();
-        let r = run();
+        let r = {
+            // The computation as a span: what the function logs nests under it.
+            let span = tracing::debug_span!(
+                target: "ckpt",
+                "compute",
+                module = self.function.module(),
+                function = self.function.name(),
+                id = %id,
+            );
+            let _entered = span.enter();
+            run()
+        };
         let elapsed = start.elapsed();
         let spent_nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        tracing::trace!(
+            target: "ckpt",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+            outcome = "computed",
+            compute_ns = spent_nanos,
+        );
         let Some(value) = keep(&r) else {
             self.counters.record(Event::NotSaved { spent_nanos });
             return Ok((r, false));

@@ -21,7 +21,8 @@ pub fn set_warning_hook(hook: impl Fn(&Error) + Send + Sync + 'static) {
     *HOOK.write() = Some(Box::new(hook));
 }
 
-/// Goes back to the default: each distinct warning printed once to standard error.
+/// Goes back to the default: each distinct warning once, as a `tracing` event at WARN (target
+/// `ckpt`) when the app has a subscriber, else printed to standard error.
 pub fn reset_warning_hook() {
     *HOOK.write() = None;
 }
@@ -37,6 +38,15 @@ pub(crate) fn warn(err: &Error) {
     let message = err.to_string();
     let mut seen = SEEN.get_or_init(Default::default).lock();
     if seen.len() < 1024 && seen.insert(message.clone()) {
-        eprintln!("ckpt: warning: {message}");
+        drop(seen);
+        // An app with a subscriber gets the warning where its other logs go; one without sees
+        // it on standard error rather than not at all.
+        let subscribed =
+            tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>());
+        if subscribed {
+            tracing::warn!(target: "ckpt", error = %err, kind = ?err.kind(), "checkpointing degraded: {message}");
+        } else {
+            eprintln!("ckpt: warning: {message}");
+        }
     }
 }

@@ -219,6 +219,7 @@ impl StoreBuilder {
                  not drop the records they replace",
             ));
         }
+        let started = std::time::Instant::now();
         let db = opener()?;
         // A read-only handle reads an older schema as it is (it never writes).
         if let Db::Writable(db) = &db {
@@ -267,6 +268,14 @@ impl StoreBuilder {
                 .write(Commit::Yes, |_| Ok(()))
                 .map_err(|e| OpenError::with_source(&path, OpenErrorKind::Io, e))?;
         }
+        tracing::info!(
+            target: "ckpt",
+            path = %path.display(),
+            access = ?self.access,
+            check = ?self.open_check,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
         Ok(store)
     }
 }

@@ -252,6 +252,7 @@ impl Store {
         shared.writable("cannot compact")?;
         shared.sync()?;
         let before = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
+        let started = std::time::Instant::now();
         shared.engine.guard("cannot compact", || {
             let mut rounds = 0;
             shared.engine.exclusive("cannot compact", |db| {
@@ -269,6 +270,14 @@ impl Store {
             })
         })?;
         let after = std::fs::metadata(&shared.path).map_or(0, |m| m.len());
+        tracing::info!(
+            target: "ckpt",
+            path = %shared.path.display(),
+            before,
+            after,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store compacted"
+        );
         Ok(CompactReport {
             file_bytes_before: before,
             file_bytes_after: after,

@@ -163,6 +163,21 @@ impl Store {
     }
 
     fn check(&self, what: &str, fix: bool) -> Result<VerifyReport, Error> {
+        let started = std::time::Instant::now();
+        let report = self.check_inner(what, fix)?;
+        tracing::info!(
+            target: "ckpt",
+            path = %self.path().display(),
+            problems = report.problems(),
+            repaired = report.repaired,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "{}",
+            if fix { "store repaired" } else { "store verified" }
+        );
+        Ok(report)
+    }
+
+    fn check_inner(&self, what: &str, fix: bool) -> Result<VerifyReport, Error> {
         let shared = self.shared();
         let engine = shared.engine();
         if self.access_mode() == AccessMode::ReadOnly {

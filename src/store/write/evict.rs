@@ -121,6 +121,23 @@ impl Tx<'_> {
     /// policy's order down to the low-water mark. Cost is proportional to what is removed (plus
     /// one pass over the function rows when there are caps).
     pub(crate) fn enforce(&mut self, limits: &Limits) -> Result<Vec<Victim>, Error> {
+        let victims = self.enforce_inner(limits)?;
+        if !victims.is_empty() {
+            let by = |cause| victims.iter().filter(|v| v.cause == cause).count();
+            tracing::debug!(
+                target: "ckpt",
+                evicted = victims.len(),
+                size = by(EvictionCause::Size),
+                count = by(EvictionCause::Count),
+                age = by(EvictionCause::Age),
+                idle = by(EvictionCause::Idle),
+                "entries evicted or expired by the store's limits (in the transaction being committed)"
+            );
+        }
+        Ok(victims)
+    }
+
+    fn enforce_inner(&mut self, limits: &Limits) -> Result<Vec<Victim>, Error> {
         let mut victims = Vec::new();
         if let Some(age) = limits.max_age_value() {
             let cutoff = self.now_ms.saturating_sub(duration_ms(age));
