@@ -85,12 +85,13 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// Binds `identifier` and `cache` to `function`, with [`OnError::Warn`].
     pub fn new(function: Function, identifier: I, cache: C) -> Self {
+        let counters = Arc::new(Counters::for_function(function.path()));
         DecoratorCheckpoint {
             function,
             identifier,
             cache,
             on_error: OnError::default(),
-            counters: Arc::default(),
+            counters,
             registered: AtomicBool::new(false),
             fingerprint: OnceLock::new(),
         }

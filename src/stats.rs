@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 /// counted to the file with its next write, so the counts survive restarts.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// With the feature `metrics`: the same counts, live, through the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    live: live::Live,
     hits: AtomicU64,
     misses: AtomicU64,
     reruns: AtomicU64,
@@ -37,8 +40,22 @@ pub(crate) enum Event {
 }
 
 impl Counters {
+    /// Counters for the function `module::name`, the label of its live metrics (feature
+    /// `metrics`).
+    pub(crate) fn for_function(path: String) -> Counters {
+        #[cfg(not(feature = "metrics"))]
+        let _ = path;
+        Counters {
+            #[cfg(feature = "metrics")]
+            live: live::Live::new(path),
+            ..Counters::default()
+        }
+    }
+
     #[inline]
     pub(crate) fn record(&self, event: Event) {
+        #[cfg(feature = "metrics")]
+        self.live.record(event);
         match event {
             Event::Hit { saved_nanos } => {
                 self.hits.fetch_add(1, Relaxed);
@@ -213,6 +230,91 @@ impl EvictionStats {
             count: self.count + o.count,
             age: self.age + o.age,
             idle: self.idle + o.idle,
+        }
+    }
+}
+
+/// Live counters through the `metrics` facade (feature `metrics`): whatever recorder the app
+/// installed (Prometheus, StatsD, OpenTelemetry exporters) sees every call as it happens.
+#[cfg(feature = "metrics")]
+mod live {
+    use std::sync::OnceLock;
+
+    use super::Event;
+
+    /// The handles of one function's counters, taken from the recorder installed when the
+    /// function is first called (install the recorder before: handles taken with none are
+    /// no-ops for good).
+    #[derive(Debug, Default)]
+    pub(super) struct Live {
+        function: String,
+        handles: OnceLock<Handles>,
+    }
+
+    struct Handles {
+        hits: metrics::Counter,
+        misses: metrics::Counter,
+        reruns: metrics::Counter,
+        saves: metrics::Counter,
+        errors: metrics::Counter,
+        corrupt: metrics::Counter,
+        type_mismatches: metrics::Counter,
+        saved_ns: metrics::Counter,
+        spent_ns: metrics::Counter,
+    }
+
+    impl std::fmt::Debug for Handles {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Handles")
+        }
+    }
+
+    impl Live {
+        pub(super) fn new(function: String) -> Live {
+            Live {
+                function,
+                handles: OnceLock::new(),
+            }
+        }
+
+        fn handles(&self) -> &Handles {
+            self.handles.get_or_init(|| {
+                let counter = |name: &'static str| {
+                    metrics::counter!(name, "function" => self.function.clone())
+                };
+                Handles {
+                    hits: counter("ckpt_hits_total"),
+                    misses: counter("ckpt_misses_total"),
+                    reruns: counter("ckpt_reruns_total"),
+                    saves: counter("ckpt_saves_total"),
+                    errors: counter("ckpt_errors_total"),
+                    corrupt: counter("ckpt_corrupt_total"),
+                    type_mismatches: counter("ckpt_type_mismatches_total"),
+                    saved_ns: counter("ckpt_time_saved_nanoseconds_total"),
+                    spent_ns: counter("ckpt_time_spent_nanoseconds_total"),
+                }
+            })
+        }
+
+        #[inline]
+        pub(super) fn record(&self, event: Event) {
+            let h = self.handles();
+            match event {
+                Event::Hit { saved_nanos } => {
+                    h.hits.increment(1);
+                    h.saved_ns.increment(saved_nanos);
+                }
+                Event::Miss => h.misses.increment(1),
+                Event::Rerun => h.reruns.increment(1),
+                Event::Saved { spent_nanos } => {
+                    h.saves.increment(1);
+                    h.spent_ns.increment(spent_nanos);
+                }
+                Event::NotSaved { spent_nanos } => h.spent_ns.increment(spent_nanos),
+                Event::Error => h.errors.increment(1),
+                Event::Corrupt => h.corrupt.increment(1),
+                Event::TypeMismatch => h.type_mismatches.increment(1),
+            }
         }
     }
 }

@@ -497,6 +497,22 @@ impl<'t> Tx<'t> {
             record.bytes = record.bytes.saturating_add_signed(delta.bytes);
             record.calls = record.calls.plus(&delta.calls);
             record.evictions = record.evictions.plus(&delta.evictions);
+            #[cfg(feature = "metrics")]
+            {
+                let e = &delta.evictions;
+                let function = format!("{}::{}", record.module, record.name);
+                for (cause, n) in [
+                    ("size", e.size),
+                    ("count", e.count),
+                    ("age", e.age),
+                    ("idle", e.idle),
+                ] {
+                    if n > 0 {
+                        metrics::counter!("ckpt_evictions_total", "function" => function.clone(), "cause" => cause)
+                            .increment(n);
+                    }
+                }
+            }
             self.functions
                 .insert(key, record.encode().as_slice())
                 .map_err(&e)?;
