@@ -265,6 +265,24 @@ pub fn code_hash(source: &str) -> u64 {
     xxh3_64(normalize_code(source).as_bytes())
 }
 
+/// Domain tag of a code hash with dependencies folded in; see ARCHITECTURE.md, "The id scheme".
+const DEPENDS_TAG: &[u8; 8] = b"ckpt-dp\x01";
+
+/// A function's code hash with the code versions of the checkpointed functions it depends on
+/// (`checkpoint!`'s `depends = [..]`) folded in, in the order given: editing one of them changes
+/// this function's code version too. Only called with at least one dependency, so a function
+/// without any keeps its plain code hash (and its ids).
+pub(crate) fn fold_depends(code_hash: u64, versions: &[u64]) -> u64 {
+    let mut h = Xxh3Default::new();
+    h.update(DEPENDS_TAG);
+    h.update(&code_hash.to_le_bytes());
+    h.update(&(versions.len() as u64).to_le_bytes());
+    for v in versions {
+        h.update(&v.to_le_bytes());
+    }
+    h.digest()
+}
+
 fn is_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }

@@ -43,6 +43,9 @@
 ///
 /// An optional first attribute `#[checkpoint(...)]` takes, in any order, comma-separated:
 /// * `version = "2"`: pin the version by hand (mops' function-logic-key); bump it to invalidate;
+/// * `depends = [helper, module::other]`: other `checkpoint!` functions this one calls; their
+///   code versions fold into this one's, so editing a helper invalidates this function's results
+///   too (no cycles: a function's code version is read when its decorator is first built);
 /// * `cache = expr`: any [`Cache`](crate::Cache) (a [`Store`](crate::Store), a
 ///   [`MemoryCache`](crate::MemoryCache), your own) instead of the default store; evaluated once;
 /// * `identifier = expr`: an [`Identifier`](crate::Identifier) instead of [`AutoIdentifier`];
@@ -92,10 +95,10 @@
 #[macro_export]
 macro_rules! checkpoint {
     (#[checkpoint($($opt:tt)*)] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only)] $($item)* }
+        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) ()] $($item)* }
     };
     ($($item:tt)*) => {
-        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only)] $($item)* }
+        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) ()] $($item)* }
     };
 }
 
@@ -106,38 +109,41 @@ macro_rules! __checkpoint_options {
     ([] $cfg:tt $($item:tt)*) => {
         $crate::__checkpoint_fn! { $cfg $($item)* }
     };
-    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r] $($item)* }
+    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r $d] $($item)* }
     };
-    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r] $($item)* }
+    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r $d] $($item)* }
     };
-    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r] $($item)* }
+    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r $d] $($item)* }
     };
-    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r] $($item)* }
+    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r $d] $($item)* }
     };
-    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r] $($item)* }
+    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r $d] $($item)* }
     };
-    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r] $($item)* }
+    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r $d] $($item)* }
     };
-    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r] $($item)* }
+    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r $d] $($item)* }
     };
-    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only)] $($item)* }
+    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only) $d] $($item)* }
     };
-    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all)] $($item)* }
+    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all) $d] $($item)* }
+    };
+    ([depends = [$($($dep:ident)::+),* $(,)?] $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $_d:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r ($($($dep)::+ ::code_version),*)] $($item)* }
     };
     ([$($bad:tt)*] $($_:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown or malformed checkpoint option: `", ::core::stringify!($($bad)*), "`; expected \
              version = \"..\", cache = expr, identifier = expr, key = expr, \
-             on_error = raise|warn|ignore, or results = ok_only|all"
+             on_error = raise|warn|ignore, results = ok_only|all, or depends = [f, module::g]"
         ));
     };
 }
@@ -150,7 +156,7 @@ macro_rules! __checkpoint_fn {
     ($cfg:tt $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) { $($body:tt)* }) => {
         $crate::__checkpoint_fn! { $cfg $(#[$attr])* $vis fn $name($($arg: $ty),*) -> () { $($body)* } }
     };
-    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident)]
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*)]
      $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
         $(#[$attr])*
         $vis fn $name($($arg: $ty),*) -> $ret {
@@ -179,12 +185,21 @@ macro_rules! __checkpoint_fn {
                             ::core::stringify!($name),
                             ::core::stringify!(($($arg: $ty),*) -> $ret { $($body)* }),
                             $crate::__checkpoint_option!($version, ::core::option::Option::None, |v| ::core::option::Option::Some(v)),
+                            &[$($depends)*],
                         ),
                         $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
                         $crate::__checkpoint_on_error!($on_error),
                     )
                 });
                 &DECORATOR
+            }
+
+            /// The code version of this function (see [`Function::code_version`]); what a
+            /// `depends = [..]` naming it folds in.
+            ///
+            /// [`Function::code_version`]: $crate::Function::code_version
+            pub fn code_version() -> u64 {
+                decorator().function().code_version()
             }
 
             /// This process's call counts.
@@ -315,11 +330,14 @@ pub mod __private {
     }
 
     /// The function identity; `module` is the generated module's path (ending in `::name`).
+    /// `depends` gives the code versions of the checkpointed functions it names (`depends =
+    /// [..]`), folded into the code hash; none leaves it as it was.
     pub fn function(
         module: &'static str,
         name: &'static str,
         tokens: &'static str,
         version: Option<&'static str>,
+        depends: &[fn() -> u64],
     ) -> Function {
         let suffix_len = name.len() + 2;
         let parent = if module.len() > suffix_len && module.ends_with(name) {
@@ -327,7 +345,12 @@ pub mod __private {
         } else {
             module
         };
-        let f = Function::new(parent, name).with_code_hash(crate::code_hash(tokens));
+        let mut code_hash = crate::code_hash(tokens);
+        if !depends.is_empty() {
+            let versions: Vec<u64> = depends.iter().map(|v| v()).collect();
+            code_hash = crate::id::fold_depends(code_hash, &versions);
+        }
+        let f = Function::new(parent, name).with_code_hash(code_hash);
         match version {
             Some(v) => f.with_version(v),
             None => f,
