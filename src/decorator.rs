@@ -85,7 +85,7 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// Binds `identifier` and `cache` to `function`, with [`OnError::Warn`].
     pub fn new(function: Function, identifier: I, cache: C) -> Self {
-        let counters = Arc::new(Counters::for_function(function.path()));
+        let counters = Arc::new(Counters::for_function(|| function.path()));
         DecoratorCheckpoint {
             function,
             identifier,
@@ -493,17 +493,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         };
         match decoded {
             Ok((value, header)) => {
-                self.counters.record(Event::Hit {
-                    saved_nanos: header.compute_nanos,
-                });
-                tracing::trace!(
-                    target: "ckpt",
-                    module = self.function.module(),
-                    function = self.function.name(),
-                    id = %id,
-                    outcome = "hit",
-                    saved_ns = header.compute_nanos,
-                );
+                self.hit(id, header.compute_nanos);
                 Ok(Some(value))
             }
             Err(Rejected::TypeMismatch) => {
@@ -525,14 +515,27 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         }
     }
 
+    /// Counts a hit on `id` (whose result took `saved_nanos` to compute) and tells the app's
+    /// subscriber.
+    #[inline]
+    fn hit(&self, id: &CheckpointId, saved_nanos: u64) {
+        self.counters.record(Event::Hit { saved_nanos });
+        tracing::trace!(
+            target: "ckpt",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+            outcome = "hit",
+            saved_ns = saved_nanos,
+        );
+    }
+
     /// A second look after a miss (another thread may have saved meanwhile): counts a hit, but
     /// not again the failures the first look counted.
     fn fetch_again<V: DeserializeOwned>(&self, id: &CheckpointId) -> Option<V> {
         match self.lend::<V>(id) {
             (Ok(true), Some(Ok(Ok((value, header))))) => {
-                self.counters.record(Event::Hit {
-                    saved_nanos: header.compute_nanos,
-                });
+                self.hit(id, header.compute_nanos);
                 Some(value)
             }
             _ => None,

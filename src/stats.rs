@@ -40,14 +40,14 @@ pub(crate) enum Event {
 }
 
 impl Counters {
-    /// Counters for the function `module::name`, the label of its live metrics (feature
-    /// `metrics`).
-    pub(crate) fn for_function(path: String) -> Counters {
+    /// Counters for the function whose `module::name` `path` gives, the label of its live
+    /// metrics (feature `metrics`; without it the path is never built).
+    pub(crate) fn for_function(path: impl FnOnce() -> String) -> Counters {
         #[cfg(not(feature = "metrics"))]
         let _ = path;
         Counters {
             #[cfg(feature = "metrics")]
-            live: live::Live::new(path),
+            live: live::Live::new(path()),
             ..Counters::default()
         }
     }

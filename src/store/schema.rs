@@ -176,22 +176,6 @@ pub(crate) struct FunctionRecord {
     pub value_type: Option<String>,
 }
 
-/// A function row as written before `value_type` was added: the same fields, in order,
-/// without the last.
-#[derive(Deserialize)]
-struct FunctionRecordV1 {
-    module: String,
-    name: String,
-    code_version: u64,
-    code_hash: Option<u64>,
-    version: Option<String>,
-    calls: CallStats,
-    evictions: EvictionStats,
-    entries: u64,
-    bytes: u64,
-    versions: Vec<(u64, u64)>,
-}
-
 /// How many code versions a function row remembers.
 pub(crate) const MAX_VERSIONS: usize = 32;
 
@@ -224,27 +208,18 @@ impl FunctionRecord {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decodes a row, of either layout: postcard has no optional trailing fields, so a row
-    /// without `value_type` (written by an earlier version) is read as such. Both layouts must
-    /// consume the row exactly, so one is never mistaken for the other.
+    /// Decodes a row, of either layout. postcard has no optional trailing fields, but a row
+    /// written before `value_type` existed is the new layout without its last byte (`None` is
+    /// one zero byte): read it with that byte put back. Both must consume the row exactly.
     pub(crate) fn decode(bytes: &[u8]) -> Option<FunctionRecord> {
         if let Ok((record, [])) = postcard::take_from_bytes::<FunctionRecord>(bytes) {
             return Some(record);
         }
-        match postcard::take_from_bytes::<FunctionRecordV1>(bytes) {
-            Ok((r, [])) => Some(FunctionRecord {
-                module: r.module,
-                name: r.name,
-                code_version: r.code_version,
-                code_hash: r.code_hash,
-                version: r.version,
-                calls: r.calls,
-                evictions: r.evictions,
-                entries: r.entries,
-                bytes: r.bytes,
-                versions: r.versions,
-                value_type: None,
-            }),
+        let mut schema_1 = Vec::with_capacity(bytes.len() + 1);
+        schema_1.extend_from_slice(bytes);
+        schema_1.push(0);
+        match postcard::take_from_bytes::<FunctionRecord>(&schema_1) {
+            Ok((record, [])) => Some(record),
             _ => None,
         }
     }

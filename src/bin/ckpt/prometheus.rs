@@ -26,7 +26,6 @@ fn escape(value: &str) -> String {
 /// A family of one sample per function.
 struct Family {
     name: &'static str,
-    kind: &'static str,
     help: &'static str,
     value: fn(&FunctionStats) -> f64,
 }
@@ -34,97 +33,93 @@ struct Family {
 const PER_FUNCTION: &[Family] = &[
     Family {
         name: "ckpt_hits_total",
-        kind: "counter",
         help: "Calls answered from the store.",
         value: |f| f.calls.hits as f64,
     },
     Family {
         name: "ckpt_misses_total",
-        kind: "counter",
         help: "Calls that found nothing usable and ran the function.",
         value: |f| f.calls.misses as f64,
     },
     Family {
         name: "ckpt_reruns_total",
-        kind: "counter",
         help: "Forced runs (rerun).",
         value: |f| f.calls.reruns as f64,
     },
     Family {
         name: "ckpt_saves_total",
-        kind: "counter",
         help: "Results saved.",
         value: |f| f.calls.saves as f64,
     },
     Family {
         name: "ckpt_errors_total",
-        kind: "counter",
         help: "Failures to identify, retrieve or save.",
         value: |f| f.calls.errors as f64,
     },
     Family {
         name: "ckpt_corrupt_total",
-        kind: "counter",
         help: "Stored values dropped because they failed their checks.",
         value: |f| f.calls.corrupt as f64,
     },
     Family {
         name: "ckpt_type_mismatches_total",
-        kind: "counter",
         help: "Stored values dropped because they were of another type.",
         value: |f| f.calls.type_mismatches as f64,
     },
     Family {
         name: "ckpt_time_saved_seconds_total",
-        kind: "counter",
         help: "Compute time saved by hits.",
         value: |f| f.calls.saved_nanos as f64 / 1e9,
     },
     Family {
         name: "ckpt_time_spent_seconds_total",
-        kind: "counter",
         help: "Time spent running the function on misses and reruns.",
         value: |f| f.calls.spent_nanos as f64 / 1e9,
     },
     Family {
         name: "ckpt_entries",
-        kind: "gauge",
         help: "Entries stored.",
         value: |f| f.entries as f64,
     },
     Family {
         name: "ckpt_stored_bytes",
-        kind: "gauge",
         help: "Bytes of stored records.",
         value: |f| f.stored_bytes as f64,
     },
 ];
 
+/// A family's HELP and TYPE lines; its type follows from its name (counters end in `_total`).
+fn header(out: &mut String, name: &str, help: &str) {
+    let kind = if name.ends_with("_total") {
+        "counter"
+    } else {
+        "gauge"
+    };
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 /// The statistics of the store at `store` in the text exposition format.
 pub fn render(store: &str, s: &StoreStats) -> String {
     let store = escape(store);
     let mut out = String::new();
-    let labels =
-        |f: &FunctionStats| format!("store=\"{store}\",function=\"{}\"", escape(&f.path()));
+    let labels: Vec<String> = s
+        .functions
+        .iter()
+        .map(|f| format!("store=\"{store}\",function=\"{}\"", escape(&f.path())))
+        .collect();
     for family in PER_FUNCTION {
-        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
-        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-        for f in &s.functions {
-            let _ = writeln!(
-                out,
-                "{}{{{}}} {}",
-                family.name,
-                labels(f),
-                (family.value)(f)
-            );
+        header(&mut out, family.name, family.help);
+        for (f, labels) in s.functions.iter().zip(&labels) {
+            let _ = writeln!(out, "{}{{{labels}}} {}", family.name, (family.value)(f));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP ckpt_evictions_total Entries removed by limits, by cause."
+    header(
+        &mut out,
+        "ckpt_evictions_total",
+        "Entries removed by limits, by cause.",
     );
-    let _ = writeln!(out, "# TYPE ckpt_evictions_total counter");
-    for f in &s.functions {
+    for (f, labels) in s.functions.iter().zip(&labels) {
         let e = &f.evictions;
         for (cause, n) in [
             ("size", e.size),
@@ -134,33 +129,24 @@ pub fn render(store: &str, s: &StoreStats) -> String {
         ] {
             let _ = writeln!(
                 out,
-                "ckpt_evictions_total{{{},cause=\"{cause}\"}} {n}",
-                labels(f)
+                "ckpt_evictions_total{{{labels},cause=\"{cause}\"}} {n}"
             );
         }
     }
-    for (name, kind, help, value) in [
-        (
-            "ckpt_file_bytes",
-            "gauge",
-            "Size of the store file.",
-            s.file_bytes,
-        ),
+    for (name, help, value) in [
+        ("ckpt_file_bytes", "Size of the store file.", s.file_bytes),
         (
             "ckpt_reclaimable_bytes",
-            "gauge",
             "Bytes of the file holding nothing (about; ckpt compact gives them back).",
             s.reclaimable_bytes,
         ),
         (
             "ckpt_dropped_accesses_total",
-            "counter",
             "Hits whose bookkeeping was dropped because the access log was full.",
             s.dropped_accesses,
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+        header(&mut out, name, help);
         let _ = writeln!(out, "{name}{{store=\"{store}\"}} {value}");
     }
     out
