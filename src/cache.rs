@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
@@ -115,6 +115,24 @@ pub trait Cache: Send + Sync {
         }
     }
 
+    /// As [`retrieve_parts`](Cache::retrieve_parts), also saying how long ago the lent entry
+    /// was saved, by the cache's clock (`None`: the cache does not know). The decorator calls
+    /// this instead of `retrieve_parts` for a function with a maximum age
+    /// ([`DecoratorCheckpoint::with_max_age`](crate::DecoratorCheckpoint::with_max_age)), and
+    /// treats an entry of unknown age as expired: it never returns a result older than asked.
+    /// The default lends what `retrieve_parts` lends, of unknown age; the redb
+    /// [`Store`](crate::Store) and [`MemoryCache`] know their entries' ages.
+    ///
+    /// # Errors
+    /// As [`retrieve`](Cache::retrieve).
+    fn retrieve_aged(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        self.retrieve_parts(id, &mut |lent| read(lent, None))
+    }
+
     /// Stores a large result under `id`, replacing what was there. The decorator calls this
     /// instead of [`save`](Cache::save) when a record would be longer than 512 KiB, and hands
     /// the value over unencoded: [`LargeEntry`] encodes it as the cache writes it, so a record
@@ -173,6 +191,20 @@ pub trait Cache: Send + Sync {
     /// When the cache cannot record the function; the decorator retries on its next call.
     fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
         let _ = (function, counters);
+        Ok(())
+    }
+
+    /// Called once by a decorator whose function has a maximum age and no use for expired
+    /// entries (see [`DecoratorCheckpoint::with_max_age`](crate::DecoratorCheckpoint::with_max_age)):
+    /// the cache may remove `function`'s entries saved more than `max_age` ago, as it removes
+    /// those its own limits expire. The redb [`Store`](crate::Store) does so in its usual expiry
+    /// (with each write, at most every few seconds, and on [`Store::expire`](crate::Store::expire));
+    /// the default does nothing (expired entries are still never returned).
+    ///
+    /// # Errors
+    /// When the cache cannot record the policy; the decorator retries on its next call.
+    fn expire_function(&self, function: &Function, max_age: Duration) -> Result<(), Error> {
+        let _ = (function, max_age);
         Ok(())
     }
 
@@ -388,6 +420,16 @@ macro_rules! forward_cache {
             fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
                 (**self).save_large(id, entry)
             }
+            fn retrieve_aged(
+                &self,
+                id: &CheckpointId,
+                read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+            ) -> Result<bool, Error> {
+                (**self).retrieve_aged(id, read)
+            }
+            fn expire_function(&self, function: &Function, max_age: Duration) -> Result<(), Error> {
+                (**self).expire_function(function, max_age)
+            }
             fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
                 (**self).remove(id)
             }
@@ -403,6 +445,9 @@ macro_rules! forward_cache {
 
 forward_cache!(Arc<C>, Box<C>, &C);
 
+/// A record, and when it was saved.
+type Saved = (Arc<[u8]>, Instant);
+
 /// A cache in memory, for tests and short-lived processes. Unbounded: it holds every result
 /// until [`clear`](MemoryCache::clear) or drop. Cloning shares the entries.
 ///
@@ -416,7 +461,8 @@ forward_cache!(Arc<C>, Box<C>, &C);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct MemoryCache {
-    entries: Arc<RwLock<HashMap<CheckpointId, Arc<[u8]>>>>,
+    /// Each record with when it was saved (for [`Cache::retrieve_aged`]).
+    entries: Arc<RwLock<HashMap<CheckpointId, Saved>>>,
 }
 
 impl MemoryCache {
@@ -447,12 +493,14 @@ impl Cache for MemoryCache {
     }
 
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
-        self.entries.write().insert(*id, Arc::from(entry.bytes()));
+        self.entries
+            .write()
+            .insert(*id, (Arc::from(entry.bytes()), Instant::now()));
         Ok(())
     }
 
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.entries.read().get(id).map(|b| b.to_vec()))
+        Ok(self.entries.read().get(id).map(|(b, _)| b.to_vec()))
     }
 
     fn retrieve_parts(
@@ -460,11 +508,19 @@ impl Cache for MemoryCache {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>),
     ) -> Result<bool, Error> {
+        self.retrieve_aged(id, &mut |lent, _| read(lent))
+    }
+
+    fn retrieve_aged(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
         // Clone the Arc out so `read` runs without the lock held.
-        let bytes = self.entries.read().get(id).cloned();
-        match bytes {
-            Some(b) => {
-                read(Lent::whole(&b));
+        let found = self.entries.read().get(id).cloned();
+        match found {
+            Some((bytes, saved)) => {
+                read(Lent::whole(&bytes), Some(saved.elapsed()));
                 Ok(true)
             }
             None => Ok(false),

@@ -3,14 +3,15 @@
 use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry};
-use crate::error::Error;
-use crate::flight::{FLIGHTS, Joined, Landing};
+use crate::error::{Error, ErrorKind};
+use crate::flight::{FLIGHTS, Joined, Landing, Refreshes};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::{AutoIdentifier, Call, Identifier};
 use crate::record::{self, Decoded, Encoder, Rejected, STREAM_ABOVE};
@@ -42,6 +43,39 @@ pub enum Mode {
     Call,
     /// Run and overwrite.
     Rerun,
+}
+
+/// What a call does with an entry older than the function's maximum age
+/// ([`DecoratorCheckpoint::with_max_age`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refresh {
+    /// The entry is a miss: the call computes a fresh result, saves it and returns it. The cache
+    /// may remove expired entries of the function in its usual expiry
+    /// ([`Cache::expire_function`](crate::Cache::expire_function)).
+    #[default]
+    Wait,
+    /// Stale while revalidate: [`call_or_stale`](DecoratorCheckpoint::call_or_stale) and
+    /// [`call_ok_or_stale`](DecoratorCheckpoint::call_ok_or_stale) return the expired value at
+    /// once and recompute it on a background thread (once, however many calls find it expired
+    /// meanwhile: single flight); the calls after it get the fresh value. A refresh that fails
+    /// (a panic, or a result not stored) keeps the expired value and warns under the error
+    /// policy. Expired entries are kept (the cache's own limits still apply). [`call`] and
+    /// [`call_ok`], whose function need not be `Send`, recompute an expired entry as under
+    /// [`Wait`](Refresh::Wait).
+    ///
+    /// [`call`]: DecoratorCheckpoint::call
+    /// [`call_ok`]: DecoratorCheckpoint::call_ok
+    Stale,
+}
+
+/// What a lookup found.
+enum Fetched<V> {
+    /// Nothing usable: absent, damaged, of another type, or expired (and not wanted stale).
+    Miss,
+    Fresh(V),
+    /// Older than the maximum age, and wanted anyway (stale while revalidate).
+    Stale(V),
 }
 
 /// An identifier and a cache bound to one function: Python `checkpointing`'s
@@ -80,6 +114,11 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
     /// decorator almost always has one), so that a hit compares two words instead of looking
     /// the type up in the process-wide cache.
     fingerprint: OnceLock<(TypeId, u64)>,
+    /// Entries saved longer ago are expired (see [`Refresh`]).
+    max_age: Option<Duration>,
+    refresh: Refresh,
+    /// Background refreshes in flight (shared with them).
+    refreshes: Arc<Refreshes>,
 }
 
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
@@ -94,7 +133,75 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             counters,
             registered: AtomicBool::new(false),
             fingerprint: OnceLock::new(),
+            max_age: None,
+            refresh: Refresh::Wait,
+            refreshes: Arc::default(),
         }
+    }
+
+    /// The same decorator with a maximum age: a stored result saved longer ago than `max_age`
+    /// is never returned as fresh, whatever the cache's own limits. What a call does with it
+    /// instead is the [`Refresh`] mode ([`with_refresh`](Self::with_refresh)); by default it is a
+    /// miss, and the cache is asked to remove the function's expired entries in its usual
+    /// expiry. A cache that cannot say how old an entry is (see
+    /// [`Cache::retrieve_aged`](crate::Cache::retrieve_aged)) has every entry treated as expired.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use ckpt::store::ManualClock;
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-max-age-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    ///
+    /// let clock = ManualClock::new(SystemTime::now()); // the system clock in real use
+    /// let store = Store::builder().clock(clock.clone()).open(dir.join("checkpoints.redb"))?;
+    /// let rates = DecoratorCheckpoint::new(Function::new("doc", "rates"), AutoIdentifier, store)
+    ///     .with_max_age(Duration::from_secs(3600));
+    /// let fetch = |day: u32| day * 10; // stands for a call to a slow service
+    /// assert_eq!(rates.call(1u32, fetch)?, 10); // computed
+    /// clock.advance(Duration::from_secs(1800));
+    /// assert_eq!(rates.call(1u32, fetch)?, 10); // fresh: a hit
+    /// clock.advance(Duration::from_secs(1801));
+    /// assert_eq!(rates.call(1u32, fetch)?, 10); // expired: computed again
+    /// assert_eq!((rates.stats().hits, rates.stats().misses), (1, 2));
+    /// # drop(rates); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// The same decorator with another [`Refresh`] mode for expired entries (it matters only
+    /// with a [maximum age](Self::with_max_age)).
+    pub fn with_refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// [`with_max_age`](Self::with_max_age) if `Some` (for `checkpoint!`'s expansion).
+    #[doc(hidden)]
+    pub fn with_max_age_option(self, max_age: Option<Duration>) -> Self {
+        match max_age {
+            Some(age) => self.with_max_age(age),
+            None => self,
+        }
+    }
+
+    /// The maximum age, if any.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// What a call does with an expired entry.
+    pub fn refresh(&self) -> Refresh {
+        self.refresh
+    }
+
+    /// Blocks until every background refresh this decorator started has finished (saved, or
+    /// failed and warned). Useful before a process exits, and in tests.
+    pub fn wait_refreshes(&self) {
+        self.refreshes.wait();
     }
 
     /// The same decorator with another error policy.
@@ -206,6 +313,75 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     {
         let id = self.identify(&args);
         self.execute(id, Mode::Rerun, || f(args), |r| r.as_ref().ok(), Ok)
+    }
+
+    /// As [`call`](Self::call), serving an expired entry while it is recomputed in the
+    /// background under [`Refresh::Stale`] (stale while revalidate): the call returns the expired
+    /// value at once, and a background thread runs `f(args)` and saves its result, once however
+    /// many calls find the entry expired meanwhile. Without a maximum age or under
+    /// [`Refresh::Wait`], it is [`call`](Self::call). The function and its arguments move to that
+    /// thread, hence the `Send + 'static` bounds; the cache is cloned for it.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use ckpt::store::ManualClock;
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Refresh, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-stale-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    ///
+    /// let clock = ManualClock::new(SystemTime::now()); // the system clock in real use
+    /// let store = Store::builder().clock(clock.clone()).open(dir.join("checkpoints.redb"))?;
+    /// let price = DecoratorCheckpoint::new(Function::new("doc", "price"), AutoIdentifier, store)
+    ///     .with_max_age(Duration::from_secs(3600))
+    ///     .with_refresh(Refresh::Stale);
+    /// assert_eq!(price.call_or_stale(7u32, |x| x + 1)?, 8); // computed
+    /// clock.advance(Duration::from_secs(7200));
+    /// // Expired: the old value comes back at once; the new one is computed meanwhile.
+    /// assert_eq!(price.call_or_stale(7u32, |x| x + 100)?, 8);
+    /// price.wait_refreshes();
+    /// assert_eq!(price.call_or_stale(7u32, |_| -> u32 { unreachable!("fresh") })?, 107);
+    /// # drop(price); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call). A failed background refresh is not an error of any call: it goes
+    /// through the error policy's warning ([`ErrorKind::Refresh`](crate::ErrorKind::Refresh)).
+    pub fn call_or_stale<A, R>(
+        &self,
+        args: A,
+        f: impl FnOnce(A) -> R + Send + 'static,
+    ) -> Result<R, Error>
+    where
+        I: Identifier<A>,
+        A: Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let id = self.identify(&args);
+        self.execute_or_stale(id, Mode::Call, move || f(args), |r| Some(r), |v| v)
+    }
+
+    /// As [`call_ok`](Self::call_ok), serving an expired entry while it is recomputed in the
+    /// background (see [`call_or_stale`](Self::call_or_stale)). A refresh that returns `Err`
+    /// stores nothing: the expired value stays, and the next call tries again.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn call_ok_or_stale<A, T, E>(
+        &self,
+        args: A,
+        f: impl FnOnce(A) -> Result<T, E> + Send + 'static,
+    ) -> Result<Result<T, E>, Error>
+    where
+        I: Identifier<A>,
+        A: Send + 'static,
+        T: Serialize + DeserializeOwned + 'static,
+        E: 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let id = self.identify(&args);
+        self.execute_or_stale(id, Mode::Call, move || f(args), |r| r.as_ref().ok(), Ok)
     }
 
     /// Saves results computed elsewhere: for each `(args, value)`, stores `value` as the result
@@ -325,7 +501,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// # Errors
     /// Under [`OnError::Raise`], when the cache could not be read.
     pub fn peek<R: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<R>, Error> {
-        let (found, decoded) = self.lend::<R>(id);
+        let (found, decoded, _) = self.lend::<R>(id, Refresh::Wait);
         if let Err(e) = found {
             self.fail(e)?;
         }
@@ -343,18 +519,31 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         }
     }
 
-    /// Looks `id` up and decodes what the cache lends, if anything.
+    /// Looks `id` up and decodes what the cache lends, if anything, and says whether it is
+    /// older than the maximum age. An expired entry is decoded only under [`Refresh::Stale`].
     #[inline]
     fn lend<V: DeserializeOwned>(
         &self,
         id: &CheckpointId,
-    ) -> (Result<bool, Error>, Option<Decoded<V>>) {
+        refresh: Refresh,
+    ) -> (Result<bool, Error>, Option<Decoded<V>>, bool) {
         let fingerprint = self.fingerprint::<V>();
         let mut decoded = None;
-        let found = self.cache.retrieve_parts(id, &mut |lent| {
-            decoded = Some(record::decode_lent::<V>(&lent, fingerprint));
+        let Some(max_age) = self.max_age else {
+            let found = self.cache.retrieve_parts(id, &mut |lent| {
+                decoded = Some(record::decode_lent::<V>(&lent, fingerprint));
+            });
+            return (found, decoded, false);
+        };
+        let mut expired = false;
+        let found = self.cache.retrieve_aged(id, &mut |lent, age| {
+            // Of unknown age: expired, so that nothing older than asked is returned as fresh.
+            expired = age.is_none_or(|age| age > max_age);
+            if !expired || refresh == Refresh::Stale {
+                decoded = Some(record::decode_lent::<V>(&lent, fingerprint));
+            }
         });
-        (found, decoded)
+        (found, decoded, expired)
     }
 
     /// The type fingerprint of `V`: this decorator's own value type's is kept at hand, others
@@ -415,9 +604,58 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             self.counters.record(Event::Rerun);
             return self.run_and_save(&id, run, &keep).map(|(r, _)| r);
         }
-        if let Some(v) = self.fetch(&id)? {
+        if let Fetched::Fresh(v) = self.fetch(&id, Refresh::Wait)? {
             return Ok(lift(v));
         }
+        self.compute_missing(id, run, &keep, lift)
+    }
+
+    /// As [`execute`](Self::execute), serving an expired entry while a background thread
+    /// recomputes it, under [`Refresh::Stale`] with a maximum age.
+    #[doc(hidden)]
+    pub fn execute_or_stale<R, V>(
+        &self,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        run: impl FnOnce() -> R + Send + 'static,
+        keep: fn(&R) -> Option<&V>,
+        lift: impl FnOnce(V) -> R,
+    ) -> Result<R, Error>
+    where
+        V: Serialize + DeserializeOwned + 'static,
+        R: 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let id = match id {
+            Ok(id) if mode == Mode::Call && self.serves_stale() => id,
+            id => return self.execute(id, mode, run, keep, lift),
+        };
+        self.ensure_registered();
+        match self.fetch(&id, Refresh::Stale)? {
+            Fetched::Fresh(v) => Ok(lift(v)),
+            Fetched::Stale(v) => {
+                self.refresh_in_background(id, run, keep);
+                Ok(lift(v))
+            }
+            Fetched::Miss => self.compute_missing(id, run, &keep, lift),
+        }
+    }
+
+    fn serves_stale(&self) -> bool {
+        self.max_age.is_some() && self.refresh == Refresh::Stale
+    }
+
+    /// A miss: computes once per id across callers (single flight), saves, returns.
+    fn compute_missing<R, V>(
+        &self,
+        id: CheckpointId,
+        run: impl FnOnce() -> R,
+        keep: &impl Fn(&R) -> Option<&V>,
+        lift: impl FnOnce(V) -> R,
+    ) -> Result<R, Error>
+    where
+        V: Serialize + DeserializeOwned,
+    {
         match FLIGHTS.join(self.cache.flight_scope(), id) {
             Joined::Leader(flight) => {
                 // A leader that finished between our lookup and our join has left the map
@@ -428,7 +666,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 }
                 self.counters.record(Event::Miss);
                 // On an error or a panic the guard drops unlanded and lands as Abandoned.
-                let (r, stored) = self.run_and_save(&id, run, &keep)?;
+                let (r, stored) = self.run_and_save(&id, run, keep)?;
                 flight.land(if stored {
                     Landing::Stored
                 } else {
@@ -443,7 +681,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                     return Ok(lift(v));
                 }
                 self.counters.record(Event::Miss);
-                self.run_and_save(&id, run, &keep).map(|(r, _)| r)
+                self.run_and_save(&id, run, keep).map(|(r, _)| r)
             }
             Joined::Reentrant => {
                 self.counters.record(Event::Miss);
@@ -452,13 +690,99 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         }
     }
 
+    /// Starts a background thread that recomputes `id` and saves the result, unless one is
+    /// computing it already (single flight: the expired value is served meanwhile).
+    fn refresh_in_background<R, V>(
+        &self,
+        id: CheckpointId,
+        run: impl FnOnce() -> R + Send + 'static,
+        keep: fn(&R) -> Option<&V>,
+    ) where
+        V: Serialize + DeserializeOwned + 'static,
+        R: 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let Joined::Leader(flight) = FLIGHTS.join(self.cache.flight_scope(), id) else {
+            return;
+        };
+        // What the thread needs of this decorator: it may outlive the call, and the decorator.
+        let worker = DecoratorCheckpoint {
+            function: self.function.clone(),
+            identifier: (),
+            cache: self.cache.clone(),
+            // The thread has no caller to return an error to.
+            on_error: match self.on_error {
+                OnError::Ignore => OnError::Ignore,
+                _ => OnError::Warn,
+            },
+            counters: Arc::clone(&self.counters),
+            registered: AtomicBool::new(true),
+            fingerprint: OnceLock::new(),
+            max_age: self.max_age,
+            refresh: self.refresh,
+            refreshes: Arc::clone(&self.refreshes),
+        };
+        let pending = self.refreshes.start();
+        let spawned = thread::Builder::new()
+            .name("ckpt-refresh".into())
+            .spawn(move || {
+                let _pending = pending;
+                // The refresh thread is now the flight's leader: a recursive call of the same
+                // id from it runs uncached instead of waiting on itself.
+                flight.adopt();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker.run_and_save(&id, run, &keep)
+                }));
+                match ran {
+                    Ok(Ok((_, true))) => flight.land(Landing::Stored),
+                    Ok(Ok((_, false))) => {
+                        flight.land(Landing::NotStored);
+                        worker.refresh_failed(&id, "its result was not stored");
+                    }
+                    // Reported by `run_and_save` under the (warning) policy already.
+                    Ok(Err(_)) => flight.land(Landing::NotStored),
+                    Err(_) => {
+                        drop(flight);
+                        worker.refresh_failed(&id, "the function panicked");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            let _ = self.fail(Error::with_source(
+                ErrorKind::Refresh,
+                "cannot start a background refresh",
+                e,
+            ));
+        }
+    }
+
+    /// Warns (under the error policy) that a background refresh of `id` failed.
+    fn refresh_failed(&self, id: &CheckpointId, why: &str) {
+        let _ = self.fail(Error::new(
+            ErrorKind::Refresh,
+            format!(
+                "the background refresh of {} ({id}) failed: {why}; the expired value stays",
+                self.function.path()
+            ),
+        ));
+    }
+
     fn ensure_registered(&self) {
         if !self.registered.load(Ordering::Acquire)
             && self.cache.register(&self.function, &self.counters).is_ok()
+            && self.register_expiry().is_ok()
         {
             // A failed registration is retried on the next call; the failure itself surfaces
             // through retrieve and save, under the policy.
             self.registered.store(true, Ordering::Release);
+        }
+    }
+
+    /// Lets the cache remove expired entries, unless they are served stale.
+    fn register_expiry(&self) -> Result<(), Error> {
+        match (self.max_age, self.refresh) {
+            (Some(age), Refresh::Wait) => self.cache.expire_function(&self.function, age),
+            _ => Ok(()),
         }
     }
 
@@ -475,26 +799,40 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         }
     }
 
-    /// The stored value for `id`, checked; a damaged or mistyped one is a miss.
-    fn fetch<V: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<V>, Error> {
-        let (found, decoded) = self.lend::<V>(id);
+    /// The stored value for `id`, checked; a damaged or mistyped one is a miss, and so is an
+    /// expired one unless `refresh` is [`Refresh::Stale`].
+    fn fetch<V: DeserializeOwned>(
+        &self,
+        id: &CheckpointId,
+        refresh: Refresh,
+    ) -> Result<Fetched<V>, Error> {
+        let (found, decoded, expired) = self.lend::<V>(id, refresh);
         if let Err(e) = found {
             self.fail(e)?;
-            return Ok(None);
+            return Ok(Fetched::Miss);
         }
         let decoded = match decoded {
-            None => return Ok(None),
+            None => {
+                if expired {
+                    self.expired(id);
+                }
+                return Ok(Fetched::Miss);
+            }
             Some(Err(e)) => {
                 // A part of a large record could not be read: a failed read, not a miss.
                 self.fail(e)?;
-                return Ok(None);
+                return Ok(Fetched::Miss);
             }
             Some(Ok(decoded)) => decoded,
         };
         match decoded {
+            Ok((value, header)) if expired => {
+                self.hit(id, header.compute_nanos, "stale");
+                Ok(Fetched::Stale(value))
+            }
             Ok((value, header)) => {
-                self.hit(id, header.compute_nanos);
-                Ok(Some(value))
+                self.hit(id, header.compute_nanos, "hit");
+                Ok(Fetched::Fresh(value))
             }
             Err(Rejected::TypeMismatch) => {
                 // Left in place: the save that follows the miss overwrites it.
@@ -506,26 +844,38 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                     id = %id,
                     "a stored result is of another type (its type's shape changed): computed again"
                 );
-                Ok(None)
+                Ok(Fetched::Miss)
             }
             Err(Rejected::Corrupt) => {
                 self.drop_corrupt(id)?;
-                Ok(None)
+                Ok(Fetched::Miss)
             }
         }
     }
 
+    /// Tells the app's subscriber that an entry was older than the maximum age.
+    fn expired(&self, id: &CheckpointId) {
+        tracing::debug!(
+            target: "ckpt",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+            "a stored result is older than the function's max_age: computed again"
+        );
+    }
+
     /// Counts a hit on `id` (whose result took `saved_nanos` to compute) and tells the app's
-    /// subscriber.
+    /// subscriber: `outcome` is `"hit"`, or `"stale"` for an expired value served while it is
+    /// refreshed.
     #[inline]
-    fn hit(&self, id: &CheckpointId, saved_nanos: u64) {
+    fn hit(&self, id: &CheckpointId, saved_nanos: u64, outcome: &'static str) {
         self.counters.record(Event::Hit { saved_nanos });
         tracing::trace!(
             target: "ckpt",
             module = self.function.module(),
             function = self.function.name(),
             id = %id,
-            outcome = "hit",
+            outcome,
             saved_ns = saved_nanos,
         );
     }
@@ -533,9 +883,9 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// A second look after a miss (another thread may have saved meanwhile): counts a hit, but
     /// not again the failures the first look counted.
     fn fetch_again<V: DeserializeOwned>(&self, id: &CheckpointId) -> Option<V> {
-        match self.lend::<V>(id) {
-            (Ok(true), Some(Ok(Ok((value, header))))) => {
-                self.hit(id, header.compute_nanos);
+        match self.lend::<V>(id, Refresh::Wait) {
+            (Ok(true), Some(Ok(Ok((value, header)))), false) => {
+                self.hit(id, header.compute_nanos, "hit");
                 Some(value)
             }
             _ => None,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::cache::{Cache, Entry, LargeEntry, Lent};
 use crate::error::{Error, OpenError};
@@ -94,6 +95,18 @@ impl Cache for DefaultStore {
 
     fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
         store()?.save_large(id, entry)
+    }
+
+    fn retrieve_aged(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        store()?.retrieve_aged(id, read)
+    }
+
+    fn expire_function(&self, function: &Function, max_age: Duration) -> Result<(), Error> {
+        store()?.expire_function(function, max_age)
     }
 
     fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {

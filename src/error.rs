@@ -51,6 +51,10 @@ pub enum ErrorKind {
     /// A file the operation creates exists already (for example the target of
     /// [`Store::salvage`](crate::Store::salvage)).
     AlreadyExists,
+    /// A background refresh of an expired entry failed (the function panicked, or returned a
+    /// result that is not stored); the expired value stays and the next call refreshes again
+    /// (see [`Refresh::Stale`](crate::Refresh::Stale)).
+    Refresh,
 }
 
 impl Error {

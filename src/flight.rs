@@ -30,7 +30,8 @@ pub(crate) enum Landing {
 }
 
 pub(crate) struct Flight {
-    leader: ThreadId,
+    /// The computing thread (a background refresh adopts the flight it was handed).
+    leader: Mutex<ThreadId>,
     landing: Mutex<Landing>,
     landed: Condvar,
 }
@@ -77,14 +78,14 @@ impl Flights {
         let key = (scope, id);
         let mut map = self.shard(&key).lock();
         if let Some(flight) = map.get(&key) {
-            return if flight.leader == me {
+            return if *flight.leader.lock() == me {
                 Joined::Reentrant
             } else {
                 Joined::Waiter(Arc::clone(flight))
             };
         }
         let flight = Arc::new(Flight {
-            leader: me,
+            leader: Mutex::new(me),
             landing: Mutex::new(Landing::Running),
             landed: Condvar::new(),
         });
@@ -117,6 +118,11 @@ pub(crate) struct LeaderGuard<'a> {
 }
 
 impl LeaderGuard<'_> {
+    /// Makes the current thread the flight's leader (a guard handed to another thread).
+    pub(crate) fn adopt(&self) {
+        *self.flight.leader.lock() = thread::current().id();
+    }
+
     /// Lands the flight with this outcome (a guard dropped without landing, as during a panic,
     /// lands as `Abandoned`).
     pub(crate) fn land(mut self, landing: Landing) {
@@ -137,6 +143,41 @@ impl Drop for LeaderGuard<'_> {
         }
         *self.flight.landing.lock() = self.landing;
         self.flight.landed.notify_all();
+    }
+}
+
+/// Background refreshes in flight (see `Refresh::Stale`), to wait for.
+#[derive(Default)]
+pub(crate) struct Refreshes {
+    running: Mutex<usize>,
+    done: Condvar,
+}
+
+/// One refresh in flight: counted until dropped (by its thread, however it ends).
+pub(crate) struct Pending(Arc<Refreshes>);
+
+impl Refreshes {
+    pub(crate) fn start(self: &Arc<Self>) -> Pending {
+        *self.running.lock() += 1;
+        Pending(Arc::clone(self))
+    }
+
+    /// Blocks until no refresh is in flight.
+    pub(crate) fn wait(&self) {
+        let mut running = self.running.lock();
+        while *running > 0 {
+            self.done.wait(&mut running);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock();
+        *running -= 1;
+        if *running == 0 {
+            self.0.done.notify_all();
+        }
     }
 }
 

@@ -57,7 +57,40 @@
 ///   function must return `Result<T, E>` with `E: From<ckpt::Error>` (`std::io::Error` and
 ///   `Box<dyn Error + Send + Sync>` qualify), and checkpoint failures come back as `Err`;
 /// * `results = ok_only | all`: for a function returning `Result`, store only `Ok` values (the
-///   default) or `Err` values too.
+///   default) or `Err` values too;
+/// * `max_age = "7d"`: a stored result older than this (`ms`, `s`, `m`, `h` or `d`; checked at
+///   compile time) is not returned as fresh, whatever the store's own limits (see
+///   [`DecoratorCheckpoint::with_max_age`]);
+/// * `refresh = wait | stale`: what a call does with an expired result (see [`Refresh`]):
+///   recompute it and wait (the default), or return it at once and recompute it on a background
+///   thread (stale while revalidate). With `stale` the arguments must be owned and `Send`, as
+///   they move to that thread; `name::decorator().wait_refreshes()` waits for refreshes in flight.
+///
+/// ```
+/// ckpt::checkpoint! {
+///     #[checkpoint(cache = ckpt::MemoryCache::new(), max_age = "1h", refresh = stale)]
+///     fn exchange_rate(currency: String) -> f64 {
+///         if currency == "EUR" { 1.08 } else { 1.0 } // stands for a call to a slow service
+///     }
+/// }
+///
+/// fn main() {
+///     assert_eq!(exchange_rate("EUR".into()), 1.08);
+///     // For the next hour, a hit; after it, the last rate at once while a fresh one is fetched.
+///     assert_eq!(exchange_rate("EUR".into()), 1.08);
+///     assert_eq!(exchange_rate::stats().hits, 1);
+/// }
+/// ```
+///
+/// A malformed age fails the build:
+///
+/// ```compile_fail
+/// ckpt::checkpoint! {
+///     #[checkpoint(max_age = "7 days")]
+///     fn f() -> u32 { 1 }
+/// }
+/// # fn main() { f(); }
+/// ```
 ///
 /// ```
 /// use ckpt::MemoryCache;
@@ -91,14 +124,16 @@
 ///
 /// [`AutoIdentifier`]: crate::AutoIdentifier
 /// [`DecoratorCheckpoint`]: crate::DecoratorCheckpoint
+/// [`DecoratorCheckpoint::with_max_age`]: crate::DecoratorCheckpoint::with_max_age
 /// [`OnError`]: crate::OnError
+/// [`Refresh`]: crate::Refresh
 #[macro_export]
 macro_rules! checkpoint {
     (#[checkpoint($($opt:tt)*)] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) ()] $($item)* }
+        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) () () (wait)] $($item)* }
     };
     ($($item:tt)*) => {
-        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) ()] $($item)* }
+        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) () () (wait)] $($item)* }
     };
 }
 
@@ -109,41 +144,51 @@ macro_rules! __checkpoint_options {
     ([] $cfg:tt $($item:tt)*) => {
         $crate::__checkpoint_fn! { $cfg $($item)* }
     };
-    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r $d] $($item)* }
+    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r $d $m $f] $($item)* }
     };
-    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r $d] $($item)* }
+    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r $d $m $f] $($item)* }
     };
-    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r $d] $($item)* }
+    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r $d $m $f] $($item)* }
     };
-    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r $d] $($item)* }
+    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r $d $m $f] $($item)* }
     };
-    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r $d] $($item)* }
+    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r $d $m $f] $($item)* }
     };
-    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r $d] $($item)* }
+    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r $d $m $f] $($item)* }
     };
-    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r $d] $($item)* }
+    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r $d $m $f] $($item)* }
     };
-    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only) $d] $($item)* }
+    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only) $d $m $f] $($item)* }
     };
-    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all) $d] $($item)* }
+    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all) $d $m $f] $($item)* }
     };
-    ([depends = [$($($dep:ident)::+),* $(,)?] $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $_d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r ($($($dep)::+ ::code_version),*)] $($item)* }
+    ([depends = [$($($dep:ident)::+),* $(,)?] $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $_d:tt $m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r ($($($dep)::+ ::code_version),*) $m $f] $($item)* }
+    };
+    ([max_age = $m:literal $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $_m:tt $f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d ($m) $f] $($item)* }
+    };
+    ([refresh = stale $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (stale)] $($item)* }
+    };
+    ([refresh = wait $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (wait)] $($item)* }
     };
     ([$($bad:tt)*] $($_:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown or malformed checkpoint option: `", ::core::stringify!($($bad)*), "`; expected \
              version = \"..\", cache = expr, identifier = expr, key = expr, \
-             on_error = raise|warn|ignore, results = ok_only|all, or depends = [f, module::g]"
+             on_error = raise|warn|ignore, results = ok_only|all, depends = [f, module::g], \
+             max_age = \"7d\", or refresh = stale|wait"
         ));
     };
 }
@@ -156,7 +201,7 @@ macro_rules! __checkpoint_fn {
     ($cfg:tt $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) { $($body:tt)* }) => {
         $crate::__checkpoint_fn! { $cfg $(#[$attr])* $vis fn $name($($arg: $ty),*) -> () { $($body)* } }
     };
-    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*)]
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt ($refresh:ident)]
      $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
         $(#[$attr])*
         $vis fn $name($($arg: $ty),*) -> $ret {
@@ -164,7 +209,7 @@ macro_rules! __checkpoint_fn {
             let __ckpt_decorator = $name::decorator();
             let __ckpt_id = $crate::__checkpoint_identify!(__ckpt_decorator, $ident, $key, ($($arg),*));
             $crate::__checkpoint_run!(
-                ($on_error $results) __ckpt_decorator, __ckpt_id, __ckpt_mode, $ret,
+                ($on_error $results $refresh) __ckpt_decorator, __ckpt_id, __ckpt_mode, $ret,
                 move || -> $ret { $($body)* }
             )
         }
@@ -190,6 +235,8 @@ macro_rules! __checkpoint_fn {
                         $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
                         $crate::__checkpoint_on_error!($on_error),
                     )
+                    .with_max_age_option($crate::__checkpoint_max_age!($max_age))
+                    .with_refresh($crate::__checkpoint_refresh!($refresh))
                 });
                 &DECORATOR
             }
@@ -286,19 +333,64 @@ macro_rules! __checkpoint_identify_key {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __checkpoint_run {
-    ((raise ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+    ((raise ok_only wait) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
         $crate::__private::raise_ok($d, $id, $mode, $f)
     };
-    ((raise all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+    ((raise all wait) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
         $crate::__private::raise_all($d, $id, $mode, $f)
     };
-    (($tolerant:ident ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
+    (($tolerant:ident ok_only wait) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
         #[allow(unused_imports)]
         use $crate::__private::{RunAll as _, RunOk as _};
         $crate::__private::tolerated((&$crate::__private::Tag::<$ret>::NEW).run($d, $id, $mode, $f))
     }};
-    (($tolerant:ident all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+    (($tolerant:ident all wait) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
         $crate::__private::tolerated($crate::__private::run_all($d, $id, $mode, $f))
+    };
+    ((raise ok_only stale) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_ok_stale($d, $id, $mode, $f)
+    };
+    ((raise all stale) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_all_stale($d, $id, $mode, $f)
+    };
+    (($tolerant:ident ok_only stale) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{RunAllStale as _, RunOkStale as _};
+        $crate::__private::tolerated(
+            (&$crate::__private::Tag::<$ret>::NEW).run_stale($d, $id, $mode, $f),
+        )
+    }};
+    (($tolerant:ident all stale) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::tolerated($crate::__private::run_all_stale($d, $id, $mode, $f))
+    };
+}
+
+/// `max_age = "7d"`: checked and converted at compile time.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_max_age {
+    (()) => {
+        ::core::option::Option::None
+    };
+    (($age:literal)) => {{
+        const AGE: ::core::time::Duration = match $crate::__private::parse_age($age) {
+            ::core::option::Option::Some(age) => age,
+            ::core::option::Option::None => ::core::panic!(
+                "checkpoint option max_age: expected a number and a unit (ms, s, m, h, d), as in \"7d\" or \"90s\""
+            ),
+        };
+        ::core::option::Option::Some(AGE)
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_refresh {
+    (wait) => {
+        $crate::Refresh::Wait
+    };
+    (stale) => {
+        $crate::Refresh::Stale
     };
 }
 
@@ -308,6 +400,7 @@ pub mod __private {
     use std::cell::Cell;
     use std::marker::PhantomData;
     use std::sync::Arc;
+    use std::time::Duration;
 
     use serde::Serialize;
     use serde::de::DeserializeOwned;
@@ -363,6 +456,43 @@ pub mod __private {
         on_error: OnError,
     ) -> DecoratorCheckpoint<AutoIdentifier, SharedCache> {
         DecoratorCheckpoint::new(function, AutoIdentifier, cache).with_on_error(on_error)
+    }
+
+    /// `"7d"`, `"12h"`, `"30m"`, `"90s"`, `"500ms"`: a whole number and a unit; `None` for
+    /// anything else (and for zero, an age nothing is ever younger than). A `const fn`, so a
+    /// malformed `max_age` fails the build.
+    pub const fn parse_age(text: &str) -> Option<Duration> {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        let mut n: u64 = 0;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            n = match n.checked_mul(10) {
+                Some(n) => match n.checked_add((bytes[i] - b'0') as u64) {
+                    Some(n) => n,
+                    None => return None,
+                },
+                None => return None,
+            };
+            i += 1;
+        }
+        if i == 0 || n == 0 {
+            return None;
+        }
+        let unit_secs = match bytes.len() - i {
+            1 => match bytes[i] {
+                b's' => 1,
+                b'm' => 60,
+                b'h' => 3600,
+                b'd' => 86_400,
+                _ => return None,
+            },
+            2 if bytes[i] == b'm' && bytes[i + 1] == b's' => return Some(Duration::from_millis(n)),
+            _ => return None,
+        };
+        match n.checked_mul(unit_secs) {
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => None,
+        }
     }
 
     pub fn identify_with<A: ?Sized, I: Identifier<A>>(
@@ -428,6 +558,41 @@ pub mod __private {
         d.execute(id, mode, f, |r| Some(r), |v| v)?
     }
 
+    pub fn run_all_stale<R: Serialize + DeserializeOwned + 'static>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        d.execute_or_stale(id, mode, f, |r| Some(r), |v| v)
+    }
+
+    pub fn raise_ok_stale<T, E>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        E: From<Error> + 'static,
+    {
+        d.execute_or_stale(id, mode, f, |r| r.as_ref().ok(), Ok)?
+    }
+
+    pub fn raise_all_stale<T, E>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: Serialize + DeserializeOwned + 'static,
+        E: From<Error>,
+    {
+        d.execute_or_stale(id, mode, f, |r| Some(r), |v| v)?
+    }
+
     /// Picks, at compile time, how to store a result (autoref specialization): a `Result` keeps
     /// only its `Ok` value, anything else is stored whole.
     pub struct Tag<R>(PhantomData<fn() -> R>);
@@ -481,6 +646,55 @@ pub mod __private {
             f: impl FnOnce() -> R,
         ) -> Result<R, Error> {
             run_all(d, id, mode, f)
+        }
+    }
+
+    /// The same choice for `refresh = stale`, whose function moves to a background thread.
+    pub trait RunOkStale {
+        type Out;
+        fn run_stale(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> Self::Out + Send + 'static,
+        ) -> Result<Self::Out, Error>;
+    }
+
+    impl<T: Serialize + DeserializeOwned + 'static, E: 'static> RunOkStale for Tag<Result<T, E>> {
+        type Out = Result<T, E>;
+        fn run_stale(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> Result<T, E> + Send + 'static,
+        ) -> Result<Result<T, E>, Error> {
+            d.execute_or_stale(id, mode, f, |r| r.as_ref().ok(), Ok)
+        }
+    }
+
+    pub trait RunAllStale {
+        type Out;
+        fn run_stale(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> Self::Out + Send + 'static,
+        ) -> Result<Self::Out, Error>;
+    }
+
+    impl<R: Serialize + DeserializeOwned + 'static> RunAllStale for &Tag<R> {
+        type Out = R;
+        fn run_stale(
+            &self,
+            d: &Deco,
+            id: Result<CheckpointId, Error>,
+            mode: Mode,
+            f: impl FnOnce() -> R + Send + 'static,
+        ) -> Result<R, Error> {
+            run_all_stale(d, id, mode, f)
         }
     }
 }

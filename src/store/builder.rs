@@ -240,6 +240,8 @@ impl StoreBuilder {
             concurrency: self.concurrency,
             limits: RwLock::new(self.limits),
             max_age_ms: AtomicU64::new(self.limits.max_age_value().map_or(0, duration_ms)),
+            function_ages: Mutex::default(),
+            next_function_sweep_ms: AtomicU64::new(0),
             indexes: AtomicU8::new(indexes),
             access: AccessLog::new(self.access_log),
             registry: Mutex::default(),

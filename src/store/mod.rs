@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -118,6 +119,10 @@ pub(crate) struct Shared {
     limits: RwLock<Limits>,
     /// `max_age` in ms (0: none), read on every hit without a lock.
     max_age_ms: AtomicU64,
+    /// Per-function maximum ages `(function key, ms)`, from decorators' `expire_function`.
+    function_ages: Mutex<Vec<(u64, u64)>>,
+    /// When (store clock, ms) the next write next expires by the per-function ages.
+    next_function_sweep_ms: AtomicU64,
     /// The order indexes the file maintains (cached; reread per write in multi-process mode).
     indexes: AtomicU8,
     access: AccessLog,
@@ -199,6 +204,10 @@ impl Store {
     /// # Errors
     /// When the write fails.
     pub fn expire(&self) -> Result<EvictionReport, Error> {
+        // Per-function ages (`Cache::expire_function`) too, now rather than when next due.
+        self.shared()
+            .next_function_sweep_ms
+            .store(0, Ordering::Relaxed);
         let l = self.limits();
         let mut only_expiry = Limits::new();
         if let Some(age) = l.max_age_value() {
@@ -387,8 +396,29 @@ impl Cache for Store {
         self.shared().read(id, read)
     }
 
+    fn retrieve_aged(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        self.shared().read_aged(id, read)
+    }
+
     fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
         Store::remove(self, id)
+    }
+
+    fn expire_function(&self, function: &Function, max_age: Duration) -> Result<(), Error> {
+        let shared = self.shared();
+        let (key, age) = (function.key(), duration_ms(max_age));
+        let mut ages = shared.function_ages.lock();
+        match ages.iter_mut().find(|(k, _)| *k == key) {
+            // Two decorators of one function with different ages: the longer one keeps its
+            // entries (the shorter still never returns them).
+            Some((_, known)) => *known = (*known).max(age),
+            None => ages.push((key, age)),
+        }
+        Ok(())
     }
 
     fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {

@@ -3,6 +3,7 @@
 //! log. See ARCHITECTURE.md, "The hit path".
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::access::Access;
 use super::chunks::{self, Manifest, TableParts};
@@ -28,13 +29,32 @@ impl Shared {
             self.accessed(id, self.now_ms());
             return Ok(true);
         }
+        self.read_guarded(id, Age::Unasked, &mut |lent, _| read(lent))
+    }
+
+    /// As `read`, also lending the entry's age (from its metadata, read in the same
+    /// transaction; `None` without metadata). Never served by the hot tier, which keeps no ages.
+    pub(super) fn read_aged(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        self.read_guarded(id, Age::Asked, read)
+    }
+
+    fn read_guarded(
+        &self,
+        id: &CheckpointId,
+        age: Age,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
         // A panic of the caller's `read` is the caller's: carried past the engine's guard and
         // resumed.
         let mut caller_panic = None;
         let found = self.engine.guard("cannot read", || {
-            self.read_inner(id, &mut |bytes| {
+            self.read_inner(id, age, &mut |bytes, age| {
                 if let Err(p) =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(bytes)))
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(bytes, age)))
                 {
                     caller_panic = Some(p);
                 }
@@ -48,10 +68,11 @@ impl Shared {
 
     /// The engine's slot is held only to begin a read transaction (`engine.rs`): the caller's
     /// `read`, which runs the user's `Deserialize`, runs under no store lock.
-    pub(super) fn read_inner(
+    fn read_inner(
         &self,
         id: &CheckpointId,
-        read: &mut dyn FnMut(Lent<'_>),
+        age: Age,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
         let now = self.now_ms();
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
@@ -68,7 +89,11 @@ impl Shared {
                     return Ok(false);
                 };
                 let row = row.value();
-                lend(row, id, &snap.txn, read)?;
+                let entry_age = match age {
+                    Age::Unasked => None,
+                    Age::Asked => saved_ago(&snap.txn, id, now)?,
+                };
+                lend(row, id, &snap.txn, &mut |lent| read(lent, entry_age))?;
                 // Cheapest test first: the size, then the checksum.
                 if let Some(hot) = self.engine.hot()
                     && hot.wants(id.as_bytes(), row.len())
@@ -93,10 +118,16 @@ impl Shared {
             else {
                 return Ok(false);
             };
-            if max_age != 0 && self.expired(&txn, id, now, max_age)? {
+            let entry_age = if max_age != 0 || age == Age::Asked {
+                saved_ago(&txn, id, now)?
+            } else {
+                None
+            };
+            // Without metadata, an entry's age is unknown: expired under a store-wide max_age.
+            if max_age != 0 && entry_age.is_none_or(|a| a > Duration::from_millis(max_age)) {
                 return Ok(false);
             }
-            lend(row.value(), id, &txn, read)?;
+            lend(row.value(), id, &txn, &mut |lent| read(lent, entry_age))?;
             true
         };
         if found {
@@ -119,25 +150,29 @@ impl Shared {
             self.flusher.request_flush();
         }
     }
+}
 
-    /// Whether the entry was saved more than `max_age` ms ago (it is then a miss, and the next
-    /// write removes it).
-    pub(super) fn expired(
-        &self,
-        txn: &redb::ReadTransaction,
-        id: &CheckpointId,
-        now: u64,
-        max_age: u64,
-    ) -> Result<bool, Error> {
-        let entries = txn
-            .open_table(ENTRIES)
-            .map_err(|e| engine_error("cannot open the entries table", e))?;
-        let meta = entries
-            .get(id.as_bytes())
-            .map_err(|e| engine_error("cannot read entry metadata", e))?
-            .and_then(|g| EntryMeta::decode(g.value()));
-        Ok(meta.is_none_or(|m| now.saturating_sub(m.created_ms) > max_age))
-    }
+/// Whether the caller wants the entry's age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    Unasked,
+    Asked,
+}
+
+/// How long ago the entry under `id` was saved, by `now` (ms): `None` without metadata.
+fn saved_ago(
+    txn: &redb::ReadTransaction,
+    id: &CheckpointId,
+    now: u64,
+) -> Result<Option<Duration>, Error> {
+    let entries = txn
+        .open_table(ENTRIES)
+        .map_err(|e| engine_error("cannot open the entries table", e))?;
+    let meta = entries
+        .get(id.as_bytes())
+        .map_err(|e| engine_error("cannot read entry metadata", e))?
+        .and_then(|g| EntryMeta::decode(g.value()));
+    Ok(meta.map(|m| Duration::from_millis(now.saturating_sub(m.created_ms))))
 }
 
 /// Lends a results row: a record, whole; for a manifest, the record's chunks, read from the

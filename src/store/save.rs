@@ -10,11 +10,15 @@ use redb::{ReadableTable as _, WriteTransaction};
 use super::Shared;
 use super::engine_error::engine_error;
 use super::options::{AccessMode, ConcurrencyMode, Durability};
+use super::schema::indexes::CREATED;
 use super::schema::{INDEXES_KEY, INFO};
 use super::write::{GROUP_COMMIT_MAX_BYTES, QueuedSave, SaveOp, Tx};
 use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Entry, LargeEntry};
 use crate::error::{Error, ErrorKind};
 use crate::id::CheckpointId;
+
+/// How often (store clock, ms) writes expire entries by their function's maximum age.
+const FUNCTION_SWEEP_EVERY_MS: u64 = 5_000;
 
 /// How a write transaction commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +87,14 @@ impl Shared {
         }
         let indexes = self.indexes_for(&txn)?;
         let limits = *self.limits.read();
+        let (function_ages, aged) = self.function_ages_due();
         // Taken after begin_write, which serializes writers: no two plans overlap.
         let plan = self.registry.lock().plan();
         let mut accesses = Vec::new();
         self.access.drain_into(&mut accesses);
         let out = {
             let mut tx = Tx::open(&txn, self.now_ms(), indexes, self.chunk_len)?;
-            let need = limits.needed_indexes();
+            let need = limits.needed_indexes() | if aged { CREATED } else { 0 };
             if need & !indexes != 0 {
                 let now = tx.ensure_indexes(need)?;
                 self.indexes.store(now, Ordering::Release);
@@ -101,6 +106,7 @@ impl Shared {
             for f in &plan.identities {
                 tx.set_identity(f);
             }
+            tx.expire_functions_too(function_ages);
             let out = body(&mut tx)?;
             tx.enforce(&limits)?;
             (out, tx.finish()?)
@@ -120,6 +126,25 @@ impl Shared {
             _ => self.flusher.synced(),
         }
         Ok(out)
+    }
+
+    /// The per-function maximum ages to apply in this write (none until the next sweep is
+    /// due: it walks every entry older than the smallest age), and whether there are any at all
+    /// (the creation-order index must then be kept).
+    fn function_ages_due(&self) -> (Vec<(u64, u64)>, bool) {
+        let ages = self.function_ages.lock();
+        if ages.is_empty() {
+            return (Vec::new(), false);
+        }
+        let now = self.now_ms();
+        if now < self.next_function_sweep_ms.load(Ordering::Relaxed) {
+            return (Vec::new(), true);
+        }
+        self.next_function_sweep_ms.store(
+            now.saturating_add(FUNCTION_SWEEP_EVERY_MS),
+            Ordering::Relaxed,
+        );
+        (ages.clone(), true)
     }
 
     pub(crate) fn has_bookkeeping(&self) -> bool {

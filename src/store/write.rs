@@ -110,6 +110,8 @@ pub(crate) struct Tx<'t> {
     /// Ids whose record this transaction saved or removed.
     changed: Vec<[u8; 16]>,
     now_ms: u64,
+    /// Per-function maximum ages `(function key, ms)` the next `enforce` applies (then forgets).
+    function_ages: Vec<(u64, u64)>,
 }
 
 fn table_error(e: redb::TableError) -> Error {
@@ -147,7 +149,14 @@ impl<'t> Tx<'t> {
             saved_now: HashSet::new(),
             changed: Vec::new(),
             now_ms,
+            function_ages: Vec::new(),
         })
+    }
+
+    /// Makes the next [`enforce`](Tx::enforce) also expire each function's entries older than its
+    /// maximum age (`(function key, ms)` pairs; the creation-order index must be maintained).
+    pub(crate) fn expire_functions_too(&mut self, ages: Vec<(u64, u64)>) {
+        self.function_ages = ages;
     }
 
     /// The order indexes this transaction maintains.

@@ -137,8 +137,46 @@ impl Tx<'_> {
         Ok(victims)
     }
 
+    /// Removes the entries of each function in `ages` (`(function key, ms)`) saved longer ago
+    /// than its age. Walks the creation-order index up to the youngest cutoff, so it costs one
+    /// metadata read per entry older than the smallest age: the store runs it every few seconds
+    /// at most (`save.rs`), not with every write.
+    fn expire_functions(
+        &mut self,
+        ages: &[(u64, u64)],
+        victims: &mut Vec<Victim>,
+    ) -> Result<(), Error> {
+        let Some(youngest) = ages.iter().map(|&(_, age)| age).min() else {
+            return Ok(());
+        };
+        let horizon = self.now_ms.saturating_sub(youngest);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = self.first_ids(CREATED, after.as_deref(), Some(horizon), 256)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            for (_, id) in batch {
+                let Some(meta) = self.meta(&id)? else {
+                    continue;
+                };
+                let expired = ages.iter().any(|&(key, age)| {
+                    key == meta.fn_key && meta.created_ms < self.now_ms.saturating_sub(age)
+                });
+                if expired {
+                    victims.extend(self.evict(&id, EvictionCause::Age)?);
+                }
+            }
+        }
+    }
+
     fn enforce_inner(&mut self, limits: &Limits) -> Result<Vec<Victim>, Error> {
         let mut victims = Vec::new();
+        let ages = std::mem::take(&mut self.function_ages);
+        if !ages.is_empty() && self.indexes() & CREATED != 0 {
+            self.expire_functions(&ages, &mut victims)?;
+        }
         if let Some(age) = limits.max_age_value() {
             let cutoff = self.now_ms.saturating_sub(duration_ms(age));
             self.expire_below(CREATED, cutoff, EvictionCause::Age, &mut victims)?;
