@@ -51,6 +51,9 @@ pub enum ErrorKind {
     /// A file the operation creates exists already (for example the target of
     /// [`Store::salvage`](crate::Store::salvage)).
     AlreadyExists,
+    /// The remote tier (feature `remote`) failed or did not answer in time; the call was served
+    /// locally or computed.
+    Remote,
 }
 
 impl Error {
