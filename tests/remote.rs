@@ -12,12 +12,19 @@ use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, PublishMode, Remote, R
 use common::TempDir;
 
 fn store(path: &Path, remote: &Remote, mode: RemoteMode) -> Store {
-    Store::builder().remote(remote.clone(), mode).open(path).unwrap()
+    Store::builder()
+        .remote(remote.clone(), mode)
+        .open(path)
+        .unwrap()
 }
 
 /// `square` through `store`, counting how many times the body ran in `runs`.
 fn square(store: &Store, x: u64, runs: &AtomicUsize) -> u64 {
-    let d = DecoratorCheckpoint::new(Function::new("remote", "square"), AutoIdentifier, store.clone());
+    let d = DecoratorCheckpoint::new(
+        Function::new("remote", "square"),
+        AutoIdentifier,
+        store.clone(),
+    );
     d.call(x, |x| {
         runs.fetch_add(1, Ordering::SeqCst);
         x * x
@@ -68,7 +75,10 @@ fn a_second_store_serves_every_call_from_the_remote_and_computes_nothing() {
     b.flush().unwrap();
     let stats = b.stats().unwrap();
     assert_eq!(stats.remote.unwrap().fetches, 20);
-    assert_eq!((stats.entries, stats.calls.hits, stats.calls.misses), (20, 40, 0));
+    assert_eq!(
+        (stats.entries, stats.calls.hits, stats.calls.misses),
+        (20, 40, 0)
+    );
     // Same record bytes, same metadata as the store that computed them.
     let f = Function::new("remote", "square");
     let (fa, fb) = (
@@ -80,7 +90,10 @@ fn a_second_store_serves_every_call_from_the_remote_and_computes_nothing() {
     for e in a.entries().unwrap() {
         assert_eq!(a.read_record(&e.id).unwrap(), b.read_record(&e.id).unwrap());
         let eb = b.entry(&e.id).unwrap().unwrap();
-        assert_eq!((eb.size, eb.compute_time, eb.code_version), (e.size, e.compute_time, e.code_version));
+        assert_eq!(
+            (eb.size, eb.compute_time, eb.code_version),
+            (e.size, e.compute_time, e.code_version)
+        );
     }
 }
 
@@ -90,21 +103,36 @@ fn two_folders_opened_apart_share_through_a_shared_folder() {
     let folder = dir.join("team");
     let runs = AtomicUsize::new(0);
     {
-        let a = store(&dir.join("a.redb"), &Remote::open(&file_url(&folder)).unwrap(), RemoteMode::ReadWrite);
+        let a = store(
+            &dir.join("a.redb"),
+            &Remote::open(&file_url(&folder)).unwrap(),
+            RemoteMode::ReadWrite,
+        );
         for x in 0..10 {
             square(&a, x, &runs);
         }
         // Dropping the store waits for its publishes.
     }
     assert_eq!(objects(&folder).len(), 10);
-    let b = store(&dir.join("b.redb"), &Remote::open(&file_url(&folder)).unwrap(), RemoteMode::ReadWrite);
+    let b = store(
+        &dir.join("b.redb"),
+        &Remote::open(&file_url(&folder)).unwrap(),
+        RemoteMode::ReadWrite,
+    );
     for x in 0..10 {
         assert_eq!(square(&b, x, &runs), x * x);
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 10, "the second store computed nothing");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        10,
+        "the second store computed nothing"
+    );
     b.flush().unwrap();
     let remote = b.stats().unwrap().remote.unwrap();
-    assert_eq!((remote.hits, remote.already_present, remote.publishes), (10, 0, 0));
+    assert_eq!(
+        (remote.hits, remote.already_present, remote.publishes),
+        (10, 0, 0)
+    );
 }
 
 /// Damages the record part of every object in `folder` with `damage`.
@@ -122,30 +150,52 @@ fn damaged_objects_are_recomputed_counted_and_replaced(label: &str, damage: impl
     let url = file_url(&folder);
     let runs = AtomicUsize::new(0);
     {
-        let a = store(&dir.join("a.redb"), &Remote::open(&url).unwrap(), RemoteMode::ReadWrite);
+        let a = store(
+            &dir.join("a.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadWrite,
+        );
         for x in 0..5 {
             square(&a, x, &runs);
         }
     }
     damage_objects(&folder, damage);
-    let damaged: Vec<Vec<u8>> = objects(&folder).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let damaged: Vec<Vec<u8>> = objects(&folder)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
     {
-        let b = store(&dir.join("b.redb"), &Remote::open(&url).unwrap(), RemoteMode::ReadWrite);
+        let b = store(
+            &dir.join("b.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadWrite,
+        );
         for x in 0..5 {
             assert_eq!(square(&b, x, &runs), x * x, "never a wrong value");
         }
-        assert_eq!(runs.load(Ordering::SeqCst), 10, "every damaged object recomputed");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            10,
+            "every damaged object recomputed"
+        );
         b.flush().unwrap();
         let remote = b.stats().unwrap().remote.unwrap();
         assert_eq!((remote.corrupt, remote.hits, remote.replaced), (5, 0, 5));
     }
-    let replaced: Vec<Vec<u8>> = objects(&folder).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let replaced: Vec<Vec<u8>> = objects(&folder)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
     assert_eq!(replaced.len(), 5);
     for (old, new) in damaged.iter().zip(&replaced) {
         assert_ne!(old, new, "the object was replaced");
     }
     // A third store is served by the replacements.
-    let c = store(&dir.join("c.redb"), &Remote::open(&url).unwrap(), RemoteMode::ReadWrite);
+    let c = store(
+        &dir.join("c.redb"),
+        &Remote::open(&url).unwrap(),
+        RemoteMode::ReadWrite,
+    );
     for x in 0..5 {
         assert_eq!(square(&c, x, &runs), x * x);
     }
@@ -180,14 +230,22 @@ fn read_only_mode_reads_the_remote_and_never_writes_it() {
     let url = file_url(&folder);
     let runs = AtomicUsize::new(0);
     {
-        let a = store(&dir.join("a.redb"), &Remote::open(&url).unwrap(), RemoteMode::ReadWrite);
+        let a = store(
+            &dir.join("a.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadWrite,
+        );
         for x in 0..5 {
             square(&a, x, &runs);
         }
     }
     let before = objects(&folder);
     {
-        let ci = store(&dir.join("ci.redb"), &Remote::open(&url).unwrap(), RemoteMode::ReadOnly);
+        let ci = store(
+            &dir.join("ci.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadOnly,
+        );
         for x in 0..10 {
             assert_eq!(square(&ci, x, &runs), x * x);
         }
@@ -195,8 +253,16 @@ fn read_only_mode_reads_the_remote_and_never_writes_it() {
         let remote = ci.stats().unwrap().remote.unwrap();
         assert_eq!((remote.hits, remote.misses, remote.publishes), (5, 5, 0));
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 10, "5 computed by a, 5 new ones by ci");
-    assert_eq!(objects(&folder), before, "the remote's objects are unchanged");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        10,
+        "5 computed by a, 5 new ones by ci"
+    );
+    assert_eq!(
+        objects(&folder),
+        before,
+        "the remote's objects are unchanged"
+    );
 }
 
 #[test]
@@ -218,13 +284,20 @@ fn sync_publishing_is_done_when_the_call_returns() {
     let dir = TempDir::new("remote-sync");
     let folder = dir.join("team");
     let a = Store::builder()
-        .remote(Remote::open(&file_url(&folder)).unwrap(), RemoteMode::ReadWrite)
+        .remote(
+            Remote::open(&file_url(&folder)).unwrap(),
+            RemoteMode::ReadWrite,
+        )
         .publish(PublishMode::Sync)
         .open(dir.join("a.redb"))
         .unwrap();
     let runs = AtomicUsize::new(0);
     square(&a, 7, &runs);
-    assert_eq!(objects(&folder).len(), 1, "published before the call returned");
+    assert_eq!(
+        objects(&folder).len(),
+        1,
+        "published before the call returned"
+    );
 }
 
 #[test]
@@ -239,7 +312,9 @@ fn a_large_value_goes_through_the_remote() {
     assert_eq!(f(&a).call(1u8, |_| big.clone()).unwrap(), big);
     a.flush().unwrap();
     let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
-    let got: Vec<u64> = f(&b).call(1u8, |_| unreachable!("served by the remote")).unwrap();
+    let got: Vec<u64> = f(&b)
+        .call(1u8, |_| unreachable!("served by the remote"))
+        .unwrap();
     assert_eq!(got, big);
     let id = f(&b).identify(&1u8).unwrap();
     assert_eq!(a.read_record(&id).unwrap(), b.read_record(&id).unwrap());
@@ -300,7 +375,10 @@ fn a_dead_remote_never_fails_a_call_and_the_breaker_stops_asking() {
     assert_eq!(runs.load(Ordering::SeqCst), 50);
     let r = s.stats().unwrap().remote.unwrap();
     assert!(remote.is_paused());
-    assert!(r.errors + r.publish_failures >= 2 && r.skipped >= 40, "{r:?}");
+    assert!(
+        r.errors + r.publish_failures >= 2 && r.skipped >= 40,
+        "{r:?}"
+    );
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 }
 
@@ -311,7 +389,10 @@ fn calls_from_inside_a_user_runtime_work() {
     let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
     let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
     let runs = AtomicUsize::new(0);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         assert_eq!(square(&a, 5, &runs), 25);
         a.flush().unwrap();

@@ -25,14 +25,18 @@ const BUCKET: &str = "ckpt-test";
 fn moto_server() -> PathBuf {
     static INSTALL: Mutex<()> = Mutex::new(());
     let _one = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("moto");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("moto");
     let bin = root.join("venv").join("bin").join("moto_server");
     if bin.exists() {
         return bin;
     }
     std::fs::create_dir_all(&root).unwrap();
     let run = |cmd: &mut Command, what: &str| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
         assert!(
             out.status.success(),
             "{what} failed (the S3 tests need python3 with venv and pip, and PyPI):\n{}{}",
@@ -41,15 +45,24 @@ fn moto_server() -> PathBuf {
         );
     };
     run(
-        Command::new("python3").arg("-m").arg("venv").arg(root.join("venv")),
+        Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(root.join("venv")),
         "python3 -m venv target/moto/venv",
     );
     run(
-        Command::new(root.join("venv").join("bin").join("pip"))
-            .args(["install", "-q", "moto[server]"]),
+        Command::new(root.join("venv").join("bin").join("pip")).args([
+            "install",
+            "-q",
+            "moto[server]",
+        ]),
         "pip install 'moto[server]'",
     );
-    assert!(bin.exists(), "moto_server missing after installing moto[server]");
+    assert!(
+        bin.exists(),
+        "moto_server missing after installing moto[server]"
+    );
     bin
 }
 
@@ -75,11 +88,17 @@ impl Moto {
         let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let status = moto.http("PUT", &format!("/{BUCKET}"), b"");
-        assert!(status.starts_with("HTTP/1.1 200"), "cannot create the bucket: {status}");
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "cannot create the bucket: {status}"
+        );
         moto
     }
 
@@ -126,7 +145,16 @@ impl Moto {
         use object_store::ObjectStoreExt as _;
         let bucket = self.bucket();
         let key = object_store::path::Path::from(key);
-        block_on(async move { bucket.get(&key).await.unwrap().bytes().await.unwrap().to_vec() })
+        block_on(async move {
+            bucket
+                .get(&key)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) {
@@ -138,7 +166,11 @@ impl Moto {
 
     /// The keys in the bucket under `prefix`.
     fn keys(&self, prefix: &str) -> Vec<String> {
-        let listing = self.http("GET", &format!("/{BUCKET}?list-type=2&prefix={prefix}"), b"");
+        let listing = self.http(
+            "GET",
+            &format!("/{BUCKET}?list-type=2&prefix={prefix}"),
+            b"",
+        );
         listing
             .split("<Key>")
             .skip(1)
@@ -192,7 +224,11 @@ fn free_port() -> u16 {
 }
 
 fn square(store: &Store, x: u64, runs: &AtomicUsize) -> u64 {
-    let d = DecoratorCheckpoint::new(Function::new("remote_s3", "square"), AutoIdentifier, store.clone());
+    let d = DecoratorCheckpoint::new(
+        Function::new("remote_s3", "square"),
+        AutoIdentifier,
+        store.clone(),
+    );
     d.call(x, |x| {
         runs.fetch_add(1, Ordering::SeqCst);
         x * x
@@ -201,7 +237,10 @@ fn square(store: &Store, x: u64, runs: &AtomicUsize) -> u64 {
 }
 
 fn open(path: &Path, remote: &Remote, mode: RemoteMode) -> Store {
-    Store::builder().remote(remote.clone(), mode).open(path).unwrap()
+    Store::builder()
+        .remote(remote.clone(), mode)
+        .open(path)
+        .unwrap()
 }
 
 #[test]
@@ -210,7 +249,11 @@ fn s3_a_second_store_computes_nothing_and_damage_is_replaced() {
     let dir = TempDir::new("s3-two");
     let runs = AtomicUsize::new(0);
     {
-        let a = open(&dir.join("a.redb"), &moto.remote("team"), RemoteMode::ReadWrite);
+        let a = open(
+            &dir.join("a.redb"),
+            &moto.remote("team"),
+            RemoteMode::ReadWrite,
+        );
         for x in 0..10 {
             square(&a, x, &runs);
         }
@@ -218,7 +261,11 @@ fn s3_a_second_store_computes_nothing_and_damage_is_replaced() {
     let keys = moto.keys("team/ckpt-v1/r/");
     assert_eq!(keys.len(), 10, "{keys:?}");
     {
-        let b = open(&dir.join("b.redb"), &moto.remote("team"), RemoteMode::ReadWrite);
+        let b = open(
+            &dir.join("b.redb"),
+            &moto.remote("team"),
+            RemoteMode::ReadWrite,
+        );
         for x in 0..10 {
             assert_eq!(square(&b, x, &runs), x * x);
         }
@@ -232,7 +279,11 @@ fn s3_a_second_store_computes_nothing_and_damage_is_replaced() {
     bad[last] ^= 1;
     moto.put(&keys[0], bad.clone());
     {
-        let c = open(&dir.join("c.redb"), &moto.remote("team"), RemoteMode::ReadWrite);
+        let c = open(
+            &dir.join("c.redb"),
+            &moto.remote("team"),
+            RemoteMode::ReadWrite,
+        );
         for x in 0..10 {
             assert_eq!(square(&c, x, &runs), x * x);
         }
@@ -251,7 +302,11 @@ fn s3_read_only_leaves_the_bucket_unchanged() {
     let moto = Moto::start();
     let dir = TempDir::new("s3-ro");
     let runs = AtomicUsize::new(0);
-    let ci = open(&dir.join("ci.redb"), &moto.remote("ro"), RemoteMode::ReadOnly);
+    let ci = open(
+        &dir.join("ci.redb"),
+        &moto.remote("ro"),
+        RemoteMode::ReadOnly,
+    );
     for x in 0..5 {
         square(&ci, x, &runs);
     }
@@ -277,7 +332,11 @@ fn s3_the_server_killed_mid_run_never_fails_a_call_and_publishing_resumes() {
     let port = moto.port;
     let dir = TempDir::new("s3-kill");
     let runs = AtomicUsize::new(0);
-    let s = open(&dir.join("a.redb"), &moto.remote("kill"), RemoteMode::ReadWrite);
+    let s = open(
+        &dir.join("a.redb"),
+        &moto.remote("kill"),
+        RemoteMode::ReadWrite,
+    );
     for x in 0..10 {
         assert_eq!(square(&s, x, &runs), x * x);
     }
@@ -289,7 +348,11 @@ fn s3_the_server_killed_mid_run_never_fails_a_call_and_publishing_resumes() {
         assert_eq!(square(&s, x, &runs), x * x);
     }
     s.flush().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     let down = s.stats().unwrap().remote.unwrap();
     assert!(down.errors + down.publish_failures >= 2, "{down:?}");
     // A new server on the same port (moto keeps nothing: an empty bucket): after the breaker's
@@ -328,13 +391,22 @@ fn s3_two_processes_with_their_own_files_share_one_bucket() {
     let dir = TempDir::new("s3-procs");
     let child = |name: &str| -> usize {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "s3_child_process", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "s3_child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("CKPT_S3_CHILD_ENDPOINT", moto.endpoint())
             .env("CKPT_S3_CHILD_STORE", dir.join(name))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         stdout
             .lines()
             .find_map(|l| l.split_once("RUNS=").map(|(_, n)| n.trim()))
@@ -343,5 +415,9 @@ fn s3_two_processes_with_their_own_files_share_one_bucket() {
             .unwrap()
     };
     assert_eq!(child("first.redb"), 20);
-    assert_eq!(child("second.redb"), 0, "the second process computed nothing");
+    assert_eq!(
+        child("second.redb"),
+        0,
+        "the second process computed nothing"
+    );
 }

@@ -54,7 +54,10 @@ impl Breaker {
 
     /// Counts a failure; says whether it opened the breaker (it was closed).
     pub(crate) fn failed(&self) -> bool {
-        let failures = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
         if failures < self.threshold {
             return false;
         }

@@ -148,7 +148,13 @@ pub(crate) fn stable_reason(e: &object_store::Error) -> String {
     };
     let detail = inner.to_string();
     // A server's error body can carry request ids; keep the first line, bounded.
-    let detail: String = detail.lines().next().unwrap_or("").chars().take(120).collect();
+    let detail: String = detail
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(120)
+        .collect();
     if matches!(e, object_store::Error::Generic { .. }) && !std::ptr::eq(inner, e as &dyn StdError)
     {
         format!("{kind}: {detail}")

@@ -19,8 +19,8 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-pub use self::error::{RemoteError, RemoteErrorKind};
 use self::breaker::Breaker;
+pub use self::error::{RemoteError, RemoteErrorKind};
 pub(crate) use self::tier::Tier;
 
 /// A shared tier: an object store that several machines' stores read through and write
@@ -219,7 +219,8 @@ impl RemoteBuilder {
     /// `aws_allow_http`, ...; the environment variables' names in lower case), winning over
     /// the environment. An unknown name is an error at open.
     pub fn option(mut self, key: &str, value: &str) -> Self {
-        self.options.push((key.to_ascii_lowercase(), value.to_string()));
+        self.options
+            .push((key.to_ascii_lowercase(), value.to_string()));
         self
     }
 
@@ -239,23 +240,21 @@ impl RemoteBuilder {
     /// does not exist, or a server that cannot be reached.
     pub fn open(self) -> Result<Remote, RemoteError> {
         let url = self.url.clone();
-        let parsed = url::Url::parse(&url).map_err(|e| {
-            RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(Box::new(e)))
-        })?;
+        let parsed = url::Url::parse(&url)
+            .map_err(|e| RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(Box::new(e))))?;
         let (scheme, path) = object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| {
             RemoteError::new(&url, RemoteErrorKind::UnsupportedScheme, Some(Box::new(e)))
         })?;
-        let (store, prefix, conditional_update): (Arc<dyn ObjectStore>, Path, bool) = match scheme
-        {
+        let (store, prefix, conditional_update): (Arc<dyn ObjectStore>, Path, bool) = match scheme {
             object_store::ObjectStoreScheme::Memory => (
                 Arc::new(object_store::memory::InMemory::new()),
                 Path::default(),
                 true,
             ),
             object_store::ObjectStoreScheme::Local => {
-                let folder = parsed.to_file_path().map_err(|()| {
-                    RemoteError::new(&url, RemoteErrorKind::InvalidUrl, None)
-                })?;
+                let folder = parsed
+                    .to_file_path()
+                    .map_err(|()| RemoteError::new(&url, RemoteErrorKind::InvalidUrl, None))?;
                 std::fs::create_dir_all(&folder).map_err(|e| {
                     let kind = match e.kind() {
                         std::io::ErrorKind::PermissionDenied => RemoteErrorKind::Credentials,
@@ -264,9 +263,7 @@ impl RemoteBuilder {
                     RemoteError::new(&url, kind, Some(Box::new(e)))
                 })?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&folder)
-                    .map_err(|e| {
-                        RemoteError::new(&url, error::classify(&e), Some(Box::new(e)))
-                    })?;
+                    .map_err(|e| RemoteError::new(&url, error::classify(&e), Some(Box::new(e))))?;
                 (Arc::new(fs), Path::default(), false)
             }
             object_store::ObjectStoreScheme::AmazonS3 => {
@@ -295,15 +292,13 @@ impl RemoteBuilder {
                     })?;
                     s3 = s3.with_config(key, value);
                 }
-                let s3 = s3
-                    .build()
-                    .map_err(|e| {
-                        let kind = match error::classify(&e) {
-                            RemoteErrorKind::Unreachable => RemoteErrorKind::Config,
-                            kind => kind,
-                        };
-                        RemoteError::new(&url, kind, Some(Box::new(e)))
-                    })?;
+                let s3 = s3.build().map_err(|e| {
+                    let kind = match error::classify(&e) {
+                        RemoteErrorKind::Unreachable => RemoteErrorKind::Config,
+                        kind => kind,
+                    };
+                    RemoteError::new(&url, kind, Some(Box::new(e)))
+                })?;
                 (Arc::new(s3), prefix, true)
             }
             _ => {
@@ -345,15 +340,21 @@ impl Remote {
         let url = &self.inner.url;
         match listed {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RemoteError::new(url, error::classify(&e), Some(Box::new(e)))),
+            Ok(Err(e)) => Err(RemoteError::new(
+                url,
+                error::classify(&e),
+                Some(Box::new(e)),
+            )),
             Err(runtime::RunError::TimedOut) => Err(RemoteError::new(
                 url,
                 RemoteErrorKind::Unreachable,
                 Some(format!("no answer within {:?}", self.inner.options.timeout).into()),
             )),
-            Err(runtime::RunError::NoRuntime(e)) => {
-                Err(RemoteError::new(url, RemoteErrorKind::Runtime, Some(e.into())))
-            }
+            Err(runtime::RunError::NoRuntime(e)) => Err(RemoteError::new(
+                url,
+                RemoteErrorKind::Runtime,
+                Some(e.into()),
+            )),
         }
     }
 }

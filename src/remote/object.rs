@@ -237,7 +237,10 @@ mod tests {
             assert!(parse_header(&header[..cut], &id).is_err(), "cut {cut}");
         }
         let other = CheckpointId::hash_bytes(b"y");
-        assert_eq!(parse_header(&header, &other).unwrap_err(), Damaged::Mismatch);
+        assert_eq!(
+            parse_header(&header, &other).unwrap_err(),
+            Damaged::Mismatch
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub(crate) fn run<T: Send + 'static>(
     timeout: Duration,
     future: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, RunError> {
-    let handle = RUNTIME.as_ref().map_err(|e| RunError::NoRuntime(e.clone()))?;
+    let handle = RUNTIME
+        .as_ref()
+        .map_err(|e| RunError::NoRuntime(e.clone()))?;
     let (tx, rx) = mpsc::sync_channel(1);
     handle.spawn(async move {
         let out = tokio::time::timeout(timeout, future).await;

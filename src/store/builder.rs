@@ -189,7 +189,11 @@ impl StoreBuilder {
     /// published to it (see [`Remote`](crate::Remote) for an example). The remote never fails
     /// a call: while it is down, calls are served from the file or computed.
     #[cfg(feature = "remote")]
-    pub fn remote(mut self, remote: crate::remote::Remote, mode: crate::remote::RemoteMode) -> Self {
+    pub fn remote(
+        mut self,
+        remote: crate::remote::Remote,
+        mode: crate::remote::RemoteMode,
+    ) -> Self {
         self.remote = Some((remote, mode));
         self
     }

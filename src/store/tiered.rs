@@ -3,8 +3,8 @@
 //! the store saves is published. See ARCHITECTURE.md, "The remote tier".
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
