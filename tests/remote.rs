@@ -400,3 +400,48 @@ fn calls_from_inside_a_user_runtime_work() {
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_full_publish_queue_drops_the_oldest_and_never_blocks_a_call() {
+    let dir = TempDir::new("remote-queue");
+    // A server that never answers within the timeout, a breaker that never opens, one slot.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let remote = Remote::builder("s3://bucket/prefix")
+        .endpoint(&format!("http://127.0.0.1:{port}"))
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .timeout(Duration::from_millis(300))
+        .breaker(1000, Duration::from_secs(1))
+        .publish_queue(1)
+        .check(RemoteCheck::Skip)
+        .open()
+        .unwrap();
+    let s = Store::builder()
+        .remote(remote, RemoteMode::ReadWrite)
+        .open(dir.store_path())
+        .unwrap();
+    let d = DecoratorCheckpoint::new(Function::new("remote", "id"), AutoIdentifier, s.clone());
+    // Saves only (no lookups wait on the silent server): `save_all` publishes each.
+    let started = Instant::now();
+    d.save_all((0..20u64).map(|x| (x, x))).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    s.flush().unwrap();
+    let r = s.stats().unwrap().remote.unwrap();
+    assert!(r.dropped_publishes >= 15, "{r:?}");
+    assert_eq!(r.dropped_publishes + r.publish_failures, 20, "{r:?}");
+    drop(silent);
+}
+
+#[test]
+fn the_public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Remote>();
+    check::<ckpt::remote::RemoteError>();
+    check::<ckpt::remote::RemoteBuilder>();
+    check::<ckpt::stats::RemoteStats>();
+}
