@@ -226,6 +226,9 @@ pub struct Entry<'a> {
     bytes: &'a [u8],
     compute: Duration,
     value_type: Option<&'static str>,
+    /// When the result was first saved (ms since the epoch), if earlier than this save: a
+    /// backfill from a remote tier keeps its object's age.
+    pub(crate) created_ms: Option<u64>,
 }
 
 impl<'a> Entry<'a> {
@@ -235,6 +238,7 @@ impl<'a> Entry<'a> {
             bytes,
             compute,
             value_type: None,
+            created_ms: None,
         }
     }
 

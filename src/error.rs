@@ -55,6 +55,9 @@ pub enum ErrorKind {
     /// result that is not stored); the expired value stays and the next call refreshes again
     /// (see [`Refresh::Stale`](crate::Refresh::Stale)).
     Refresh,
+    /// The remote tier (feature `remote`) failed or did not answer in time; the call was served
+    /// locally or computed.
+    Remote,
 }
 
 impl Error {

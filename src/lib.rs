@@ -58,6 +58,8 @@ pub mod identifier;
 mod macros;
 mod record;
 mod record_view;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod stats;
 pub mod store;
 #[cfg(feature = "fault-injection")]
@@ -76,6 +78,8 @@ pub use identifier::{AutoIdentifier, Call, FnNameIdentifier, Identifier, KeyFn, 
 #[doc(hidden)]
 pub use macros::__private;
 pub use record_view::{Record, type_fingerprint};
+#[cfg(feature = "remote")]
+pub use remote::{PublishMode, Remote, RemoteMode};
 pub use stats::CallStats;
 pub use store::{
     AccessMode, ConcurrencyMode, Durability, EvictionPolicy, Limits, OpenCheck, Store, StoreBuilder,

@@ -318,3 +318,47 @@ mod live {
         }
     }
 }
+
+/// A store's use of its remote tier (feature `remote`) since it was opened: what the local file
+/// missed and the remote answered, what was published, and what went wrong.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RemoteStats {
+    /// Local misses the remote answered with a sound object.
+    pub hits: u64,
+    /// Local misses the remote had nothing (usable) for.
+    pub misses: u64,
+    /// Remote hits written into the local file.
+    pub backfills: u64,
+    /// Objects created (or replaced) in the remote.
+    pub publishes: u64,
+    /// Publishes that found the result there already (results are write-once).
+    pub already_present: u64,
+    /// Publishes that failed (or were not tried while the breaker was open).
+    pub publish_failures: u64,
+    /// Background publishes dropped because the queue was full.
+    pub dropped_publishes: u64,
+    /// Remote objects that failed their checks (misses; replaced by the next save).
+    pub corrupt: u64,
+    /// Damaged objects replaced.
+    pub replaced: u64,
+    /// Failed or timed-out requests to fetch.
+    pub errors: u64,
+    /// Lookups not made because the breaker was open.
+    pub skipped: u64,
+    /// Bytes fetched.
+    pub bytes_down: u64,
+    /// Bytes published.
+    pub bytes_up: u64,
+    /// Fetch requests made.
+    pub fetches: u64,
+    /// Time spent in them, ns.
+    pub fetch_nanos: u64,
+}
+
+impl RemoteStats {
+    /// Mean latency of a fetch; `None` before the first.
+    pub fn mean_fetch_time(&self) -> Option<Duration> {
+        (self.fetches > 0).then(|| Duration::from_nanos(self.fetch_nanos / self.fetches))
+    }
+}

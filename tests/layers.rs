@@ -17,11 +17,21 @@ const RULES: &[(&str, &[&str])] = &[
     ("record", &["error"]),
     ("record_view", &["error", "record"]),
     ("flight", &["id"]),
-    // Caches, and the redb store, on top of the record.
+    // Caches, and the redb store, on top of the record; the remote tier (feature `remote`)
+    // below the store, which uses it.
     ("cache", &["error", "id", "record", "stats"]),
+    ("remote", &["error", "id", "record", "stats", "warn"]),
     (
         "store",
-        &["cache", "error", "id", "identifier", "record", "stats"],
+        &[
+            "cache",
+            "error",
+            "id",
+            "identifier",
+            "record",
+            "remote",
+            "stats",
+        ],
     ),
     // The decorator binds an identifier and a cache; the default store is a store.
     (

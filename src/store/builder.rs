@@ -47,6 +47,10 @@ pub struct StoreBuilder {
     chunk_len: u32,
     hot_bytes: usize,
     access: AccessMode,
+    #[cfg(feature = "remote")]
+    remote: Option<(crate::remote::Remote, crate::remote::RemoteMode)>,
+    #[cfg(feature = "remote")]
+    publish: crate::remote::PublishMode,
 }
 
 impl Default for StoreBuilder {
@@ -62,6 +66,10 @@ impl Default for StoreBuilder {
             chunk_len: STREAM_ABOVE as u32,
             hot_bytes: 0,
             access: AccessMode::ReadWrite,
+            #[cfg(feature = "remote")]
+            remote: None,
+            #[cfg(feature = "remote")]
+            publish: crate::remote::PublishMode::default(),
         }
     }
 }
@@ -176,6 +184,28 @@ impl StoreBuilder {
         self
     }
 
+    /// A shared tier behind the file (feature `remote`): local misses ask `remote`, and with
+    /// [`RemoteMode::ReadWrite`](crate::RemoteMode::ReadWrite) results saved here are
+    /// published to it (see [`Remote`](crate::Remote) for an example). The remote never fails
+    /// a call: while it is down, calls are served from the file or computed.
+    #[cfg(feature = "remote")]
+    pub fn remote(
+        mut self,
+        remote: crate::remote::Remote,
+        mode: crate::remote::RemoteMode,
+    ) -> Self {
+        self.remote = Some((remote, mode));
+        self
+    }
+
+    /// When results are published to the remote (default
+    /// [`PublishMode::Background`](crate::PublishMode::Background)).
+    #[cfg(feature = "remote")]
+    pub fn publish(mut self, mode: crate::remote::PublishMode) -> Self {
+        self.publish = mode;
+        self
+    }
+
     pub(super) fn engine_options(&self) -> open::EngineOptions {
         open::EngineOptions {
             cache_bytes: self.cache_bytes,
@@ -250,6 +280,10 @@ impl StoreBuilder {
             flusher: Arc::clone(&flusher),
             chunk_len: self.chunk_len,
             access_mode: self.access,
+            #[cfg(feature = "remote")]
+            remote: self.remote.as_ref().map(|(remote, mode)| {
+                crate::remote::Tier::new(remote.clone(), *mode, self.publish)
+            }),
             _registration: open::registry::register(&path),
         });
         if self.access == AccessMode::ReadWrite {

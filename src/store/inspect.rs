@@ -14,7 +14,7 @@ use super::{Commit, Store};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::record::{Lent, LentBytes};
-use crate::stats::{CallStats, EvictionCause, EvictionStats};
+use crate::stats::{CallStats, EvictionCause, EvictionStats, RemoteStats};
 
 /// A store's statistics: totals, and one row per function.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,9 @@ pub struct StoreStats {
     pub dropped_accesses: u64,
     /// Per-function rows, ordered by module path and name.
     pub functions: Vec<FunctionStats>,
+    /// The remote tier's counts since the store was opened (feature `remote`); `None` without
+    /// a remote.
+    pub remote: Option<RemoteStats>,
 }
 
 /// One function's statistics over the store's life.
@@ -272,6 +275,7 @@ impl Store {
             reclaimable_bytes: self.reclaimable(file_bytes)?,
             dropped_accesses: self.shared().dropped_accesses(),
             functions: Vec::new(),
+            remote: self.shared().remote_stats(),
         };
         for f in &functions {
             stats.calls = stats.calls.plus(&f.calls);
@@ -476,7 +480,7 @@ fn read_record(txn: &ReadTransaction, id: &CheckpointId) -> Result<Option<Vec<u8
         return Ok(None);
     };
     let mut record = None;
-    lend(row.value(), id, txn, &mut |lent| {
+    lend(row.value(), id, txn, |lent: Lent<'_>| {
         record = Some(joined(lent))
     })?;
     // `lend` hands the row over exactly once: `None` is not reached.

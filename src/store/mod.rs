@@ -26,6 +26,8 @@ mod salvage;
 mod save;
 pub(crate) mod schema;
 mod snapshot;
+#[cfg(feature = "remote")]
+mod tiered;
 mod verify;
 mod write;
 
@@ -135,6 +137,10 @@ pub(crate) struct Shared {
     /// Records longer than this are stored in chunks of this length (see `chunks.rs`).
     chunk_len: u32,
     access_mode: AccessMode,
+    /// The shared tier behind the file (feature `remote`; see `tiered.rs`). Dropped after
+    /// `Drop for Shared` has synced, and its drop waits for the background publishes.
+    #[cfg(feature = "remote")]
+    remote: Option<crate::remote::Tier>,
     /// This process's claim on the file (see `open::registry`); dropped after the engine.
     _registration: open::registry::Registration,
 }
@@ -247,6 +253,7 @@ impl Store {
     /// # Errors
     /// When the write fails; the counts stay buffered for the next write.
     pub fn flush(&self) -> Result<(), Error> {
+        self.shared().flush_remote();
         self.shared().sync()
     }
 
@@ -299,6 +306,7 @@ impl Store {
     /// # Errors
     /// When the final flush fails.
     pub fn close(self) -> Result<(), Error> {
+        self.shared().flush_remote();
         self.shared().sync()
     }
 
@@ -347,9 +355,56 @@ impl Shared {
 impl Shared {
     /// Flushes and closes the file now (the process is exiting; see `exit.rs`).
     fn close_now(&self) {
+        self.flush_remote();
         self.flusher.stop();
         let _ = self.sync();
         self.engine.close();
+    }
+}
+
+/// Without the feature `remote`, the store is the only tier.
+#[cfg(not(feature = "remote"))]
+impl Shared {
+    #[inline]
+    fn read_through(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
+        self.read(id, read)
+    }
+
+    #[inline]
+    fn read_through_aged(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        self.read_aged(id, read)
+    }
+
+    #[inline]
+    fn publish(
+        &self,
+        _: &CheckpointId,
+        _: &Function,
+        _: Option<&str>,
+        _: impl FnOnce() -> Option<Vec<u8>>,
+    ) {
+    }
+
+    #[inline]
+    fn flush_remote(&self) {}
+
+    pub(crate) fn remote_stats(&self) -> Option<crate::stats::RemoteStats> {
+        None
+    }
+}
+
+#[cfg(not(feature = "remote"))]
+impl Store {
+    fn record_to_publish(&self, _: &CheckpointId) -> Option<Vec<u8>> {
+        None
     }
 }
 
@@ -368,22 +423,39 @@ impl Cache for Store {
     }
 
     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
-        self.shared().save(id, entry)
+        self.shared().save(id, entry)?;
+        self.shared()
+            .publish(id, entry.function(), entry.value_type(), || {
+                Some(entry.bytes().to_vec())
+            });
+        Ok(())
     }
 
     fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
-        self.shared().save_many(entries)
+        self.shared().save_many(entries)?;
+        for (id, entry) in entries {
+            self.shared()
+                .publish(id, entry.function(), entry.value_type(), || {
+                    Some(entry.bytes().to_vec())
+                });
+        }
+        Ok(())
     }
 
     fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
-        self.shared().save_large(id, entry)
+        self.shared().save_large(id, entry)?;
+        self.shared()
+            .publish(id, entry.function(), entry.value_type(), || {
+                self.record_to_publish(id)
+            });
+        Ok(())
     }
 
     /// The record under `id`, a chunked one joined into one buffer.
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
         let mut out = None;
         self.shared()
-            .read(id, &mut |lent| out = Some(lent.to_vec()))?;
+            .read_through(id, &mut |lent| out = Some(lent.to_vec()))?;
         out.transpose()
     }
 
@@ -393,7 +465,7 @@ impl Cache for Store {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>),
     ) -> Result<bool, Error> {
-        self.shared().read(id, read)
+        self.shared().read_through(id, read)
     }
 
     fn retrieve_aged(
@@ -401,7 +473,7 @@ impl Cache for Store {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
-        self.shared().read_aged(id, read)
+        self.shared().read_through_aged(id, read)
     }
 
     fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {

@@ -29,7 +29,7 @@ impl Shared {
             self.accessed(id, self.now_ms());
             return Ok(true);
         }
-        self.read_guarded(id, Age::Unasked, &mut |lent, _| read(lent))
+        self.read_guarded(id, Age::Unasked, |lent, _| read(lent))
     }
 
     /// As `read`, also lending the entry's age (from its metadata, read in the same
@@ -42,17 +42,19 @@ impl Shared {
         self.read_guarded(id, Age::Asked, read)
     }
 
+    /// Generic over `read` (not `dyn`): the plain hit path's adapter closure inlines away.
+    #[inline]
     fn read_guarded(
         &self,
         id: &CheckpointId,
         age: Age,
-        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+        mut read: impl FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
         // A panic of the caller's `read` is the caller's: carried past the engine's guard and
         // resumed.
         let mut caller_panic = None;
         let found = self.engine.guard("cannot read", || {
-            self.read_inner(id, age, &mut |bytes, age| {
+            self.read_inner(id, age, |bytes, age| {
                 if let Err(p) =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(bytes, age)))
                 {
@@ -68,11 +70,12 @@ impl Shared {
 
     /// The engine's slot is held only to begin a read transaction (`engine.rs`): the caller's
     /// `read`, which runs the user's `Deserialize`, runs under no store lock.
+    #[inline]
     fn read_inner(
         &self,
         id: &CheckpointId,
         age: Age,
-        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+        mut read: impl FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
         let now = self.now_ms();
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
@@ -93,7 +96,7 @@ impl Shared {
                     Age::Unasked => None,
                     Age::Asked => saved_ago(&snap.txn, id, now)?,
                 };
-                lend(row, id, &snap.txn, &mut |lent| read(lent, entry_age))?;
+                lend(row, id, &snap.txn, |lent| read(lent, entry_age))?;
                 // Cheapest test first: the size, then the checksum.
                 if let Some(hot) = self.engine.hot()
                     && hot.wants(id.as_bytes(), row.len())
@@ -127,7 +130,7 @@ impl Shared {
             if max_age != 0 && entry_age.is_none_or(|a| a > Duration::from_millis(max_age)) {
                 return Ok(false);
             }
-            lend(row.value(), id, &txn, &mut |lent| read(lent, entry_age))?;
+            lend(row.value(), id, &txn, |lent| read(lent, entry_age))?;
             true
         };
         if found {
@@ -182,7 +185,7 @@ pub(super) fn lend(
     row: &[u8],
     id: &CheckpointId,
     txn: &redb::ReadTransaction,
-    read: &mut dyn FnMut(Lent<'_>),
+    mut read: impl FnMut(Lent<'_>),
 ) -> Result<(), Error> {
     let table = match Manifest::decode(row) {
         Some(manifest) => chunks::open_read(txn)

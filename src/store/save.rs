@@ -188,6 +188,7 @@ impl Shared {
             bytes: entry.bytes().to_vec(),
             compute_nanos: op.compute_nanos,
             value_type: op.value_type,
+            created_ms: op.created_ms,
         };
         self.queue.submit(queued, |batch| self.commit_batch(batch))
     }

@@ -38,6 +38,8 @@ pub(crate) struct SaveOp<'a> {
     pub compute_nanos: u64,
     /// The value's Rust type name, for display (see `Entry::value_type`).
     pub value_type: Option<&'static str>,
+    /// When it was first saved, if earlier than now (see `Entry::created_ms`).
+    pub created_ms: Option<u64>,
 }
 
 impl<'a> SaveOp<'a> {
@@ -48,6 +50,7 @@ impl<'a> SaveOp<'a> {
             bytes: entry.bytes(),
             compute_nanos: u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX),
             value_type: entry.value_type(),
+            created_ms: entry.created_ms,
         }
     }
 }
@@ -59,6 +62,7 @@ pub(crate) struct QueuedSave {
     pub bytes: Vec<u8>,
     pub compute_nanos: u64,
     pub value_type: Option<&'static str>,
+    pub created_ms: Option<u64>,
 }
 
 impl QueuedSave {
@@ -69,6 +73,7 @@ impl QueuedSave {
             bytes: &self.bytes,
             compute_nanos: self.compute_nanos,
             value_type: self.value_type,
+            created_ms: self.created_ms,
         }
     }
 }
@@ -302,6 +307,7 @@ impl<'t> Tx<'t> {
             bytes: &[],
             compute_nanos,
             value_type: entry.value_type(),
+            created_ms: None,
         };
         match writer.finish(checksum)? {
             Written::Whole(record) => {
@@ -323,7 +329,8 @@ impl<'t> Tx<'t> {
         let meta = EntryMeta {
             fn_key,
             code_version: op.function.code_version(),
-            created_ms: self.now_ms,
+            // Never in the future: a remote object's time comes from another clock.
+            created_ms: op.created_ms.map_or(self.now_ms, |t| t.min(self.now_ms)),
             last_access_ms: self.now_ms,
             hits: 0,
             size,

@@ -352,6 +352,7 @@ fn import_frames<R: Read>(
                     bytes: &body,
                     compute_nanos: meta.compute_nanos,
                     value_type: None,
+                    created_ms: None,
                 };
                 if tx.put_restored(&op, &meta)? {
                     report.replaced += 1;

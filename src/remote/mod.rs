@@ -1,0 +1,360 @@
+//! The shared tier (feature `remote`): checkpoints shared through an object store (an
+//! S3-compatible bucket, a shared folder, memory) behind the local file, which stays the near
+//! cache. See README "Sharing a store" and ARCHITECTURE.md "The remote tier".
+//!
+//! [`Remote`] is where (a URL and the usual environment); the store's
+//! [`StoreBuilder::remote`](crate::StoreBuilder::remote) says how ([`RemoteMode`],
+//! [`PublishMode`]). object_store's types stay inside this module.
+
+mod breaker;
+mod error;
+mod object;
+mod queue;
+mod runtime;
+mod tier;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+use self::breaker::Breaker;
+pub use self::error::{RemoteError, RemoteErrorKind};
+pub(crate) use self::tier::Tier;
+
+/// A shared tier: an object store that several machines' stores read through and write
+/// through. Cheap to clone (an `Arc` inside); two stores given clones of one `Remote` share it
+/// (which is how two stores in one process share a `memory://` remote).
+///
+/// ```
+/// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Remote, RemoteMode, Store};
+/// # let dir = std::env::temp_dir().join(format!("ckpt-doc-remote-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let team = Remote::open("memory://")?;
+/// let a = Store::builder().remote(team.clone(), RemoteMode::ReadWrite).open(dir.join("a.redb"))?;
+/// let b = Store::builder().remote(team.clone(), RemoteMode::ReadWrite).open(dir.join("b.redb"))?;
+///
+/// let f = |store: &Store| DecoratorCheckpoint::new(Function::new("doc", "square"), AutoIdentifier, store.clone());
+/// assert_eq!(f(&a).call(12u64, |x| x * x)?, 144);
+/// a.flush()?; // waits for the background publish
+/// // b has its own file, empty: the result comes from the remote, nothing is computed.
+/// assert_eq!(f(&b).call(12u64, |_| -> u64 { unreachable!() })?, 144);
+/// assert_eq!(b.stats()?.remote.unwrap().hits, 1);
+/// # drop((a, b)); std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Remote {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    options: RemoteBuilder,
+    /// Whether the store replaces an object on its e-tag (`PutMode::Update`); a folder does not,
+    /// and a damaged object there is deleted and created again.
+    conditional_update: bool,
+    breaker: Breaker,
+}
+
+/// How a store uses its remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum RemoteMode {
+    /// Local misses ask the remote; results computed here are published to it.
+    #[default]
+    ReadWrite,
+    /// Local misses ask the remote; nothing is ever written to it (CI runners and laptops that
+    /// read the team's results).
+    ReadOnly,
+    /// The remote is not used.
+    Off,
+}
+
+/// When a result computed here is published to the remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum PublishMode {
+    /// By a background thread, after the call returns: a bounded queue
+    /// ([`RemoteBuilder::publish_queue`]) that never blocks a call; when it is full the oldest
+    /// publish is dropped and counted. [`Store::flush`](crate::Store::flush) and dropping the
+    /// store wait for the queue.
+    #[default]
+    Background,
+    /// Before the save returns (the call waits for the upload).
+    Sync,
+}
+
+/// Whether opening a remote contacts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum RemoteCheck {
+    /// List the prefix once: a missing bucket, refused credentials or an unreachable server is
+    /// an error at open.
+    #[default]
+    Probe,
+    /// Open without a request (the first call finds out, and degrades to local).
+    Skip,
+}
+
+/// Options for opening a [`Remote`].
+#[derive(Debug, Clone)]
+pub struct RemoteBuilder {
+    url: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retries: usize,
+    breaker_failures: u32,
+    breaker_pause: Duration,
+    queue: usize,
+    check: RemoteCheck,
+    /// S3 settings given here rather than through the environment (they win over it).
+    options: Vec<(String, String)>,
+}
+
+impl Remote {
+    /// Opens the remote at `url` with default options (see [`RemoteBuilder::open`]).
+    ///
+    /// # Errors
+    /// As [`RemoteBuilder::open`].
+    pub fn open(url: &str) -> Result<Remote, RemoteError> {
+        Remote::builder(url).open()
+    }
+
+    /// Options for opening the remote at `url`.
+    pub fn builder(url: &str) -> RemoteBuilder {
+        RemoteBuilder {
+            url: url.to_string(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            retries: 2,
+            breaker_failures: 3,
+            breaker_pause: Duration::from_secs(30),
+            queue: 1024,
+            check: RemoteCheck::Probe,
+            options: Vec::new(),
+        }
+    }
+
+    /// The URL it was opened from.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Whether the breaker is open: the remote failed repeatedly and is not being asked.
+    pub fn is_paused(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    pub(crate) fn options(&self) -> &RemoteBuilder {
+        &self.inner.options
+    }
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteBuilder {
+    /// The longest any one operation (a get, a put, with its retries) may take before it
+    /// counts as a failure (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest a connection may take to open (default 2 s; S3 only).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How many times the client retries a failed request within the timeout (default 2; S3
+    /// only).
+    pub fn retries(mut self, retries: usize) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// After `failures` consecutive failures the remote is not asked for `pause` (default 3
+    /// and 30 s); then one call probes it, and a success resumes.
+    pub fn breaker(mut self, failures: u32, pause: Duration) -> Self {
+        self.breaker_failures = failures;
+        self.breaker_pause = pause;
+        self
+    }
+
+    /// How many background publishes may wait (default 1,024); beyond, the oldest is dropped.
+    pub fn publish_queue(mut self, publishes: usize) -> Self {
+        self.queue = publishes.max(1);
+        self
+    }
+
+    /// Whether opening contacts the remote (default [`RemoteCheck::Probe`]).
+    pub fn check(mut self, check: RemoteCheck) -> Self {
+        self.check = check;
+        self
+    }
+
+    /// The S3 endpoint (an S3-compatible server), instead of `AWS_ENDPOINT_URL`; a plain
+    /// `http://` endpoint is allowed by giving it here.
+    pub fn endpoint(self, url: &str) -> Self {
+        let allow_http = url.starts_with("http://");
+        let builder = self.option("aws_endpoint", url);
+        if allow_http {
+            builder.option("aws_allow_http", "true")
+        } else {
+            builder
+        }
+    }
+
+    /// One S3 setting by its object_store name (`aws_access_key_id`, `aws_region`,
+    /// `aws_allow_http`, ...; the environment variables' names in lower case), winning over
+    /// the environment. An unknown name is an error at open.
+    pub fn option(mut self, key: &str, value: &str) -> Self {
+        self.options
+            .push((key.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    pub(crate) fn queue_capacity(&self) -> usize {
+        self.queue
+    }
+
+    /// Opens the remote: `s3://bucket/prefix` (AWS or any S3-compatible server, configured by
+    /// the usual `AWS_*` environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP=true` for a plain-http server),
+    /// `file:///shared/folder` (created if missing; creates are atomic), or `memory://` (this
+    /// process only).
+    ///
+    /// # Errors
+    /// A [`RemoteError`] naming the URL and what is wrong: an invalid URL or scheme, a setting
+    /// the client refuses, and with [`RemoteCheck::Probe`] missing credentials, a bucket that
+    /// does not exist, or a server that cannot be reached.
+    pub fn open(self) -> Result<Remote, RemoteError> {
+        let url = self.url.clone();
+        let parsed = url::Url::parse(&url)
+            .map_err(|e| RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(Box::new(e))))?;
+        let (scheme, path) = object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| {
+            RemoteError::new(&url, RemoteErrorKind::UnsupportedScheme, Some(Box::new(e)))
+        })?;
+        let (store, prefix, conditional_update): (Arc<dyn ObjectStore>, Path, bool) = match scheme {
+            object_store::ObjectStoreScheme::Memory => (
+                Arc::new(object_store::memory::InMemory::new()),
+                Path::default(),
+                true,
+            ),
+            object_store::ObjectStoreScheme::Local => {
+                let folder = parsed
+                    .to_file_path()
+                    .map_err(|()| RemoteError::new(&url, RemoteErrorKind::InvalidUrl, None))?;
+                std::fs::create_dir_all(&folder).map_err(|e| {
+                    let kind = match e.kind() {
+                        std::io::ErrorKind::PermissionDenied => RemoteErrorKind::Credentials,
+                        _ => RemoteErrorKind::BucketNotFound,
+                    };
+                    RemoteError::new(&url, kind, Some(Box::new(e)))
+                })?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&folder)
+                    .map_err(|e| RemoteError::new(&url, error::classify(&e), Some(Box::new(e))))?;
+                (Arc::new(fs), Path::default(), false)
+            }
+            object_store::ObjectStoreScheme::AmazonS3 => {
+                let prefix = Path::parse(path).map_err(|e| {
+                    RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(Box::new(e)))
+                })?;
+                let client = object_store::ClientOptions::new()
+                    .with_timeout(self.timeout)
+                    .with_connect_timeout(self.connect_timeout);
+                let retry = object_store::RetryConfig {
+                    max_retries: self.retries,
+                    retry_timeout: self.timeout,
+                    backoff: object_store::BackoffConfig {
+                        init_backoff: Duration::from_millis(50),
+                        max_backoff: Duration::from_secs(1),
+                        base: 2.0,
+                    },
+                };
+                let mut s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url.as_str())
+                    .with_client_options(client)
+                    .with_retry(retry);
+                for (key, value) in &self.options {
+                    let key = key.parse().map_err(|e: object_store::Error| {
+                        RemoteError::new(&url, RemoteErrorKind::Config, Some(Box::new(e)))
+                    })?;
+                    s3 = s3.with_config(key, value);
+                }
+                let s3 = s3.build().map_err(|e| {
+                    let kind = match error::classify(&e) {
+                        RemoteErrorKind::Unreachable => RemoteErrorKind::Config,
+                        kind => kind,
+                    };
+                    RemoteError::new(&url, kind, Some(Box::new(e)))
+                })?;
+                (Arc::new(s3), prefix, true)
+            }
+            _ => {
+                return Err(RemoteError::new(
+                    &url,
+                    RemoteErrorKind::UnsupportedScheme,
+                    None,
+                ));
+            }
+        };
+        let breaker = Breaker::new(self.breaker_failures, self.breaker_pause);
+        let remote = Remote {
+            inner: Arc::new(Inner {
+                url: url.clone(),
+                store,
+                prefix,
+                conditional_update,
+                breaker,
+                options: self,
+            }),
+        };
+        if remote.inner.options.check == RemoteCheck::Probe {
+            remote.probe()?;
+        }
+        tracing::info!(target: "ckpt", url = %url, "remote opened");
+        Ok(remote)
+    }
+}
+
+impl Remote {
+    /// Lists the layout's folder once: the bucket exists, the credentials work, the server
+    /// answers.
+    fn probe(&self) -> Result<(), RemoteError> {
+        let store = Arc::clone(&self.inner.store);
+        let at = object::results(&self.inner.prefix);
+        let listed = runtime::run(self.inner.options.timeout, async move {
+            store.list_with_delimiter(Some(&at)).await.map(|_| ())
+        });
+        let url = &self.inner.url;
+        match listed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RemoteError::new(
+                url,
+                error::classify(&e),
+                Some(Box::new(e)),
+            )),
+            Err(runtime::RunError::TimedOut) => Err(RemoteError::new(
+                url,
+                RemoteErrorKind::Unreachable,
+                Some(format!("no answer within {:?}", self.inner.options.timeout).into()),
+            )),
+            Err(runtime::RunError::NoRuntime(e)) => Err(RemoteError::new(
+                url,
+                RemoteErrorKind::Runtime,
+                Some(e.into()),
+            )),
+        }
+    }
+}

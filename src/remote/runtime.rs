@@ -1,0 +1,83 @@
+//! One small tokio runtime for every remote of the process, on a thread of its own.
+//!
+//! object_store is async; ckpt's API is sync. A caller's thread never enters a runtime: it
+//! hands the future to this one and waits on a plain channel. So a call works from a thread
+//! with no runtime, and from inside a user's tokio runtime (current-thread or multi-thread)
+//! without the "cannot start a runtime from within a runtime" panic, and without deadlock: the
+//! future never needs the caller's executor to make progress.
+
+use std::future::Future;
+use std::sync::{LazyLock, mpsc};
+use std::time::Duration;
+
+/// The runtime's handle, or why it could not be started (reported by every remote operation).
+static RUNTIME: LazyLock<Result<tokio::runtime::Handle, String>> = LazyLock::new(start);
+
+fn start() -> Result<tokio::runtime::Handle, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("ckpt-remote".into())
+        // A current-thread runtime runs its tasks while this thread is inside `block_on`: for
+        // the life of the process.
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .map_err(|e| e.to_string())?;
+    Ok(handle)
+}
+
+/// How running a future on the runtime ended, short of its own output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunError {
+    /// It did not finish within the time given (it was dropped, cancelling its requests).
+    TimedOut,
+    /// The runtime could not be started.
+    NoRuntime(String),
+}
+
+/// Runs `future` on the internal runtime and waits for it, at most `timeout`.
+pub(crate) fn run<T: Send + 'static>(
+    timeout: Duration,
+    future: impl Future<Output = T> + Send + 'static,
+) -> Result<T, RunError> {
+    let handle = RUNTIME
+        .as_ref()
+        .map_err(|e| RunError::NoRuntime(e.clone()))?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let out = tokio::time::timeout(timeout, future).await;
+        let _ = tx.send(out);
+    });
+    match rx.recv() {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(_elapsed)) => Err(RunError::TimedOut),
+        // The task was dropped without answering: the runtime is gone.
+        Err(_) => Err(RunError::NoRuntime("the runtime stopped".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_from_a_plain_thread_and_times_out() {
+        assert_eq!(run(Duration::from_secs(5), async { 7 }), Ok(7));
+        let slow = run(Duration::from_millis(20), async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        assert_eq!(slow, Err(RunError::TimedOut));
+    }
+
+    #[test]
+    fn runs_from_inside_a_user_runtime() {
+        let user = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got = user.block_on(async { run(Duration::from_secs(5), async { 8 }) });
+        assert_eq!(got, Ok(8));
+    }
+}

@@ -1,0 +1,421 @@
+//! [`Tier`]: one store's use of a remote: fetching (checked, never trusted), publishing (in the
+//! background or synchronously), replacing damaged objects, and the tier's counters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use object_store::{
+    GetOptions, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
+use parking_lot::Mutex;
+
+use super::error::stable_reason;
+use super::object::{self, Damaged};
+use super::queue::Queue;
+use super::runtime::{self, RunError};
+use super::{PublishMode, Remote, RemoteMode};
+use crate::error::{Error, ErrorKind};
+use crate::id::{CheckpointId, Function};
+use crate::record;
+use crate::stats::RemoteStats;
+
+/// A sound object fetched from the remote: the record and what a backfill needs.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub function: Function,
+    pub value_type: Option<String>,
+    /// The record bytes, checked (checksum, version, length).
+    pub record: Bytes,
+    pub compute_nanos: u64,
+    /// When the object was written (ms since the epoch, the remote's clock).
+    pub saved_ms: u64,
+}
+
+/// A result to publish.
+struct Job {
+    id: CheckpointId,
+    function: Function,
+    value_type: Option<String>,
+    record: Bytes,
+}
+
+/// Damaged objects remembered for replacement (their e-tags), at most this many.
+const REPLACE_MAX: usize = 4096;
+
+pub(crate) struct Tier {
+    shared: Arc<TierShared>,
+    worker: Option<JoinHandle<()>>,
+}
+
+struct TierShared {
+    remote: Remote,
+    mode: RemoteMode,
+    publish: PublishMode,
+    counters: Counters,
+    /// Objects found damaged, by id: the next publish of the id replaces them (conditionally,
+    /// on this version) instead of creating.
+    replace: Mutex<HashMap<CheckpointId, UpdateVersion>>,
+    queue: Queue<Job>,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    backfills: AtomicU64,
+    publishes: AtomicU64,
+    already_present: AtomicU64,
+    publish_failures: AtomicU64,
+    dropped_publishes: AtomicU64,
+    corrupt: AtomicU64,
+    replaced: AtomicU64,
+    errors: AtomicU64,
+    skipped: AtomicU64,
+    bytes_down: AtomicU64,
+    bytes_up: AtomicU64,
+    fetches: AtomicU64,
+    fetch_nanos: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+impl Tier {
+    pub(crate) fn new(remote: Remote, mode: RemoteMode, publish: PublishMode) -> Tier {
+        let capacity = remote.options().queue_capacity();
+        let shared = Arc::new(TierShared {
+            remote,
+            mode,
+            publish,
+            counters: Counters::default(),
+            replace: Mutex::new(HashMap::new()),
+            queue: Queue::new(capacity),
+        });
+        let worker = (mode == RemoteMode::ReadWrite && publish == PublishMode::Background)
+            .then(|| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name("ckpt-publish".into())
+                    .spawn(move || {
+                        while let Some(job) = shared.queue.next() {
+                            shared.publish_now(job);
+                            shared.queue.done();
+                        }
+                    })
+                    .ok()
+            })
+            .flatten();
+        Tier { shared, worker }
+    }
+
+    pub(crate) fn mode(&self) -> RemoteMode {
+        self.shared.mode
+    }
+
+    pub(crate) fn stats(&self) -> RemoteStats {
+        let c = &self.shared.counters;
+        RemoteStats {
+            hits: c.hits.load(Relaxed),
+            misses: c.misses.load(Relaxed),
+            backfills: c.backfills.load(Relaxed),
+            publishes: c.publishes.load(Relaxed),
+            already_present: c.already_present.load(Relaxed),
+            publish_failures: c.publish_failures.load(Relaxed),
+            dropped_publishes: c.dropped_publishes.load(Relaxed),
+            corrupt: c.corrupt.load(Relaxed),
+            replaced: c.replaced.load(Relaxed),
+            errors: c.errors.load(Relaxed),
+            skipped: c.skipped.load(Relaxed),
+            bytes_down: c.bytes_down.load(Relaxed),
+            bytes_up: c.bytes_up.load(Relaxed),
+            fetches: c.fetches.load(Relaxed),
+            fetch_nanos: c.fetch_nanos.load(Relaxed),
+        }
+    }
+
+    /// Counts a fetched record written into the local file.
+    pub(crate) fn backfilled(&self) {
+        bump(&self.shared.counters.backfills);
+    }
+
+    /// The sound object stored under `id`, if any (and, with `max_age_ms`, not older). A
+    /// damaged object is a miss, counted and remembered for replacement.
+    ///
+    /// # Errors
+    /// When the remote fails or does not answer in time (while the breaker is open, no request
+    /// is made: a miss).
+    pub(crate) fn fetch(
+        &self,
+        id: &CheckpointId,
+        max_age_ms: Option<u64>,
+    ) -> Result<Option<Fetched>, Error> {
+        let s = &*self.shared;
+        let c = &s.counters;
+        if s.mode == RemoteMode::Off {
+            return Ok(None);
+        }
+        if just_missed(self, id) {
+            return Ok(None);
+        }
+        if !s.remote.inner.breaker.allow() {
+            bump(&c.skipped);
+            return Ok(None);
+        }
+        let store = Arc::clone(&s.remote.inner.store);
+        let at = object::location(&s.remote.inner.prefix, id);
+        let started = Instant::now();
+        let got = runtime::run(s.remote.options().timeout, async move {
+            match store.get_opts(&at, GetOptions::default()).await {
+                Ok(r) => {
+                    let meta = r.meta.clone();
+                    r.bytes().await.map(|b| Some((meta, b)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        bump(&c.fetches);
+        c.fetch_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        let (meta, bytes) = match got {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => {
+                s.remote.inner.breaker.succeeded();
+                bump(&c.misses);
+                missed(self, id);
+                return Ok(None);
+            }
+            Ok(Err(e)) => return Err(s.failed("cannot fetch a checkpoint", stable_reason(&e))),
+            Err(e) => return Err(s.failed("cannot fetch a checkpoint", run_reason(&e))),
+        };
+        s.remote.inner.breaker.succeeded();
+        c.bytes_down.fetch_add(bytes.len() as u64, Relaxed);
+        if let Some(max_age) = max_age_ms {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if now.saturating_sub(meta.last_modified.timestamp_millis()) > max_age as i64 {
+                bump(&c.misses);
+                missed(self, id);
+                return Ok(None);
+            }
+        }
+        match check(&bytes, id) {
+            Ok((header, compute_nanos)) => {
+                bump(&c.hits);
+                Ok(Some(Fetched {
+                    function: header.function,
+                    value_type: header.value_type,
+                    record: bytes.slice(header.header_len..),
+                    compute_nanos,
+                    saved_ms: u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0),
+                }))
+            }
+            Err(damage) => {
+                bump(&c.corrupt);
+                bump(&c.misses);
+                missed(self, id);
+                tracing::warn!(
+                    target: "ckpt",
+                    url = s.remote.url(),
+                    id = %id,
+                    damage = ?damage,
+                    "a remote object failed its checks: a miss; the next save replaces it"
+                );
+                let mut replace = s.replace.lock();
+                if replace.len() >= REPLACE_MAX {
+                    replace.clear();
+                }
+                replace.insert(
+                    *id,
+                    UpdateVersion {
+                        e_tag: meta.e_tag,
+                        version: meta.version,
+                    },
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Publishes the record just saved locally under `id` (read-write mode only): queued, or
+    /// now with [`PublishMode::Sync`]. A failed publish never fails the save: it is counted and
+    /// goes to the warning hook.
+    pub(crate) fn publish(
+        &self,
+        id: &CheckpointId,
+        function: &Function,
+        value_type: Option<&str>,
+        record: impl FnOnce() -> Option<Vec<u8>>,
+    ) {
+        let s = &*self.shared;
+        if s.mode != RemoteMode::ReadWrite {
+            return;
+        }
+        let Some(record) = record() else { return };
+        let job = Job {
+            id: *id,
+            function: function.clone(),
+            value_type: value_type.map(str::to_string),
+            record: Bytes::from(record),
+        };
+        match (s.publish, &self.worker) {
+            (PublishMode::Background, Some(_)) => {
+                if s.queue.push(job) {
+                    bump(&s.counters.dropped_publishes);
+                }
+            }
+            _ => s.publish_now(job),
+        }
+    }
+
+    /// Waits for the background publishes queued so far.
+    pub(crate) fn flush(&self) {
+        if self.worker.is_some() {
+            self.shared.queue.wait_idle();
+        }
+    }
+}
+
+impl Drop for Tier {
+    fn drop(&mut self) {
+        self.shared.queue.stop();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl TierShared {
+    /// Counts a failed request (the breaker may open) and builds its error: the same message
+    /// for every object, so that the default warning hook says it once.
+    fn failed(&self, what: &str, reason: String) -> Error {
+        bump(&self.counters.errors);
+        let url = self.remote.url();
+        if self.remote.inner.breaker.failed() {
+            tracing::warn!(
+                target: "ckpt",
+                url,
+                "remote failing: paused; calls are served locally until it answers again"
+            );
+        }
+        Error::with_source(ErrorKind::Remote, format!("remote {url}: {what}"), reason)
+    }
+
+    fn publish_now(&self, job: Job) {
+        let c = &self.counters;
+        if !self.remote.inner.breaker.allow() {
+            bump(&c.publish_failures);
+            return;
+        }
+        let header = object::encode_header(
+            &job.id,
+            &job.function,
+            job.value_type.as_deref(),
+            job.record.len() as u64,
+        );
+        let len = (header.len() + job.record.len()) as u64;
+        let payload = PutPayload::from_iter([Bytes::from(header), job.record]);
+        let replacing = self.replace.lock().remove(&job.id);
+        let was_replacing = replacing.is_some();
+        let inner = &self.remote.inner;
+        let store = Arc::clone(&inner.store);
+        let at = object::location(&inner.prefix, &job.id);
+        let conditional = inner.conditional_update;
+        let put = runtime::run(self.remote.options().timeout, async move {
+            let mode = match replacing {
+                Some(version) if conditional => PutMode::Update(version),
+                Some(_) => {
+                    // A folder cannot replace on a version: the damaged object is removed and
+                    // created again (a racing writer's object may go with it: a later miss,
+                    // never a wrong value).
+                    let _ = store.delete(&at).await;
+                    PutMode::Create
+                }
+                None => PutMode::Create,
+            };
+            let options = PutOptions {
+                mode,
+                ..PutOptions::default()
+            };
+            store.put_opts(&at, payload, options).await.map(|_| ())
+        });
+        match put {
+            Ok(Ok(())) => {
+                inner.breaker.succeeded();
+                bump(&c.publishes);
+                c.bytes_up.fetch_add(len, Relaxed);
+                if was_replacing {
+                    bump(&c.replaced);
+                }
+            }
+            // Results are write-once: someone published this id first (or replaced the damaged
+            // object first).
+            Ok(Err(object_store::Error::AlreadyExists { .. }))
+            | Ok(Err(object_store::Error::Precondition { .. })) => {
+                inner.breaker.succeeded();
+                bump(&c.already_present);
+            }
+            Ok(Err(e)) => {
+                bump(&c.publish_failures);
+                let err = self.failed("cannot publish a checkpoint", stable_reason(&e));
+                crate::warn::warn(&err);
+            }
+            Err(e) => {
+                bump(&c.publish_failures);
+                let err = self.failed("cannot publish a checkpoint", run_reason(&e));
+                crate::warn::warn(&err);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The last remote miss of this thread: (tier, id, when). The decorator looks an id up
+    /// twice around its single-flight join (`fetch`, then `fetch_again`); the second look must
+    /// not cost (and count) a second request.
+    static LAST_MISS: std::cell::Cell<Option<(usize, CheckpointId, Instant)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// How long a thread's remote miss answers its own next lookup of the same id.
+const MISS_MEMORY: Duration = Duration::from_secs(1);
+
+fn missed(tier: &Tier, id: &CheckpointId) {
+    let at = Arc::as_ptr(&tier.shared).addr();
+    LAST_MISS.with(|m| m.set(Some((at, *id, Instant::now()))));
+}
+
+fn just_missed(tier: &Tier, id: &CheckpointId) -> bool {
+    let at = Arc::as_ptr(&tier.shared).addr();
+    LAST_MISS.with(|m| match m.get() {
+        Some((t, last, when)) if t == at && last == *id && when.elapsed() < MISS_MEMORY => {
+            m.set(None);
+            true
+        }
+        _ => false,
+    })
+}
+
+fn run_reason(e: &RunError) -> String {
+    match e {
+        RunError::TimedOut => "no answer in time".into(),
+        RunError::NoRuntime(why) => format!("no i/o runtime ({why})"),
+    }
+}
+
+/// Checks an object stored under `id`: its header, its length, its record's checksum.
+fn check(bytes: &[u8], id: &CheckpointId) -> Result<(object::ObjectHeader, u64), Damaged> {
+    let header = object::parse_header(bytes, id)?;
+    let record = &bytes[header.header_len..];
+    if record.len() as u64 != header.record_len {
+        return Err(Damaged::Truncated);
+    }
+    let (parsed, _) = record::parse(record).map_err(|_| Damaged::Record)?;
+    Ok((header, parsed.compute_nanos))
+}

@@ -1,0 +1,482 @@
+//! The remote tier (feature `remote`) on real object stores: `memory://` and `file://` here
+//! (two stores with their own files, one remote), an S3 server in `remote_s3.rs`.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ckpt::remote::{RemoteCheck, RemoteErrorKind};
+use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, PublishMode, Remote, RemoteMode, Store};
+use common::TempDir;
+
+fn store(path: &Path, remote: &Remote, mode: RemoteMode) -> Store {
+    Store::builder()
+        .remote(remote.clone(), mode)
+        .open(path)
+        .unwrap()
+}
+
+/// `square` through `store`, counting how many times the body ran in `runs`.
+fn square(store: &Store, x: u64, runs: &AtomicUsize) -> u64 {
+    let d = DecoratorCheckpoint::new(
+        Function::new("remote", "square"),
+        AutoIdentifier,
+        store.clone(),
+    );
+    d.call(x, |x| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        x * x
+    })
+    .unwrap()
+}
+
+/// The result objects in a `file://` remote's folder.
+fn objects(folder: &Path) -> Vec<std::path::PathBuf> {
+    let dir = folder.join("ckpt-v1").join("r");
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    out.retain(|p| !p.file_name().unwrap().to_string_lossy().starts_with('#'));
+    out.sort();
+    out
+}
+
+fn file_url(folder: &Path) -> String {
+    format!("file://{}", folder.display())
+}
+
+#[test]
+fn a_second_store_serves_every_call_from_the_remote_and_computes_nothing() {
+    let dir = TempDir::new("remote-two");
+    let team = Remote::open("memory://").unwrap();
+    let (runs_a, runs_b) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    for x in 0..20 {
+        assert_eq!(square(&a, x, &runs_a), x * x);
+    }
+    a.flush().unwrap();
+    assert_eq!(runs_a.load(Ordering::SeqCst), 20);
+    assert_eq!(a.stats().unwrap().remote.unwrap().publishes, 20);
+
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    for x in 0..20 {
+        assert_eq!(square(&b, x, &runs_b), x * x);
+    }
+    assert_eq!(runs_b.load(Ordering::SeqCst), 0, "b computed nothing");
+    let remote = b.stats().unwrap().remote.unwrap();
+    assert_eq!((remote.hits, remote.backfills, remote.misses), (20, 20, 0));
+    assert!(remote.bytes_down > 0);
+    // The backfills are local saves: the next calls are local hits, the remote is not asked.
+    for x in 0..20 {
+        assert_eq!(square(&b, x, &runs_b), x * x);
+    }
+    b.flush().unwrap();
+    let stats = b.stats().unwrap();
+    assert_eq!(stats.remote.unwrap().fetches, 20);
+    assert_eq!(
+        (stats.entries, stats.calls.hits, stats.calls.misses),
+        (20, 40, 0)
+    );
+    // Same record bytes, same metadata as the store that computed them.
+    let f = Function::new("remote", "square");
+    let (fa, fb) = (
+        a.function_stats(&f).unwrap().unwrap(),
+        b.function_stats(&f).unwrap().unwrap(),
+    );
+    assert_eq!((fb.entries, fb.stored_bytes), (fa.entries, fa.stored_bytes));
+    assert_eq!(fb.value_type, fa.value_type);
+    for e in a.entries().unwrap() {
+        assert_eq!(a.read_record(&e.id).unwrap(), b.read_record(&e.id).unwrap());
+        let eb = b.entry(&e.id).unwrap().unwrap();
+        assert_eq!(
+            (eb.size, eb.compute_time, eb.code_version),
+            (e.size, e.compute_time, e.code_version)
+        );
+    }
+}
+
+#[test]
+fn two_folders_opened_apart_share_through_a_shared_folder() {
+    let dir = TempDir::new("remote-file");
+    let folder = dir.join("team");
+    let runs = AtomicUsize::new(0);
+    {
+        let a = store(
+            &dir.join("a.redb"),
+            &Remote::open(&file_url(&folder)).unwrap(),
+            RemoteMode::ReadWrite,
+        );
+        for x in 0..10 {
+            square(&a, x, &runs);
+        }
+        // Dropping the store waits for its publishes.
+    }
+    assert_eq!(objects(&folder).len(), 10);
+    let b = store(
+        &dir.join("b.redb"),
+        &Remote::open(&file_url(&folder)).unwrap(),
+        RemoteMode::ReadWrite,
+    );
+    for x in 0..10 {
+        assert_eq!(square(&b, x, &runs), x * x);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        10,
+        "the second store computed nothing"
+    );
+    b.flush().unwrap();
+    let remote = b.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (remote.hits, remote.already_present, remote.publishes),
+        (10, 0, 0)
+    );
+}
+
+/// Damages the record part of every object in `folder` with `damage`.
+fn damage_objects(folder: &Path, damage: impl Fn(&mut Vec<u8>)) {
+    for path in objects(folder) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&path, bytes).unwrap();
+    }
+}
+
+fn damaged_objects_are_recomputed_counted_and_replaced(label: &str, damage: impl Fn(&mut Vec<u8>)) {
+    let dir = TempDir::new(label);
+    let folder = dir.join("team");
+    let url = file_url(&folder);
+    let runs = AtomicUsize::new(0);
+    {
+        let a = store(
+            &dir.join("a.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadWrite,
+        );
+        for x in 0..5 {
+            square(&a, x, &runs);
+        }
+    }
+    damage_objects(&folder, damage);
+    let damaged: Vec<Vec<u8>> = objects(&folder)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    {
+        let b = store(
+            &dir.join("b.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadWrite,
+        );
+        for x in 0..5 {
+            assert_eq!(square(&b, x, &runs), x * x, "never a wrong value");
+        }
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            10,
+            "every damaged object recomputed"
+        );
+        b.flush().unwrap();
+        let remote = b.stats().unwrap().remote.unwrap();
+        assert_eq!((remote.corrupt, remote.hits, remote.replaced), (5, 0, 5));
+    }
+    let replaced: Vec<Vec<u8>> = objects(&folder)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(replaced.len(), 5);
+    for (old, new) in damaged.iter().zip(&replaced) {
+        assert_ne!(old, new, "the object was replaced");
+    }
+    // A third store is served by the replacements.
+    let c = store(
+        &dir.join("c.redb"),
+        &Remote::open(&url).unwrap(),
+        RemoteMode::ReadWrite,
+    );
+    for x in 0..5 {
+        assert_eq!(square(&c, x, &runs), x * x);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 10);
+    assert_eq!(c.stats().unwrap().remote.unwrap().hits, 5);
+}
+
+#[test]
+fn a_corrupted_object_is_recomputed_counted_and_replaced() {
+    damaged_objects_are_recomputed_counted_and_replaced("remote-corrupt", |b| {
+        let last = b.len() - 1;
+        b[last] ^= 0x01;
+    });
+}
+
+#[test]
+fn a_truncated_object_is_recomputed_counted_and_replaced() {
+    damaged_objects_are_recomputed_counted_and_replaced("remote-trunc", |b| {
+        b.truncate(b.len() - 3);
+    });
+}
+
+#[test]
+fn a_damaged_header_is_a_miss() {
+    damaged_objects_are_recomputed_counted_and_replaced("remote-header", |b| b[20] ^= 0x80);
+}
+
+#[test]
+fn read_only_mode_reads_the_remote_and_never_writes_it() {
+    let dir = TempDir::new("remote-ro");
+    let folder = dir.join("team");
+    let url = file_url(&folder);
+    let runs = AtomicUsize::new(0);
+    {
+        let a = store(
+            &dir.join("a.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadWrite,
+        );
+        for x in 0..5 {
+            square(&a, x, &runs);
+        }
+    }
+    let before = objects(&folder);
+    {
+        let ci = store(
+            &dir.join("ci.redb"),
+            &Remote::open(&url).unwrap(),
+            RemoteMode::ReadOnly,
+        );
+        for x in 0..10 {
+            assert_eq!(square(&ci, x, &runs), x * x);
+        }
+        ci.flush().unwrap();
+        let remote = ci.stats().unwrap().remote.unwrap();
+        assert_eq!((remote.hits, remote.misses, remote.publishes), (5, 5, 0));
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        10,
+        "5 computed by a, 5 new ones by ci"
+    );
+    assert_eq!(
+        objects(&folder),
+        before,
+        "the remote's objects are unchanged"
+    );
+}
+
+#[test]
+fn off_mode_never_asks() {
+    let dir = TempDir::new("remote-off");
+    let team = Remote::open("memory://").unwrap();
+    let runs = AtomicUsize::new(0);
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    square(&a, 3, &runs);
+    a.flush().unwrap();
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::Off);
+    square(&b, 3, &runs);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(b.stats().unwrap().remote.unwrap().fetches, 0);
+}
+
+#[test]
+fn sync_publishing_is_done_when_the_call_returns() {
+    let dir = TempDir::new("remote-sync");
+    let folder = dir.join("team");
+    let a = Store::builder()
+        .remote(
+            Remote::open(&file_url(&folder)).unwrap(),
+            RemoteMode::ReadWrite,
+        )
+        .publish(PublishMode::Sync)
+        .open(dir.join("a.redb"))
+        .unwrap();
+    let runs = AtomicUsize::new(0);
+    square(&a, 7, &runs);
+    assert_eq!(
+        objects(&folder).len(),
+        1,
+        "published before the call returned"
+    );
+}
+
+#[test]
+fn a_large_value_goes_through_the_remote() {
+    let dir = TempDir::new("remote-large");
+    let team = Remote::open("memory://").unwrap();
+    let big: Vec<u64> = (0..300_000).collect(); // 2.4 MB: stored in chunks locally
+    let f = |s: &Store| {
+        DecoratorCheckpoint::new(Function::new("remote", "big"), AutoIdentifier, s.clone())
+    };
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    assert_eq!(f(&a).call(1u8, |_| big.clone()).unwrap(), big);
+    a.flush().unwrap();
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    let got: Vec<u64> = f(&b)
+        .call(1u8, |_| unreachable!("served by the remote"))
+        .unwrap();
+    assert_eq!(got, big);
+    let id = f(&b).identify(&1u8).unwrap();
+    assert_eq!(a.read_record(&id).unwrap(), b.read_record(&id).unwrap());
+}
+
+#[test]
+fn bad_locations_are_typed_errors_at_open() {
+    for (url, kind) in [
+        ("not a url", RemoteErrorKind::InvalidUrl),
+        ("ftp://host/x", RemoteErrorKind::UnsupportedScheme),
+    ] {
+        let err = Remote::open(url).unwrap_err();
+        assert_eq!(err.kind(), kind, "{url}: {err}");
+        assert!(err.to_string().contains(url), "{err}");
+        assert!(err.to_string().chars().next().unwrap().is_lowercase());
+    }
+}
+
+/// A loopback port that nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn dead_s3(check: RemoteCheck) -> Result<Remote, ckpt::remote::RemoteError> {
+    let port = closed_port();
+    Remote::builder("s3://bucket/prefix")
+        .endpoint(&format!("http://127.0.0.1:{port}"))
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .timeout(Duration::from_millis(500))
+        .breaker(2, Duration::from_secs(60))
+        .check(check)
+        .open()
+}
+
+#[test]
+fn an_unreachable_server_is_an_error_at_open() {
+    let err = dead_s3(RemoteCheck::Probe).unwrap_err();
+    assert_eq!(err.kind(), RemoteErrorKind::Unreachable, "{err}");
+}
+
+#[test]
+fn a_dead_remote_never_fails_a_call_and_the_breaker_stops_asking() {
+    let dir = TempDir::new("remote-dead");
+    let remote = dead_s3(RemoteCheck::Skip).unwrap();
+    let s = store(&dir.store_path(), &remote, RemoteMode::ReadWrite);
+    let runs = AtomicUsize::new(0);
+    let started = Instant::now();
+    for x in 0..50 {
+        assert_eq!(square(&s, x, &runs), x * x);
+    }
+    for x in 0..50 {
+        assert_eq!(square(&s, x, &runs), x * x);
+    }
+    s.flush().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(runs.load(Ordering::SeqCst), 50);
+    let r = s.stats().unwrap().remote.unwrap();
+    assert!(remote.is_paused());
+    assert!(
+        r.errors + r.publish_failures >= 2 && r.skipped >= 40,
+        "{r:?}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
+
+#[test]
+fn calls_from_inside_a_user_runtime_work() {
+    let dir = TempDir::new("remote-tokio");
+    let team = Remote::open("memory://").unwrap();
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    let runs = AtomicUsize::new(0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(square(&a, 5, &runs), 25);
+        a.flush().unwrap();
+        assert_eq!(square(&b, 5, &runs), 25);
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_full_publish_queue_drops_the_oldest_and_never_blocks_a_call() {
+    let dir = TempDir::new("remote-queue");
+    // A server that never answers within the timeout, a breaker that never opens, one slot.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let remote = Remote::builder("s3://bucket/prefix")
+        .endpoint(&format!("http://127.0.0.1:{port}"))
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .timeout(Duration::from_millis(300))
+        .breaker(1000, Duration::from_secs(1))
+        .publish_queue(1)
+        .check(RemoteCheck::Skip)
+        .open()
+        .unwrap();
+    let s = Store::builder()
+        .remote(remote, RemoteMode::ReadWrite)
+        .open(dir.store_path())
+        .unwrap();
+    let d = DecoratorCheckpoint::new(Function::new("remote", "id"), AutoIdentifier, s.clone());
+    // Saves only (no lookups wait on the silent server): `save_all` publishes each.
+    let started = Instant::now();
+    d.save_all((0..20u64).map(|x| (x, x))).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    s.flush().unwrap();
+    let r = s.stats().unwrap().remote.unwrap();
+    assert!(r.dropped_publishes >= 15, "{r:?}");
+    assert_eq!(r.dropped_publishes + r.publish_failures, 20, "{r:?}");
+    drop(silent);
+}
+
+#[test]
+fn the_public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Remote>();
+    check::<ckpt::remote::RemoteError>();
+    check::<ckpt::remote::RemoteBuilder>();
+    check::<ckpt::stats::RemoteStats>();
+}
+
+#[test]
+fn a_remote_result_keeps_its_age_for_a_function_with_a_max_age() {
+    use ckpt::store::ManualClock;
+    let dir = TempDir::new("remote-age");
+    let team = Remote::open("memory://").unwrap();
+    let runs = AtomicUsize::new(0);
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    assert_eq!(square(&a, 7, &runs), 49);
+    a.flush().unwrap();
+
+    // Another machine whose clock reads 50 minutes after the object was written.
+    let clock = ManualClock::new(std::time::SystemTime::now() + Duration::from_secs(50 * 60));
+    let b = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .clock(clock.clone())
+        .open(dir.join("b.redb"))
+        .unwrap();
+    let hourly = DecoratorCheckpoint::new(Function::new("remote", "square"), AutoIdentifier, b)
+        .with_max_age(Duration::from_secs(3600));
+    let compute = |x: u64| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        x * x
+    };
+    assert_eq!(hourly.call(7u64, compute).unwrap(), 49);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "50 minutes old: a remote hit"
+    );
+    // Eleven minutes later the backfilled entry is 61 minutes old, not 11.
+    clock.advance(Duration::from_secs(11 * 60));
+    assert_eq!(hourly.call(7u64, compute).unwrap(), 49);
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "expired: computed again");
+}

@@ -1,0 +1,423 @@
+//! The remote tier against a real S3-compatible server on loopback: moto's server (PyPI
+//! `moto[server]`), installed by this file into a virtual environment under `target/moto/` on
+//! first use (`python3 -m venv`, `pip install 'moto[server]'`), started on a free port per test,
+//! and killed at the end. If it cannot be installed or started, these tests fail: they never
+//! pass without a server. By hand: see README, "Sharing a store".
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ckpt::remote::{RemoteCheck, RemoteErrorKind};
+use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Remote, RemoteMode, Store};
+use common::TempDir;
+
+const BUCKET: &str = "ckpt-test";
+
+/// The virtual environment's `moto_server`, installed once (a lock file keeps two test
+/// binaries from installing at once).
+fn moto_server() -> PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("moto");
+    let bin = root.join("venv").join("bin").join("moto_server");
+    if bin.exists() {
+        return bin;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed (the S3 tests need python3 with venv and pip, and PyPI):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(root.join("venv")),
+        "python3 -m venv target/moto/venv",
+    );
+    run(
+        Command::new(root.join("venv").join("bin").join("pip")).args([
+            "install",
+            "-q",
+            "moto[server]",
+        ]),
+        "pip install 'moto[server]'",
+    );
+    assert!(
+        bin.exists(),
+        "moto_server missing after installing moto[server]"
+    );
+    bin
+}
+
+/// A moto server on a free loopback port, with the test bucket; killed on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = free_port();
+        Moto::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Moto {
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start moto_server");
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = moto.http("PUT", &format!("/{BUCKET}"), b"");
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "cannot create the bucket: {status}"
+        );
+        moto
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One plain request (moto checks no signature); the response as text.
+    fn http(&self, method: &str, path: &str, body: &[u8]) -> String {
+        String::from_utf8_lossy(&self.http_raw(method, path, body)).into_owned()
+    }
+
+    fn http_raw(&self, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    }
+
+    /// The bucket through object_store itself (signed requests), for reading and damaging
+    /// objects behind ckpt's back.
+    fn bucket(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .with_region("us-east-1")
+            .build()
+            .unwrap()
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt as _;
+        let bucket = self.bucket();
+        let key = object_store::path::Path::from(key);
+        block_on(async move {
+            bucket
+                .get(&key)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
+    }
+
+    fn put(&self, key: &str, bytes: Vec<u8>) {
+        use object_store::ObjectStoreExt as _;
+        let bucket = self.bucket();
+        let key = object_store::path::Path::from(key);
+        block_on(async move { bucket.put(&key, bytes.into()).await.unwrap() });
+    }
+
+    /// The keys in the bucket under `prefix`.
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let listing = self.http(
+            "GET",
+            &format!("/{BUCKET}?list-type=2&prefix={prefix}"),
+            b"",
+        );
+        listing
+            .split("<Key>")
+            .skip(1)
+            .map(|k| k.split("</Key>").next().unwrap().to_string())
+            .collect()
+    }
+
+    fn remote(&self, prefix: &str) -> Remote {
+        remote_at(&self.endpoint(), prefix, RemoteCheck::Probe).unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn remote_at(
+    endpoint: &str,
+    prefix: &str,
+    check: RemoteCheck,
+) -> Result<Remote, ckpt::remote::RemoteError> {
+    Remote::builder(&format!("s3://{BUCKET}/{prefix}"))
+        .endpoint(endpoint)
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .option("aws_region", "us-east-1")
+        .timeout(Duration::from_secs(2))
+        .breaker(2, Duration::from_millis(300))
+        .check(check)
+        .open()
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn square(store: &Store, x: u64, runs: &AtomicUsize) -> u64 {
+    let d = DecoratorCheckpoint::new(
+        Function::new("remote_s3", "square"),
+        AutoIdentifier,
+        store.clone(),
+    );
+    d.call(x, |x| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        x * x
+    })
+    .unwrap()
+}
+
+fn open(path: &Path, remote: &Remote, mode: RemoteMode) -> Store {
+    Store::builder()
+        .remote(remote.clone(), mode)
+        .open(path)
+        .unwrap()
+}
+
+#[test]
+fn s3_a_second_store_computes_nothing_and_damage_is_replaced() {
+    let moto = Moto::start();
+    let dir = TempDir::new("s3-two");
+    let runs = AtomicUsize::new(0);
+    {
+        let a = open(
+            &dir.join("a.redb"),
+            &moto.remote("team"),
+            RemoteMode::ReadWrite,
+        );
+        for x in 0..10 {
+            square(&a, x, &runs);
+        }
+    }
+    let keys = moto.keys("team/ckpt-v1/r/");
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    {
+        let b = open(
+            &dir.join("b.redb"),
+            &moto.remote("team"),
+            RemoteMode::ReadWrite,
+        );
+        for x in 0..10 {
+            assert_eq!(square(&b, x, &runs), x * x);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 10, "b computed nothing");
+        assert_eq!(b.stats().unwrap().remote.unwrap().hits, 10);
+    }
+    // Damage one object: the next store recomputes it and replaces it on its e-tag.
+    let object = moto.get(&keys[0]);
+    let mut bad = object.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    moto.put(&keys[0], bad.clone());
+    {
+        let c = open(
+            &dir.join("c.redb"),
+            &moto.remote("team"),
+            RemoteMode::ReadWrite,
+        );
+        for x in 0..10 {
+            assert_eq!(square(&c, x, &runs), x * x);
+        }
+        c.flush().unwrap();
+        let r = c.stats().unwrap().remote.unwrap();
+        assert_eq!((r.hits, r.corrupt, r.replaced), (9, 1, 1), "{r:?}");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 11);
+    let replaced = moto.get(&keys[0]);
+    assert_ne!(replaced, bad);
+    assert_eq!(replaced.len(), object.len());
+}
+
+#[test]
+fn s3_read_only_leaves_the_bucket_unchanged() {
+    let moto = Moto::start();
+    let dir = TempDir::new("s3-ro");
+    let runs = AtomicUsize::new(0);
+    let ci = open(
+        &dir.join("ci.redb"),
+        &moto.remote("ro"),
+        RemoteMode::ReadOnly,
+    );
+    for x in 0..5 {
+        square(&ci, x, &runs);
+    }
+    ci.flush().unwrap();
+    assert_eq!(moto.keys("ro/").len(), 0);
+}
+
+#[test]
+fn s3_a_missing_bucket_is_an_error_at_open() {
+    let moto = Moto::start();
+    let err = Remote::builder("s3://no-such-bucket/x")
+        .endpoint(&moto.endpoint())
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .open()
+        .unwrap_err();
+    assert_eq!(err.kind(), RemoteErrorKind::BucketNotFound, "{err}");
+}
+
+#[test]
+fn s3_the_server_killed_mid_run_never_fails_a_call_and_publishing_resumes() {
+    let mut moto = Moto::start();
+    let port = moto.port;
+    let dir = TempDir::new("s3-kill");
+    let runs = AtomicUsize::new(0);
+    let s = open(
+        &dir.join("a.redb"),
+        &moto.remote("kill"),
+        RemoteMode::ReadWrite,
+    );
+    for x in 0..10 {
+        assert_eq!(square(&s, x, &runs), x * x);
+    }
+    s.flush().unwrap();
+    assert_eq!(s.stats().unwrap().remote.unwrap().publishes, 10);
+    moto.kill();
+    let started = Instant::now();
+    for x in 0..40 {
+        assert_eq!(square(&s, x, &runs), x * x);
+    }
+    s.flush().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let down = s.stats().unwrap().remote.unwrap();
+    assert!(down.errors + down.publish_failures >= 2, "{down:?}");
+    // A new server on the same port (moto keeps nothing: an empty bucket): after the breaker's
+    // pause, publishing resumes by itself.
+    let moto = Moto::start_on(port);
+    std::thread::sleep(Duration::from_millis(400));
+    for x in 100..110 {
+        assert_eq!(square(&s, x, &runs), x * x);
+    }
+    s.flush().unwrap();
+    let up = s.stats().unwrap().remote.unwrap();
+    assert!(up.publishes > down.publishes, "{up:?}");
+    assert!(!moto.keys("kill/").is_empty());
+}
+
+/// The child of the two-process test (does nothing unless started by it).
+#[test]
+fn s3_child_process() {
+    let Ok(endpoint) = std::env::var("CKPT_S3_CHILD_ENDPOINT") else {
+        return;
+    };
+    let store_path = std::env::var("CKPT_S3_CHILD_STORE").unwrap();
+    let remote = remote_at(&endpoint, "procs", RemoteCheck::Probe).unwrap();
+    let s = open(Path::new(&store_path), &remote, RemoteMode::ReadWrite);
+    let runs = AtomicUsize::new(0);
+    for x in 0..20 {
+        assert_eq!(square(&s, x, &runs), x * x);
+    }
+    s.flush().unwrap();
+    println!("RUNS={}", runs.load(Ordering::SeqCst));
+}
+
+#[test]
+fn s3_two_processes_with_their_own_files_share_one_bucket() {
+    let moto = Moto::start();
+    let dir = TempDir::new("s3-procs");
+    let child = |name: &str| -> usize {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "s3_child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CKPT_S3_CHILD_ENDPOINT", moto.endpoint())
+            .env("CKPT_S3_CHILD_STORE", dir.join(name))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.split_once("RUNS=").map(|(_, n)| n.trim()))
+            .unwrap_or_else(|| panic!("no RUNS line: {stdout}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(child("first.redb"), 20);
+    assert_eq!(
+        child("second.redb"),
+        0,
+        "the second process computed nothing"
+    );
+}
