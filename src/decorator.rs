@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::flight::{FLIGHTS, Joined, Landing};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::{AutoIdentifier, Call, Identifier};
-use crate::record::{self, Decoded, Encoder, Rejected, STREAM_ABOVE};
+use crate::record::{self, Compression, Decoded, Encoded, Encoder, Rejected, STREAM_ABOVE};
 use crate::stats::{CallStats, Counters, Event};
 
 /// What a decorator does when it cannot identify a call, read the cache, or save a result.
@@ -80,6 +80,8 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
     /// decorator almost always has one), so that a hit compares two words instead of looking
     /// the type up in the process-wide cache.
     fingerprint: OnceLock<(TypeId, u64)>,
+    /// `None`: the cache's default (`Cache::compression`), asked at each save.
+    compression: Option<Compression>,
 }
 
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
@@ -94,6 +96,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             counters,
             registered: AtomicBool::new(false),
             fingerprint: OnceLock::new(),
+            compression: None,
         }
     }
 
@@ -101,6 +104,33 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     pub fn with_on_error(mut self, on_error: OnError) -> Self {
         self.on_error = on_error;
         self
+    }
+
+    /// The same decorator saving its records as `compression` says, whatever its cache's default
+    /// ([`Cache::compression`]). Hits read plain and compressed records alike.
+    ///
+    /// ```
+    /// # #[cfg(feature = "zstd")] {
+    /// use ckpt::{AutoIdentifier, Cache, Compression, DecoratorCheckpoint, Function, MemoryCache};
+    /// let cache = MemoryCache::new();
+    /// let report = DecoratorCheckpoint::new(Function::new("doc", "report"), AutoIdentifier, cache.clone())
+    ///     .with_compression(Compression::Zstd { level: 9 });
+    /// let text = report.call(500usize, |n| "row, row, row your boat\n".repeat(n))?;
+    /// let stored = cache.retrieve(&report.identify(&500usize)?)?.expect("saved");
+    /// assert!(stored.len() < text.len() / 20); // compressed
+    /// assert_eq!(report.call(500usize, |_| unreachable!())?, text); // decompressed on a hit
+    /// # }
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// How this decorator saves its records: its own setting, else its cache's default.
+    pub fn compression(&self) -> Compression {
+        self.compression
+            .unwrap_or_else(|| self.cache.compression())
     }
 
     /// The function this decorator checkpoints.
@@ -263,13 +293,19 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         R: Serialize + DeserializeOwned,
     {
         let fingerprint = self.fingerprint::<R>();
+        let compression = self.compression();
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut saved = 0;
         for (args, value) in items {
             let id = self.identify(&args)?;
-            let Some(bytes) =
-                record::encode_bounded(&value, fingerprint, Duration::ZERO, STREAM_ABOVE)?
+            let Encoded::Whole(bytes) = record::encode_for_save(
+                &value,
+                fingerprint,
+                Duration::ZERO,
+                STREAM_ABOVE,
+                compression,
+            )?
             else {
                 // Too large to batch: saved alone, after the batch so far (a later save of the
                 // same id must still win).
@@ -339,7 +375,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 self.fail(e)?;
                 Ok(None)
             }
-            Some(Ok(Err(Rejected::TypeMismatch))) | None => Ok(None),
+            Some(Ok(Err(Rejected::TypeMismatch | Rejected::Unsupported))) | None => Ok(None),
         }
     }
 
@@ -512,6 +548,18 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 self.drop_corrupt(id)?;
                 Ok(None)
             }
+            Err(Rejected::Unsupported) => {
+                // Left in place, as a mismatch is: sound, and readable by a build with `zstd`.
+                tracing::debug!(
+                    target: "ckpt",
+                    module = self.function.module(),
+                    function = self.function.name(),
+                    id = %id,
+                    "a stored result is compressed and this build lacks the `zstd` feature: \
+                     computed again"
+                );
+                Ok(None)
+            }
         }
     }
 
@@ -600,8 +648,9 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
 }
 
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
-    /// Encodes `value` and saves it: in one buffer, or, for a record longer than
-    /// `STREAM_ABOVE`, encoded as the cache writes it.
+    /// Encodes `value` and saves it: in one buffer (compressed if so configured and shorter),
+    /// or, for a record longer than `STREAM_ABOVE` even compressed, encoded plain as the cache
+    /// writes it.
     fn save_value<V: Serialize>(
         &self,
         id: &CheckpointId,
@@ -609,13 +658,14 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         fingerprint: u64,
         compute: Duration,
     ) -> Result<(), Error> {
-        match record::encode_bounded(value, fingerprint, compute, STREAM_ABOVE)? {
-            Some(bytes) => self.cache.save(
+        let compression = self.compression();
+        match record::encode_for_save(value, fingerprint, compute, STREAM_ABOVE, compression)? {
+            Encoded::Whole(bytes) => self.cache.save(
                 id,
                 &Entry::new(&self.function, &bytes, compute)
                     .with_value_type(std::any::type_name::<V>()),
             ),
-            None => self.save_large(id, value, fingerprint, compute),
+            Encoded::Large => self.save_large(id, value, fingerprint, compute),
         }
     }
 

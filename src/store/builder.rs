@@ -19,7 +19,7 @@ use super::options::{
 use super::save::Commit;
 use super::{Handle, Shared, Store, exit, migrate, open};
 use crate::error::{OpenError, OpenErrorKind};
-use crate::record::STREAM_ABOVE;
+use crate::record::{Compression, STREAM_ABOVE};
 
 /// Options for opening a [`Store`].
 ///
@@ -47,6 +47,7 @@ pub struct StoreBuilder {
     chunk_len: u32,
     hot_bytes: usize,
     access: AccessMode,
+    compression: Compression,
 }
 
 impl Default for StoreBuilder {
@@ -62,6 +63,7 @@ impl Default for StoreBuilder {
             chunk_len: STREAM_ABOVE as u32,
             hot_bytes: 0,
             access: AccessMode::ReadWrite,
+            compression: Compression::None,
         }
     }
 }
@@ -166,6 +168,30 @@ impl StoreBuilder {
         self
     }
 
+    /// How the decorators on this store save their records, unless one is told otherwise
+    /// ([`DecoratorCheckpoint::with_compression`](crate::DecoratorCheckpoint::with_compression)
+    /// or `#[checkpoint(compress = ..)]`). Default [`Compression::None`]. Reading does not
+    /// depend on it: a store may hold plain and compressed records side by side.
+    ///
+    /// ```
+    /// # #[cfg(feature = "zstd")] {
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-zstd-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use ckpt::{AutoIdentifier, Compression, DecoratorCheckpoint, Function, Store};
+    /// let store = Store::builder().compression(Compression::zstd()).open(dir.join("checkpoints.redb"))?;
+    /// let text = DecoratorCheckpoint::new(Function::new("doc", "text"), AutoIdentifier, store.clone());
+    /// let long = text.call(1000usize, |n| "a compressible sentence. ".repeat(n))?;
+    /// let id = text.identify(&1000usize)?;
+    /// assert!(store.read_record(&id)?.expect("saved").len() < long.len() / 10);
+    /// # drop((text, store)); std::fs::remove_dir_all(&dir)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
     /// The length of the chunks large records are stored in (default 64 bytes under 512 KiB,
     /// so that each fills one page of the engine); records longer than one chunk are chunked.
     /// For tests, which store many chunks cheaply with a small length; clamped to 64 B..64 MiB.
@@ -248,6 +274,7 @@ impl StoreBuilder {
             flusher: Arc::clone(&flusher),
             chunk_len: self.chunk_len,
             access_mode: self.access,
+            compression: self.compression,
             _registration: open::registry::register(&path),
         });
         if self.access == AccessMode::ReadWrite {

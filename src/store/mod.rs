@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     /// Records longer than this are stored in chunks of this length (see `chunks.rs`).
     chunk_len: u32,
     access_mode: AccessMode,
+    /// The decorators' default (`StoreBuilder::compression`).
+    compression: crate::record::Compression,
     /// This process's claim on the file (see `open::registry`); dropped after the engine.
     _registration: open::registry::Registration,
 }
@@ -394,6 +396,10 @@ impl Cache for Store {
     fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
         self.shared().registry.lock().register(function, counters);
         Ok(())
+    }
+
+    fn compression(&self) -> crate::record::Compression {
+        self.shared().compression
     }
 }
 
