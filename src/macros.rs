@@ -57,7 +57,11 @@
 ///   function must return `Result<T, E>` with `E: From<ckpt::Error>` (`std::io::Error` and
 ///   `Box<dyn Error + Send + Sync>` qualify), and checkpoint failures come back as `Err`;
 /// * `results = ok_only | all`: for a function returning `Result`, store only `Ok` values (the
-///   default) or `Err` values too.
+///   default) or `Err` values too;
+/// * `compress = zstd | zstd(level) | none` (feature `zstd`): store this function's results
+///   compressed with zstd (level 3, or `level`) when that makes them smaller, or plain whatever
+///   the store's default ([`StoreBuilder::compression`](crate::StoreBuilder::compression));
+///   without the option, the store's default applies. Hits read either kind.
 ///
 /// ```
 /// use ckpt::MemoryCache;
@@ -95,55 +99,66 @@
 #[macro_export]
 macro_rules! checkpoint {
     (#[checkpoint($($opt:tt)*)] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) ()] $($item)* }
+        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) () ()] $($item)* }
     };
     ($($item:tt)*) => {
-        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) ()] $($item)* }
+        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) () ()] $($item)* }
     };
 }
 
-/// Parses `#[checkpoint(...)]` options into `[version cache identifier key on_error results]`.
+/// Parses `#[checkpoint(...)]` options into `[version cache identifier key on_error results
+/// depends compress]`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __checkpoint_options {
     ([] $cfg:tt $($item:tt)*) => {
         $crate::__checkpoint_fn! { $cfg $($item)* }
     };
-    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r $d] $($item)* }
+    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r $d $z] $($item)* }
     };
-    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r $d] $($item)* }
+    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r $d $z] $($item)* }
     };
-    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r $d] $($item)* }
+    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r $d $z] $($item)* }
     };
-    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r $d] $($item)* }
+    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r $d $z] $($item)* }
     };
-    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r $d] $($item)* }
+    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r $d $z] $($item)* }
     };
-    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r $d] $($item)* }
+    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r $d $z] $($item)* }
     };
-    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r $d] $($item)* }
+    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r $d $z] $($item)* }
     };
-    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only) $d] $($item)* }
+    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only) $d $z] $($item)* }
     };
-    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all) $d] $($item)* }
+    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all) $d $z] $($item)* }
     };
-    ([depends = [$($($dep:ident)::+),* $(,)?] $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $_d:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r ($($($dep)::+ ::code_version),*)] $($item)* }
+    ([depends = [$($($dep:ident)::+),* $(,)?] $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $_d:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r ($($($dep)::+ ::code_version),*) $z] $($item)* }
+    };
+    ([compress = zstd($l:expr) $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $_z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d (zstd $l)] $($item)* }
+    };
+    ([compress = zstd $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $_z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d (zstd 3)] $($item)* }
+    };
+    ([compress = none $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $_z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d (none)] $($item)* }
     };
     ([$($bad:tt)*] $($_:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown or malformed checkpoint option: `", ::core::stringify!($($bad)*), "`; expected \
              version = \"..\", cache = expr, identifier = expr, key = expr, \
-             on_error = raise|warn|ignore, results = ok_only|all, or depends = [f, module::g]"
+             on_error = raise|warn|ignore, results = ok_only|all, depends = [f, module::g], \
+             or compress = zstd|zstd(level)|none"
         ));
     };
 }
@@ -156,7 +171,7 @@ macro_rules! __checkpoint_fn {
     ($cfg:tt $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) { $($body:tt)* }) => {
         $crate::__checkpoint_fn! { $cfg $(#[$attr])* $vis fn $name($($arg: $ty),*) -> () { $($body)* } }
     };
-    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*)]
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $compress:tt]
      $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
         $(#[$attr])*
         $vis fn $name($($arg: $ty),*) -> $ret {
@@ -178,7 +193,7 @@ macro_rules! __checkpoint_fn {
             pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
                 static DECORATOR: ::std::sync::LazyLock<
                     $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
-                > = ::std::sync::LazyLock::new(|| {
+                > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, {
                     $crate::__private::decorator(
                         $crate::__private::function(
                             ::core::module_path!(),
@@ -190,7 +205,7 @@ macro_rules! __checkpoint_fn {
                         $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
                         $crate::__checkpoint_on_error!($on_error),
                     )
-                });
+                }));
                 &DECORATOR
             }
 
@@ -240,6 +255,39 @@ macro_rules! __checkpoint_option {
     (($value:expr), $default:expr, $wrap:expr) => {
         ($wrap)($value)
     };
+}
+
+/// `compress = ..`: absent (the cache's default), `none`, or zstd at a level.
+#[cfg(feature = "zstd")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_compress {
+    ((), $d:expr) => {
+        $d
+    };
+    ((none), $d:expr) => {
+        $d.with_compression($crate::Compression::None)
+    };
+    ((zstd $level:expr), $d:expr) => {
+        $d.with_compression($crate::Compression::Zstd { level: $level })
+    };
+}
+
+/// `compress = ..` without the `zstd` feature: only `none`.
+#[cfg(not(feature = "zstd"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_compress {
+    ((), $d:expr) => {
+        $d
+    };
+    ((none), $d:expr) => {
+        $d.with_compression($crate::Compression::None)
+    };
+    ((zstd $level:expr), $d:expr) => {{
+        ::core::compile_error!("`compress = zstd` needs ckpt's `zstd` feature");
+        $d
+    }};
 }
 
 #[doc(hidden)]

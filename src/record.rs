@@ -26,6 +26,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::compress::Compression;
+#[cfg(all(feature = "zstd", feature = "fault-injection"))]
+pub(crate) use self::compress::AS_IF_WITHOUT_ZSTD;
 use self::compress::{KNOWN_FLAGS, MAX_DECOMPRESSED};
 pub(crate) use self::lend::LentBytes;
 pub use self::lend::{Lent, Part, Parts};
@@ -371,6 +373,10 @@ fn decode_compressed<T: DeserializeOwned>(
     header: Header,
     payload: &[u8],
 ) -> Result<(T, Header), Rejected> {
+    #[cfg(all(feature = "zstd", feature = "fault-injection"))]
+    if compress::AS_IF_WITHOUT_ZSTD.get() {
+        return Err(Rejected::Unsupported);
+    }
     #[cfg(feature = "zstd")]
     {
         let plain = compress::decompress(payload)?;

@@ -106,6 +106,20 @@ pub enum Decoded<T> {
     Unsupported,
 }
 
+/// While `f` runs, this thread decodes compressed records as a build without the `zstd` feature
+/// does (a miss that leaves them in place), so that a test can play a mixed fleet.
+#[cfg(feature = "zstd")]
+pub fn as_if_without_zstd<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            crate::record::AS_IF_WITHOUT_ZSTD.set(self.0);
+        }
+    }
+    let _reset = Reset(crate::record::AS_IF_WITHOUT_ZSTD.replace(true));
+    f()
+}
+
 /// Recomputes the checksum of `record` (at least a header long) after a test changed it.
 pub fn reseal(record: &mut [u8]) {
     let sum = xxhash_rust::xxh3::xxh3_64(&record[8..]);

@@ -39,6 +39,13 @@ impl Compression {
     }
 }
 
+#[cfg(all(feature = "zstd", feature = "fault-injection"))]
+thread_local! {
+    /// Tests only (`testing::as_if_without_zstd`): this thread decodes compressed records as a
+    /// build without the `zstd` feature does, so that one test binary can play both builds.
+    pub(crate) static AS_IF_WITHOUT_ZSTD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Flags byte (header byte 9): the payload is compressed with zstd.
 pub(crate) const FLAG_ZSTD: u8 = 0x01;
 
