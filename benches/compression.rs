@@ -28,10 +28,38 @@ type Deco = DecoratorCheckpoint<AutoIdentifier, Store>;
 /// English-like text: words from a small vocabulary, with line breaks.
 fn text(bytes: usize) -> String {
     const WORDS: [&str; 32] = [
-        "the", "checkpoint", "store", "keeps", "results", "of", "expensive", "calls", "and",
-        "returns", "them", "when", "asked", "again", "later", "quickly", "a", "function", "value",
-        "is", "saved", "once", "read", "many", "times", "by", "every", "process", "that", "needs",
-        "it", "here",
+        "the",
+        "checkpoint",
+        "store",
+        "keeps",
+        "results",
+        "of",
+        "expensive",
+        "calls",
+        "and",
+        "returns",
+        "them",
+        "when",
+        "asked",
+        "again",
+        "later",
+        "quickly",
+        "a",
+        "function",
+        "value",
+        "is",
+        "saved",
+        "once",
+        "read",
+        "many",
+        "times",
+        "by",
+        "every",
+        "process",
+        "that",
+        "needs",
+        "it",
+        "here",
     ];
     let mut out = String::with_capacity(bytes + 16);
     let mut x = 0x9e37_79b9_u64;
@@ -40,7 +68,7 @@ fn text(bytes: usize) -> String {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         out.push_str(WORDS[(x >> 59) as usize]);
-        out.push(if (x >> 20) % 13 == 0 { '\n' } else { ' ' });
+        out.push(if (x >> 20).is_multiple_of(13) { '\n' } else { ' ' });
     }
     out.truncate(bytes);
     out
@@ -156,7 +184,9 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let level: i32 = args.first().map_or(3, |s| s.parse().expect("a zstd level"));
-    let rounds: usize = args.get(1).map_or(15, |s| s.parse().expect("a round count"));
+    let rounds: usize = args
+        .get(1)
+        .map_or(15, |s| s.parse().expect("a round count"));
     let scratch = Scratch::new("compression");
     let plain_store = store(&scratch.file("plain.redb"), Compression::None);
     let zstd_store = store(&scratch.file("zstd.redb"), Compression::Zstd { level });

@@ -129,8 +129,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
 
     /// How this decorator saves its records: its own setting, else its cache's default.
     pub fn compression(&self) -> Compression {
-        self.compression
-            .unwrap_or_else(|| self.cache.compression())
+        self.compression.unwrap_or_else(|| self.cache.compression())
     }
 
     /// The function this decorator checkpoints.

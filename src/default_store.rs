@@ -106,6 +106,8 @@ impl Cache for DefaultStore {
 
     fn compression(&self) -> crate::record::Compression {
         // The default store is opened with default options: its default is `None` until open.
-        DEFAULT.get().map_or_else(Default::default, Cache::compression)
+        DEFAULT
+            .get()
+            .map_or_else(Default::default, Cache::compression)
     }
 }

@@ -25,9 +25,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use self::compress::Compression;
 #[cfg(all(feature = "zstd", feature = "fault-injection"))]
 pub(crate) use self::compress::AS_IF_WITHOUT_ZSTD;
+pub use self::compress::Compression;
 use self::compress::{KNOWN_FLAGS, MAX_DECOMPRESSED};
 pub(crate) use self::lend::LentBytes;
 pub use self::lend::{Lent, Part, Parts};
@@ -135,7 +135,9 @@ pub(crate) fn encode_for_save<T: Serialize + ?Sized>(
         Compression::None => Ok(plain.map_or(Encoded::Large, Encoded::Whole)),
         #[cfg(feature = "zstd")]
         Compression::Zstd { level } => Ok(match plain {
-            Some(bytes) => Encoded::Whole(compress::compress_record(&bytes, level)?.unwrap_or(bytes)),
+            Some(bytes) => {
+                Encoded::Whole(compress::compress_record(&bytes, level)?.unwrap_or(bytes))
+            }
             None => compress::encode_compressed(value, fingerprint, compute, level, limit)?
                 .map_or(Encoded::Large, Encoded::Whole),
         }),
@@ -470,7 +472,9 @@ pub(crate) fn decode_parts<T: DeserializeOwned>(parts: &dyn Parts, fingerprint: 
         Ok(decoded) => Ok(Ok(decoded)),
         Err(de::PartsFailure::Corrupt) => Ok(Err(Rejected::Corrupt)),
         // Compressed records are short (one buffer when saved): joined, then decoded whole.
-        Err(de::PartsFailure::Compressed) => Ok(join_parts(parts)?.and_then(|bytes| decode_as(&bytes, fingerprint))),
+        Err(de::PartsFailure::Compressed) => {
+            Ok(join_parts(parts)?.and_then(|bytes| decode_as(&bytes, fingerprint)))
+        }
         Err(de::PartsFailure::Read(e)) => Err(e),
         // A record of another type, unless it is damaged (then it goes, as a damaged one).
         Err(de::PartsFailure::OtherType) => {

@@ -19,15 +19,35 @@ use common::TempDir;
 /// English-like text: words from a small vocabulary, as logs and documents are.
 fn text(bytes: usize) -> String {
     const WORDS: [&str; 16] = [
-        "the", "checkpoint", "store", "keeps", "results", "of", "expensive", "calls", "and",
-        "returns", "them", "when", "asked", "again", "later", "quickly",
+        "the",
+        "checkpoint",
+        "store",
+        "keeps",
+        "results",
+        "of",
+        "expensive",
+        "calls",
+        "and",
+        "returns",
+        "them",
+        "when",
+        "asked",
+        "again",
+        "later",
+        "quickly",
     ];
     let mut out = String::with_capacity(bytes + 16);
     let mut x = 0x9e37_79b9_u64;
     while out.len() < bytes {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         out.push_str(WORDS[(x >> 60) as usize]);
-        out.push(if (x >> 20) % 13 == 0 { '\n' } else { ' ' });
+        out.push(if (x >> 20).is_multiple_of(13) {
+            '\n'
+        } else {
+            ' '
+        });
     }
     out.truncate(bytes);
     out
@@ -41,7 +61,7 @@ fn json(bytes: usize) -> String {
         out.push_str(&format!(
             "{{\"id\":{i},\"name\":\"user{}\",\"active\":{},\"score\":{}.{}}},",
             i * 7919 % 1000,
-            i % 3 == 0,
+            i.is_multiple_of(3),
             i * 31 % 100,
             i % 10
         ));
@@ -128,7 +148,11 @@ fn text_json_and_floats_round_trip_compressed_through_a_store_and_memory() {
                 let record = d.stored(arg);
                 assert!(is_compressed(&record), "{size} B, call {arg}: stored plain");
                 // Compressed records are whole (one buffer), whatever the value's size.
-                assert!(record.len() < 512 * 1024, "{size} B: {} B stored", record.len());
+                assert!(
+                    record.len() < 512 * 1024,
+                    "{size} B: {} B stored",
+                    record.len()
+                );
             }
             let record = d.stored(base);
             assert!(
@@ -182,7 +206,10 @@ fn what_does_not_shrink_is_stored_plain() {
     let d = deco(store.clone(), "noise");
     let big = serde_bytes::ByteBuf::from(noise(3 << 20));
     round_trip(&d, 3, &big);
-    let record = store.read_record(&d.identify(&3u64).unwrap()).unwrap().unwrap();
+    let record = store
+        .read_record(&d.identify(&3u64).unwrap())
+        .unwrap()
+        .unwrap();
     assert!(!is_compressed(&record));
     assert!(record.len() > 3 << 20);
 }
@@ -223,9 +250,9 @@ fn the_file_is_smaller_for_compressible_data() {
 fn compressed_record<C: Cache>(
     d: &DecoratorCheckpoint<AutoIdentifier, C>,
     arg: u64,
-    value: &String,
+    value: &str,
 ) -> Vec<u8> {
-    d.rerun(arg, |_| value.clone()).unwrap();
+    d.rerun(arg, |_| value.to_string()).unwrap();
     let record = stored(d, arg);
     assert!(is_compressed(&record));
     record
@@ -254,10 +281,16 @@ fn expect_recomputed(
         .unwrap();
     assert_eq!(value, "fresh".repeat(100), "{what}");
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{what}: not recomputed");
-    assert_eq!(d.stats().corrupt, corrupt + 1, "{what}: not counted corrupt");
     assert_eq!(
-        d.call(arg, |_| -> String { panic!("{what}: the fresh value was not saved") })
-            .unwrap(),
+        d.stats().corrupt,
+        corrupt + 1,
+        "{what}: not counted corrupt"
+    );
+    assert_eq!(
+        d.call(arg, |_| -> String {
+            panic!("{what}: the fresh value was not saved")
+        })
+        .unwrap(),
         "fresh".repeat(100)
     );
 }
@@ -272,7 +305,11 @@ fn damaged_compressed_records_are_counted_corrupt_and_recomputed() {
     let d = deco(store.clone(), "damage");
     let value = text(20_000);
     let sound = compressed_record(&d, 1, &value);
-    assert_eq!(&sound[40..44], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame after the prefix");
+    assert_eq!(
+        &sound[40..44],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "a zstd frame after the prefix"
+    );
 
     // A flipped bit in the frame: the checksum catches it before anything is decompressed.
     let mut flipped = sound.clone();
@@ -358,7 +395,13 @@ fn lying_frames_and_bombs_are_misses_not_panics_or_huge_allocations() {
         true_len - 1,
         true_len + 1,
     ] {
-        expect_recomputed(&store, &d, 1, &declaring(&sound, n), &format!("declared {n}"));
+        expect_recomputed(
+            &store,
+            &d,
+            1,
+            &declaring(&sound, n),
+            &format!("declared {n}"),
+        );
     }
 
     // A bomb: 48 MiB of one letter compress to a few KiB (saved by ckpt itself, compressed as
@@ -367,7 +410,13 @@ fn lying_frames_and_bombs_are_misses_not_panics_or_huge_allocations() {
     let bomb = stored(&d, 2);
     assert!(is_compressed(&bomb));
     assert!(bomb.len() < 64 << 10, "{} B", bomb.len());
-    expect_recomputed(&store, &d, 1, &declaring(&bomb, 1024), "bomb declared 1 KiB");
+    expect_recomputed(
+        &store,
+        &d,
+        1,
+        &declaring(&bomb, 1024),
+        "bomb declared 1 KiB",
+    );
 
     // A hand-made frame that claims 2^40 bytes of content and holds a run-length block, under
     // an honest-looking declared length.
@@ -423,7 +472,10 @@ fn a_build_without_zstd_leaves_compressed_records_in_place_and_reads_plain_ones(
     assert!(is_compressed(&stored(&d, 2)));
     let peeked = testing::as_if_without_zstd(|| d.peek::<String>(&plain_id(2)).unwrap());
     assert_eq!(peeked, None);
-    assert!(store.read_record(&plain_id(2)).unwrap().is_some(), "peek removed it");
+    assert!(
+        store.read_record(&plain_id(2)).unwrap().is_some(),
+        "peek removed it"
+    );
     assert_eq!(
         d.call(2u64, |_| -> String { panic!("hit") }).unwrap(),
         value
@@ -451,7 +503,9 @@ fn plain_and_compressed_stores_read_each_others_records() {
             .compression(Compression::zstd())
             .open(dir.store_path())
             .unwrap();
-        deco(store.clone(), "reopen").call(1u64, |_| value.clone()).unwrap();
+        deco(store.clone(), "reopen")
+            .call(1u64, |_| value.clone())
+            .unwrap();
         store.close().unwrap();
     }
     {
@@ -460,8 +514,10 @@ fn plain_and_compressed_stores_read_each_others_records() {
         let d = deco(store.clone(), "reopen");
         assert!(is_compressed(&stored(&d, 1)));
         assert_eq!(
-            d.call(1u64, |_| -> String { panic!("a compressed record is a hit") })
-                .unwrap(),
+            d.call(1u64, |_| -> String {
+                panic!("a compressed record is a hit")
+            })
+            .unwrap(),
             value
         );
         d.call(2u64, |_| value.clone()).unwrap();
@@ -477,10 +533,7 @@ fn plain_and_compressed_stores_read_each_others_records() {
     let d = deco(store.clone(), "reopen");
     for _ in 0..3 {
         for arg in [1u64, 2] {
-            assert_eq!(
-                d.call(arg, |_| -> String { panic!("hit") }).unwrap(),
-                value
-            );
+            assert_eq!(d.call(arg, |_| -> String { panic!("hit") }).unwrap(), value);
         }
     }
     assert!(testing::hot_records(&store) >= 2);
@@ -586,7 +639,11 @@ fn a_function_setting_overrides_the_stores_default() {
         assert_eq!(is_compressed(&stored(d, 1)), *compressed, "case {i}");
         // save_all follows the same setting.
         d.save_all([(2u64, value.clone())]).unwrap();
-        assert_eq!(is_compressed(&stored(d, 2)), *compressed, "case {i}, save_all");
+        assert_eq!(
+            is_compressed(&stored(d, 2)),
+            *compressed,
+            "case {i}, save_all"
+        );
     }
     // Through the macro's shared cache (an `Arc<dyn Cache>`), the store's default reaches the
     // decorator, and the macro's option overrides it.
@@ -595,9 +652,13 @@ fn a_function_setting_overrides_the_stores_default() {
     assert_eq!(inherits(3000), text(3000));
     assert_eq!(macro_none(3000), text(3000));
     let id = inherits::id(3000).unwrap();
-    assert!(is_compressed(&MACRO_STORE.read_record(&id).unwrap().unwrap()));
+    assert!(is_compressed(
+        &MACRO_STORE.read_record(&id).unwrap().unwrap()
+    ));
     let id = macro_none::id(3000).unwrap();
-    assert!(!is_compressed(&MACRO_STORE.read_record(&id).unwrap().unwrap()));
+    assert!(!is_compressed(
+        &MACRO_STORE.read_record(&id).unwrap().unwrap()
+    ));
     assert_eq!(macro_zstd::decorator().compression(), Compression::zstd());
     assert_eq!(
         macro_level::decorator().compression(),
