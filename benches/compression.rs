@@ -68,7 +68,11 @@ fn text(bytes: usize) -> String {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         out.push_str(WORDS[(x >> 59) as usize]);
-        out.push(if (x >> 20).is_multiple_of(13) { '\n' } else { ' ' });
+        out.push(if (x >> 20).is_multiple_of(13) {
+            '\n'
+        } else {
+            ' '
+        });
     }
     out.truncate(bytes);
     out
