@@ -118,7 +118,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// let text = report.call(500usize, |n| "row, row, row your boat\n".repeat(n))?;
     /// let stored = cache.retrieve(&report.identify(&500usize)?)?.expect("saved");
     /// assert!(stored.len() < text.len() / 20); // compressed
-    /// assert_eq!(report.call(500usize, |_| unreachable!())?, text); // decompressed on a hit
+    /// assert_eq!(report.call(500usize, |_| -> String { unreachable!() })?, text); // decompressed on a hit
     /// # }
     /// # Ok::<(), ckpt::Error>(())
     /// ```
