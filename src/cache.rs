@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
-use crate::record::{EncodeRecord, RecordSink};
+use crate::record::{Compression, EncodeRecord, RecordSink};
 pub use crate::record::{Lent, Part, Parts};
 use crate::stats::Counters;
 
@@ -45,6 +45,7 @@ pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 /// | [`remove`](Cache::remove) | to drop a record that failed its checks | keeps it |
 /// | [`register`](Cache::register) | to persist per-function statistics | nothing |
 /// | [`flight_scope`](Cache::flight_scope) | when clones of a handle share storage | the handle's address |
+/// | [`compression`](Cache::compression) | to compress its decorators' records by default | [`Compression::None`] |
 ///
 /// A `HashMap` is a cache in a dozen lines:
 ///
@@ -216,6 +217,15 @@ pub trait Cache: Send + Sync {
     /// returns the address of what they share. The value is only compared, never dereferenced.
     fn flight_scope(&self) -> usize {
         (self as *const Self).cast::<()>().addr()
+    }
+
+    /// How decorators on this cache store their records unless told otherwise
+    /// ([`DecoratorCheckpoint::with_compression`](crate::DecoratorCheckpoint::with_compression)).
+    /// Asked on each save, never on a hit (a record says whether it is compressed). The default
+    /// is [`Compression::None`]; a [`Store`](crate::Store) returns its
+    /// [`StoreBuilder::compression`](crate::StoreBuilder::compression).
+    fn compression(&self) -> Compression {
+        Compression::None
     }
 }
 
@@ -442,6 +452,9 @@ macro_rules! forward_cache {
             }
             fn flight_scope(&self) -> usize {
                 (**self).flight_scope()
+            }
+            fn compression(&self) -> Compression {
+                (**self).compression()
             }
         }
     )*};

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, Refreshes};
 use crate::id::{CheckpointId, Function};
 use crate::identifier::{AutoIdentifier, Call, Identifier};
-use crate::record::{self, Decoded, Encoder, Rejected, STREAM_ABOVE};
+use crate::record::{self, Compression, Decoded, Encoded, Encoder, Rejected, STREAM_ABOVE};
 use crate::stats::{CallStats, Counters, Event};
 
 /// What a decorator does when it cannot identify a call, read the cache, or save a result.
@@ -119,6 +119,8 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
     refresh: Refresh,
     /// Background refreshes in flight (shared with them).
     refreshes: Arc<Refreshes>,
+    /// `None`: the cache's default (`Cache::compression`), asked at each save.
+    compression: Option<Compression>,
 }
 
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
@@ -136,6 +138,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             max_age: None,
             refresh: Refresh::Wait,
             refreshes: Arc::default(),
+            compression: None,
         }
     }
 
@@ -208,6 +211,32 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     pub fn with_on_error(mut self, on_error: OnError) -> Self {
         self.on_error = on_error;
         self
+    }
+
+    /// The same decorator saving its records as `compression` says, whatever its cache's default
+    /// ([`Cache::compression`]). Hits read plain and compressed records alike.
+    ///
+    /// ```
+    /// # #[cfg(feature = "zstd")] {
+    /// use ckpt::{AutoIdentifier, Cache, Compression, DecoratorCheckpoint, Function, MemoryCache};
+    /// let cache = MemoryCache::new();
+    /// let report = DecoratorCheckpoint::new(Function::new("doc", "report"), AutoIdentifier, cache.clone())
+    ///     .with_compression(Compression::Zstd { level: 9 });
+    /// let text = report.call(500usize, |n| "row, row, row your boat\n".repeat(n))?;
+    /// let stored = cache.retrieve(&report.identify(&500usize)?)?.expect("saved");
+    /// assert!(stored.len() < text.len() / 20); // compressed
+    /// assert_eq!(report.call(500usize, |_| -> String { unreachable!() })?, text); // decompressed on a hit
+    /// # }
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// How this decorator saves its records: its own setting, else its cache's default.
+    pub fn compression(&self) -> Compression {
+        self.compression.unwrap_or_else(|| self.cache.compression())
     }
 
     /// The function this decorator checkpoints.
@@ -439,13 +468,19 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         R: Serialize + DeserializeOwned,
     {
         let fingerprint = self.fingerprint::<R>();
+        let compression = self.compression();
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut saved = 0;
         for (args, value) in items {
             let id = self.identify(&args)?;
-            let Some(bytes) =
-                record::encode_bounded(&value, fingerprint, Duration::ZERO, STREAM_ABOVE)?
+            let Encoded::Whole(bytes) = record::encode_for_save(
+                &value,
+                fingerprint,
+                Duration::ZERO,
+                STREAM_ABOVE,
+                compression,
+            )?
             else {
                 // Too large to batch: saved alone, after the batch so far (a later save of the
                 // same id must still win).
@@ -515,7 +550,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 self.fail(e)?;
                 Ok(None)
             }
-            Some(Ok(Err(Rejected::TypeMismatch))) | None => Ok(None),
+            Some(Ok(Err(Rejected::TypeMismatch | Rejected::Unsupported))) | None => Ok(None),
         }
     }
 
@@ -721,6 +756,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             max_age: self.max_age,
             refresh: self.refresh,
             refreshes: Arc::clone(&self.refreshes),
+            compression: self.compression,
         };
         let pending = self.refreshes.start();
         let spawned = thread::Builder::new()
@@ -850,6 +886,18 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 self.drop_corrupt(id)?;
                 Ok(Fetched::Miss)
             }
+            Err(Rejected::Unsupported) => {
+                // Left in place, as a mismatch is: sound, and readable by a build with `zstd`.
+                tracing::debug!(
+                    target: "ckpt",
+                    module = self.function.module(),
+                    function = self.function.name(),
+                    id = %id,
+                    "a stored result is compressed and this build lacks the `zstd` feature: \
+                     computed again"
+                );
+                Ok(Fetched::Miss)
+            }
         }
     }
 
@@ -950,8 +998,9 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
 }
 
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
-    /// Encodes `value` and saves it: in one buffer, or, for a record longer than
-    /// `STREAM_ABOVE`, encoded as the cache writes it.
+    /// Encodes `value` and saves it: in one buffer (compressed if so configured and shorter),
+    /// or, for a record longer than `STREAM_ABOVE` even compressed, encoded plain as the cache
+    /// writes it.
     fn save_value<V: Serialize>(
         &self,
         id: &CheckpointId,
@@ -959,13 +1008,14 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         fingerprint: u64,
         compute: Duration,
     ) -> Result<(), Error> {
-        match record::encode_bounded(value, fingerprint, compute, STREAM_ABOVE)? {
-            Some(bytes) => self.cache.save(
+        let compression = self.compression();
+        match record::encode_for_save(value, fingerprint, compute, STREAM_ABOVE, compression)? {
+            Encoded::Whole(bytes) => self.cache.save(
                 id,
                 &Entry::new(&self.function, &bytes, compute)
                     .with_value_type(std::any::type_name::<V>()),
             ),
-            None => self.save_large(id, value, fingerprint, compute),
+            Encoded::Large => self.save_large(id, value, fingerprint, compute),
         }
     }
 

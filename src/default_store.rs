@@ -116,4 +116,11 @@ impl Cache for DefaultStore {
     fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
         store()?.register(function, counters)
     }
+
+    fn compression(&self) -> crate::record::Compression {
+        // The default store is opened with default options: its default is `None` until open.
+        DEFAULT
+            .get()
+            .map_or_else(Default::default, Cache::compression)
+    }
 }

@@ -43,7 +43,8 @@ pub enum ErrorKind {
     Cache,
     /// A value is larger than the store's byte cap, so storing it would break the cap.
     TooLarge,
-    /// The operation is not available in the store's mode.
+    /// The operation is not available in the store's mode, or in this build (a compressed
+    /// record without the `zstd` feature).
     Unsupported,
     /// The operation would write to a store opened read-only
     /// ([`StoreBuilder::read_only`](crate::StoreBuilder::read_only)).

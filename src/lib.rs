@@ -77,6 +77,7 @@ pub use id::{CheckpointId, Function, code_hash};
 pub use identifier::{AutoIdentifier, Call, FnNameIdentifier, Identifier, KeyFn, Unordered};
 #[doc(hidden)]
 pub use macros::__private;
+pub use record::Compression;
 pub use record_view::{Record, type_fingerprint};
 #[cfg(feature = "remote")]
 pub use remote::{PublishMode, Remote, RemoteMode};

@@ -64,7 +64,11 @@
 /// * `refresh = wait | stale`: what a call does with an expired result (see [`Refresh`]):
 ///   recompute it and wait (the default), or return it at once and recompute it on a background
 ///   thread (stale while revalidate). With `stale` the arguments must be owned and `Send`, as
-///   they move to that thread; `name::decorator().wait_refreshes()` waits for refreshes in flight.
+///   they move to that thread; `name::decorator().wait_refreshes()` waits for refreshes in flight;
+/// * `compress = zstd | zstd(level) | none` (feature `zstd`): store this function's results
+///   compressed with zstd (level 3, or `level`) when that makes them smaller, or plain whatever
+///   the store's default ([`StoreBuilder::compression`](crate::StoreBuilder::compression));
+///   without the option, the store's default applies. Hits read either kind.
 ///
 /// ```
 /// ckpt::checkpoint! {
@@ -130,65 +134,75 @@
 #[macro_export]
 macro_rules! checkpoint {
     (#[checkpoint($($opt:tt)*)] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) () () (wait)] $($item)* }
+        $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) () () (wait) ()] $($item)* }
     };
     ($($item:tt)*) => {
-        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) () () (wait)] $($item)* }
+        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) () () (wait) ()] $($item)* }
     };
 }
 
-/// Parses `#[checkpoint(...)]` options into `[version cache identifier key on_error results]`.
+/// Parses `#[checkpoint(...)]` options into `[version cache identifier key on_error results
+/// depends max_age refresh compress]`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __checkpoint_options {
     ([] $cfg:tt $($item:tt)*) => {
         $crate::__checkpoint_fn! { $cfg $($item)* }
     };
-    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r $d $m $f] $($item)* }
+    ([version = $v:expr $(, $($rest:tt)*)?] [$_v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [($v) $c $i $k $o $r $d $m $f $z] $($item)* }
     };
-    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r $d $m $f] $($item)* }
+    ([cache = $c:expr $(, $($rest:tt)*)?] [$v:tt $_c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v ($c) $i $k $o $r $d $m $f $z] $($item)* }
     };
-    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r $d $m $f] $($item)* }
+    ([identifier = $i:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $_i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c ($i) $k $o $r $d $m $f $z] $($item)* }
     };
-    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r $d $m $f] $($item)* }
+    ([key = $k:expr $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $_k:tt $o:tt $r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i ($k) $o $r $d $m $f $z] $($item)* }
     };
-    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r $d $m $f] $($item)* }
+    ([on_error = raise $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (raise) $r $d $m $f $z] $($item)* }
     };
-    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r $d $m $f] $($item)* }
+    ([on_error = warn $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (warn) $r $d $m $f $z] $($item)* }
     };
-    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r $d $m $f] $($item)* }
+    ([on_error = ignore $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $_o:tt $r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k (ignore) $r $d $m $f $z] $($item)* }
     };
-    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only) $d $m $f] $($item)* }
+    ([results = ok_only $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (ok_only) $d $m $f $z] $($item)* }
     };
-    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all) $d $m $f] $($item)* }
+    ([results = all $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $_r:tt $d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o (all) $d $m $f $z] $($item)* }
     };
-    ([depends = [$($($dep:ident)::+),* $(,)?] $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $_d:tt $m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r ($($($dep)::+ ::code_version),*) $m $f] $($item)* }
+    ([depends = [$($($dep:ident)::+),* $(,)?] $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $_d:tt $m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r ($($($dep)::+ ::code_version),*) $m $f $z] $($item)* }
     };
-    ([max_age = $m:literal $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $_m:tt $f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d ($m) $f] $($item)* }
+    ([max_age = $m:literal $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $_m:tt $f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d ($m) $f $z] $($item)* }
     };
-    ([refresh = stale $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (stale)] $($item)* }
+    ([refresh = stale $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (stale) $z] $($item)* }
     };
-    ([refresh = wait $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt] $($item:tt)*) => {
-        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (wait)] $($item)* }
+    ([refresh = wait $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (wait) $z] $($item)* }
+    };
+    ([compress = zstd($l:expr) $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt $_z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m $f (zstd $l)] $($item)* }
+    };
+    ([compress = zstd $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt $_z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m $f (zstd 3)] $($item)* }
+    };
+    ([compress = none $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $f:tt $_z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m $f (none)] $($item)* }
     };
     ([$($bad:tt)*] $($_:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown or malformed checkpoint option: `", ::core::stringify!($($bad)*), "`; expected \
              version = \"..\", cache = expr, identifier = expr, key = expr, \
              on_error = raise|warn|ignore, results = ok_only|all, depends = [f, module::g], \
-             max_age = \"7d\", or refresh = stale|wait"
+             max_age = \"7d\", refresh = stale|wait, or compress = zstd|zstd(level)|none"
         ));
     };
 }
@@ -201,7 +215,7 @@ macro_rules! __checkpoint_fn {
     ($cfg:tt $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) { $($body:tt)* }) => {
         $crate::__checkpoint_fn! { $cfg $(#[$attr])* $vis fn $name($($arg: $ty),*) -> () { $($body)* } }
     };
-    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt ($refresh:ident)]
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt ($refresh:ident) $compress:tt]
      $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
         $(#[$attr])*
         $vis fn $name($($arg: $ty),*) -> $ret {
@@ -223,7 +237,7 @@ macro_rules! __checkpoint_fn {
             pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
                 static DECORATOR: ::std::sync::LazyLock<
                     $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
-                > = ::std::sync::LazyLock::new(|| {
+                > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, {
                     $crate::__private::decorator(
                         $crate::__private::function(
                             ::core::module_path!(),
@@ -237,7 +251,7 @@ macro_rules! __checkpoint_fn {
                     )
                     .with_max_age_option($crate::__checkpoint_max_age!($max_age))
                     .with_refresh($crate::__checkpoint_refresh!($refresh))
-                });
+                }));
                 &DECORATOR
             }
 
@@ -275,6 +289,39 @@ macro_rules! __checkpoint_fn {
              for methods, generics or async, use ckpt::DecoratorCheckpoint directly"
         );
     };
+}
+
+/// `compress = ..`: absent (the cache's default), `none`, or zstd at a level.
+#[cfg(feature = "zstd")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_compress {
+    ((), $d:expr) => {
+        $d
+    };
+    ((none), $d:expr) => {
+        $d.with_compression($crate::Compression::None)
+    };
+    ((zstd $level:expr), $d:expr) => {
+        $d.with_compression($crate::Compression::Zstd { level: $level })
+    };
+}
+
+/// `compress = ..` without the `zstd` feature: only `none`.
+#[cfg(not(feature = "zstd"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_compress {
+    ((), $d:expr) => {
+        $d
+    };
+    ((none), $d:expr) => {
+        $d.with_compression($crate::Compression::None)
+    };
+    ((zstd $level:expr), $d:expr) => {{
+        ::core::compile_error!("`compress = zstd` needs ckpt's `zstd` feature");
+        $d
+    }};
 }
 
 /// `$opt` is `()` (absent) or `(expr)`: expands to `$default` or `$wrap(expr)`.

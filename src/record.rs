@@ -8,12 +8,13 @@
 //! |--------|----------------------------------------------------------------|
 //! | 0..8   | checksum: xxh3-64 of bytes 8..end                              |
 //! | 8      | record format version (1)                                      |
-//! | 9      | flags (0; reserved)                                            |
+//! | 9      | flags: bit 0, the payload is compressed (`compress.rs`); others 0 |
 //! | 10..16 | reserved, zero                                                 |
 //! | 16..24 | type fingerprint: xxh3-64 of the value type's traced shape (`shape.rs`) |
 //! | 24..32 | compute time of the call that produced it, in nanoseconds      |
-//! | 32..   | the value, postcard-encoded                                    |
+//! | 32..   | the value, postcard-encoded (compressed: `u64le(n)` ‖ zstd frame) |
 
+mod compress;
 mod de;
 mod lend;
 mod shape;
@@ -24,6 +25,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(all(feature = "zstd", feature = "fault-injection"))]
+pub(crate) use self::compress::AS_IF_WITHOUT_ZSTD;
+pub use self::compress::Compression;
+use self::compress::{KNOWN_FLAGS, MAX_DECOMPRESSED};
 pub(crate) use self::lend::LentBytes;
 pub use self::lend::{Lent, Part, Parts};
 use crate::error::{Error, ErrorKind};
@@ -106,6 +111,37 @@ pub(crate) fn encode_bounded<T: Serialize + ?Sized>(
     };
     seal(&mut out, fingerprint, compute);
     Ok(Some(out))
+}
+
+/// A value encoded for saving: one record, or too long for one buffer (to be streamed).
+pub(crate) enum Encoded {
+    Whole(Vec<u8>),
+    Large,
+}
+
+/// Encodes `value` as a record of at most `limit` bytes, compressed as `compression` says
+/// where that makes it shorter: a value whose plain record is longer than `limit` but whose
+/// compressed one fits is compressed as it is encoded (its plain encoding never in memory),
+/// up to `MAX_DECOMPRESSED` bytes of it. [`Encoded::Large`] when no record fits.
+pub(crate) fn encode_for_save<T: Serialize + ?Sized>(
+    value: &T,
+    fingerprint: u64,
+    compute: Duration,
+    limit: usize,
+    compression: Compression,
+) -> Result<Encoded, Error> {
+    let plain = encode_bounded(value, fingerprint, compute, limit)?;
+    match compression {
+        Compression::None => Ok(plain.map_or(Encoded::Large, Encoded::Whole)),
+        #[cfg(feature = "zstd")]
+        Compression::Zstd { level } => Ok(match plain {
+            Some(bytes) => {
+                Encoded::Whole(compress::compress_record(&bytes, level)?.unwrap_or(bytes))
+            }
+            None => compress::encode_compressed(value, fingerprint, compute, level, limit)?
+                .map_or(Encoded::Large, Encoded::Whole),
+        }),
+    }
 }
 
 fn encode_error<T: ?Sized>(e: postcard::Error) -> Error {
@@ -252,6 +288,8 @@ impl postcard::ser_flavors::Flavor for Streaming<'_> {
 pub(crate) struct Header {
     pub fingerprint: u64,
     pub compute_nanos: u64,
+    /// The payload is compressed (flag bit 0).
+    pub compressed: bool,
 }
 
 /// Why stored bytes were not handed back as a value.
@@ -261,6 +299,10 @@ pub(crate) enum Rejected {
     Corrupt,
     /// A sound record of another type.
     TypeMismatch,
+    /// A sound record this build cannot decode: compressed, and built without the `zstd`
+    /// feature. A miss that leaves the record in place (a build with the feature reads it).
+    #[cfg_attr(feature = "zstd", allow(dead_code))]
+    Unsupported,
 }
 
 fn word(bytes: &[u8], at: usize) -> u64 {
@@ -272,12 +314,13 @@ fn word(bytes: &[u8], at: usize) -> u64 {
 /// The header's fields, if its version and reserved bytes are ones this build reads (the
 /// checksum is the caller's to check).
 fn header_of(head: &[u8; HEADER_LEN]) -> Result<Header, Rejected> {
-    if head[8] != RECORD_VERSION || head[9..16] != [0; 7] {
+    if head[8] != RECORD_VERSION || head[9] & !KNOWN_FLAGS != 0 || head[10..16] != [0; 6] {
         return Err(Rejected::Corrupt);
     }
     Ok(Header {
         fingerprint: word(head, 16),
         compute_nanos: word(head, 24),
+        compressed: head[9] != 0,
     })
 }
 
@@ -317,9 +360,37 @@ fn decode_payload<T: DeserializeOwned>(
     if header.fingerprint != fingerprint {
         return Err(Rejected::TypeMismatch);
     }
+    if header.compressed {
+        return decode_compressed(header, payload);
+    }
     match postcard::take_from_bytes::<T>(payload) {
         Ok((value, [])) => Ok((value, header)),
         _ => Err(Rejected::Corrupt),
+    }
+}
+
+/// Decodes a compressed payload (out of line: a plain hit pays only the flag test).
+#[inline(never)]
+fn decode_compressed<T: DeserializeOwned>(
+    header: Header,
+    payload: &[u8],
+) -> Result<(T, Header), Rejected> {
+    #[cfg(all(feature = "zstd", feature = "fault-injection"))]
+    if compress::AS_IF_WITHOUT_ZSTD.get() {
+        return Err(Rejected::Unsupported);
+    }
+    #[cfg(feature = "zstd")]
+    {
+        let plain = compress::decompress(payload)?;
+        match postcard::take_from_bytes::<T>(&plain) {
+            Ok((value, [])) => Ok((value, header)),
+            _ => Err(Rejected::Corrupt),
+        }
+    }
+    #[cfg(not(feature = "zstd"))]
+    {
+        let _ = (header, payload);
+        Err(Rejected::Unsupported)
     }
 }
 
@@ -400,12 +471,41 @@ pub(crate) fn decode_parts<T: DeserializeOwned>(parts: &dyn Parts, fingerprint: 
     match de::record_from_parts::<T>(parts, fingerprint) {
         Ok(decoded) => Ok(Ok(decoded)),
         Err(de::PartsFailure::Corrupt) => Ok(Err(Rejected::Corrupt)),
+        // Compressed records are short (one buffer when saved): joined, then decoded whole.
+        Err(de::PartsFailure::Compressed) => {
+            Ok(join_parts(parts)?.and_then(|bytes| decode_as(&bytes, fingerprint)))
+        }
         Err(de::PartsFailure::Read(e)) => Err(e),
         // A record of another type, unless it is damaged (then it goes, as a damaged one).
         Err(de::PartsFailure::OtherType) => {
             Ok(check_parts(parts)?.and(Err(Rejected::TypeMismatch)))
         }
     }
+}
+
+/// The bytes of a record in parts, joined; at most `MAX_DECOMPRESSED` of them.
+fn join_parts(parts: &dyn Parts) -> Result<Result<Vec<u8>, Rejected>, Error> {
+    let Ok(len) = usize::try_from(parts.len()) else {
+        return Ok(Err(Rejected::Corrupt));
+    };
+    if parts.len() > MAX_DECOMPRESSED {
+        return Ok(Err(Rejected::Corrupt));
+    }
+    let mut out = Vec::with_capacity(len);
+    for i in 0..parts.count() {
+        match parts.part(i) {
+            Ok(part) if !part.is_empty() && out.len() + part.len() <= len => {
+                out.extend_from_slice(&part);
+            }
+            Ok(_) => return Ok(Err(Rejected::Corrupt)),
+            Err(e) if e.kind() == ErrorKind::Corrupted => return Ok(Err(Rejected::Corrupt)),
+            Err(e) => return Err(e),
+        }
+    }
+    if out.len() != len {
+        return Ok(Err(Rejected::Corrupt));
+    }
+    Ok(Ok(out))
 }
 
 /// Checks a record in parts; the parts must add up to the length they declare.

@@ -66,7 +66,8 @@ impl<'a> Record<'a> {
         self.bytes
     }
 
-    /// The value's postcard bytes (everything after the header).
+    /// The value's postcard bytes (everything after the header); for a
+    /// [compressed](Self::is_compressed) record, `u64le(n)` and a zstd frame of those `n` bytes.
     pub fn payload(&self) -> &'a [u8] {
         &self.bytes[Self::HEADER_LEN..]
     }
@@ -81,6 +82,12 @@ impl<'a> Record<'a> {
     /// The record format version (1).
     pub fn version(&self) -> u8 {
         self.bytes[8]
+    }
+
+    /// Whether the payload is compressed (see [`Compression`](crate::Compression)): header flag
+    /// bit 0. Such a record decodes only in a build with the `zstd` feature.
+    pub fn is_compressed(&self) -> bool {
+        self.header.compressed
     }
 
     /// The fingerprint of the value's type (see [`type_fingerprint`]).
@@ -102,7 +109,8 @@ impl<'a> Record<'a> {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] when the record holds another type;
-    /// [`ErrorKind::Corrupted`] when the payload does not decode as a `T` in full.
+    /// [`ErrorKind::Corrupted`] when the payload does not decode as a `T` in full;
+    /// [`ErrorKind::Unsupported`] when it is compressed and this build lacks the `zstd` feature.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
         match record::decode::<T>(self.bytes) {
             Ok((value, _)) => Ok(value),
@@ -120,6 +128,11 @@ impl<'a> Record<'a> {
                     std::any::type_name::<T>()
                 ),
             )),
+            Err(Rejected::Unsupported) => Err(Error::new(
+                ErrorKind::Unsupported,
+                "the record is compressed with zstd: decode it with ckpt built with the `zstd` \
+                 feature",
+            )),
         }
     }
 }
@@ -134,6 +147,7 @@ impl fmt::Debug for Record<'_> {
                 &format_args!("{:016x}", self.type_fingerprint()),
             )
             .field("compute_time", &self.compute_time())
+            .field("compressed", &self.is_compressed())
             .finish()
     }
 }

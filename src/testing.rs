@@ -101,6 +101,29 @@ pub enum Decoded<T> {
     Corrupt,
     /// A sound record of another type (a miss, counted as a type mismatch).
     TypeMismatch,
+    /// A sound record this build cannot decode (compressed, without the `zstd` feature): a
+    /// miss, left in place.
+    Unsupported,
+}
+
+/// While `f` runs, this thread decodes compressed records as a build without the `zstd` feature
+/// does (a miss that leaves them in place), so that a test can play a mixed fleet.
+#[cfg(feature = "zstd")]
+pub fn as_if_without_zstd<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            crate::record::AS_IF_WITHOUT_ZSTD.set(self.0);
+        }
+    }
+    let _reset = Reset(crate::record::AS_IF_WITHOUT_ZSTD.replace(true));
+    f()
+}
+
+/// Recomputes the checksum of `record` (at least a header long) after a test changed it.
+pub fn reseal(record: &mut [u8]) {
+    let sum = xxhash_rust::xxh3::xxh3_64(&record[8..]);
+    record[..8].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// Decodes stored bytes as the decorator does.
@@ -109,6 +132,7 @@ pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
         Ok((v, h)) => Decoded::Value(v, h.compute_nanos),
         Err(crate::record::Rejected::Corrupt) => Decoded::Corrupt,
         Err(crate::record::Rejected::TypeMismatch) => Decoded::TypeMismatch,
+        Err(crate::record::Rejected::Unsupported) => Decoded::Unsupported,
     }
 }
 

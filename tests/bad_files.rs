@@ -401,7 +401,7 @@ fn check_values(store: &Store, expected: &BTreeMap<CheckpointId, Val>) -> (u64, 
                     assert_eq!(&v, want, "a wrong value for {id}");
                     hits += 1;
                 }
-                Decoded::Corrupt | Decoded::TypeMismatch => misses += 1,
+                Decoded::Corrupt | Decoded::TypeMismatch | Decoded::Unsupported => misses += 1,
             },
             Ok(None) => misses += 1,
             Err(e) => {

@@ -358,12 +358,18 @@ pub fn ops(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // decode: arbitrary bytes as stored values, metadata rows and function rows.
 
-fn decode_as<T>(bytes: &[u8], seal: bool)
+fn decode_as<T>(bytes: &[u8], seal: bool, compressed: bool)
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {
     let record = if seal {
-        testing::seal_record::<T>(bytes)
+        let mut record = testing::seal_record::<T>(bytes);
+        if compressed {
+            // The payload as a compressed one: a declared length and a zstd frame.
+            record[9] = 1;
+            testing::reseal(&mut record);
+        }
+        record
     } else {
         bytes.to_vec()
     };
@@ -389,6 +395,7 @@ fn other_kind<T>(d: &Decoded<T>) -> &'static str {
         Decoded::Value(..) => "value",
         Decoded::Corrupt => "corrupt",
         Decoded::TypeMismatch => "type mismatch",
+        Decoded::Unsupported => "unsupported",
     }
 }
 
@@ -398,20 +405,21 @@ pub fn decode(data: &[u8]) {
     let mut input = Input::new(data);
     let sel = input.u8();
     let seal = sel & 0x80 != 0;
+    let compressed = sel & 0x40 != 0;
     let bytes = input.rest();
     match sel % 12 {
-        0 => decode_as::<u64>(bytes, seal),
-        1 => decode_as::<String>(bytes, seal),
-        2 => decode_as::<Vec<u8>>(bytes, seal),
-        3 => decode_as::<Vec<String>>(bytes, seal),
-        4 => decode_as::<BTreeMap<u64, String>>(bytes, seal),
-        5 => decode_as::<Option<(u32, i64)>>(bytes, seal),
-        6 => decode_as::<(bool, char, Vec<Option<u16>>)>(bytes, seal),
-        7 => decode_as::<(f32, f64)>(bytes, seal),
-        8 => decode_as::<Result<u8, String>>(bytes, seal),
-        9 => decode_as::<Vec<Vec<u64>>>(bytes, seal),
-        10 => decode_as::<HashMap<u16, Vec<u8>>>(bytes, false),
-        _ => decode_as::<(String, Box<[u8]>, [u32; 3])>(bytes, seal),
+        0 => decode_as::<u64>(bytes, seal, compressed),
+        1 => decode_as::<String>(bytes, seal, compressed),
+        2 => decode_as::<Vec<u8>>(bytes, seal, compressed),
+        3 => decode_as::<Vec<String>>(bytes, seal, compressed),
+        4 => decode_as::<BTreeMap<u64, String>>(bytes, seal, compressed),
+        5 => decode_as::<Option<(u32, i64)>>(bytes, seal, compressed),
+        6 => decode_as::<(bool, char, Vec<Option<u16>>)>(bytes, seal, compressed),
+        7 => decode_as::<(f32, f64)>(bytes, seal, compressed),
+        8 => decode_as::<Result<u8, String>>(bytes, seal, compressed),
+        9 => decode_as::<Vec<Vec<u64>>>(bytes, seal, compressed),
+        10 => decode_as::<HashMap<u16, Vec<u8>>>(bytes, false, compressed),
+        _ => decode_as::<(String, Box<[u8]>, [u32; 3])>(bytes, seal, compressed),
     }
     if let Some(row) = bytes.get(..64) {
         let _ = testing::decode_meta(row.try_into().unwrap());

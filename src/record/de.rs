@@ -23,6 +23,8 @@ pub(crate) enum PartsFailure {
     Corrupt,
     /// The record's header names another type (the rest of the record is not checked).
     OtherType,
+    /// The record is compressed (the rest of the record is not checked): decoded whole.
+    Compressed,
     /// A part could not be read (not a sign of damage: a failed read).
     Read(Error),
 }
@@ -48,6 +50,9 @@ pub(crate) fn record_from_parts<T: DeserializeOwned>(
     let header = header_of(&head).map_err(|_| PartsFailure::Corrupt)?;
     if header.fingerprint != fingerprint {
         return Err(PartsFailure::OtherType);
+    }
+    if header.compressed {
+        return Err(PartsFailure::Compressed);
     }
     let value = T::deserialize(&mut de);
     let input = &mut de.input;

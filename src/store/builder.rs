@@ -19,7 +19,7 @@ use super::options::{
 use super::save::Commit;
 use super::{Handle, Shared, Store, exit, migrate, open};
 use crate::error::{OpenError, OpenErrorKind};
-use crate::record::STREAM_ABOVE;
+use crate::record::{Compression, STREAM_ABOVE};
 
 /// Options for opening a [`Store`].
 ///
@@ -51,6 +51,7 @@ pub struct StoreBuilder {
     remote: Option<(crate::remote::Remote, crate::remote::RemoteMode)>,
     #[cfg(feature = "remote")]
     publish: crate::remote::PublishMode,
+    compression: Compression,
 }
 
 impl Default for StoreBuilder {
@@ -70,6 +71,7 @@ impl Default for StoreBuilder {
             remote: None,
             #[cfg(feature = "remote")]
             publish: crate::remote::PublishMode::default(),
+            compression: Compression::None,
         }
     }
 }
@@ -171,6 +173,30 @@ impl StoreBuilder {
     /// ```
     pub fn hot_tier(mut self, bytes: usize) -> Self {
         self.hot_bytes = bytes;
+        self
+    }
+
+    /// How the decorators on this store save their records, unless one is told otherwise
+    /// ([`DecoratorCheckpoint::with_compression`](crate::DecoratorCheckpoint::with_compression)
+    /// or `#[checkpoint(compress = ..)]`). Default [`Compression::None`]. Reading does not
+    /// depend on it: a store may hold plain and compressed records side by side.
+    ///
+    /// ```
+    /// # #[cfg(feature = "zstd")] {
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-zstd-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use ckpt::{AutoIdentifier, Compression, DecoratorCheckpoint, Function, Store};
+    /// let store = Store::builder().compression(Compression::zstd()).open(dir.join("checkpoints.redb"))?;
+    /// let text = DecoratorCheckpoint::new(Function::new("doc", "text"), AutoIdentifier, store.clone());
+    /// let long = text.call(1000usize, |n| "a compressible sentence. ".repeat(n))?;
+    /// let id = text.identify(&1000usize)?;
+    /// assert!(store.read_record(&id)?.expect("saved").len() < long.len() / 10);
+    /// # drop((text, store)); std::fs::remove_dir_all(&dir)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -284,6 +310,7 @@ impl StoreBuilder {
             remote: self.remote.as_ref().map(|(remote, mode)| {
                 crate::remote::Tier::new(remote.clone(), *mode, self.publish)
             }),
+            compression: self.compression,
             _registration: open::registry::register(&path),
         });
         if self.access == AccessMode::ReadWrite {

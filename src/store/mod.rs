@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     /// `Drop for Shared` has synced, and its drop waits for the background publishes.
     #[cfg(feature = "remote")]
     remote: Option<crate::remote::Tier>,
+    /// The decorators' default (`StoreBuilder::compression`).
+    compression: crate::record::Compression,
     /// This process's claim on the file (see `open::registry`); dropped after the engine.
     _registration: open::registry::Registration,
 }
@@ -496,6 +498,10 @@ impl Cache for Store {
     fn register(&self, function: &Function, counters: &Arc<Counters>) -> Result<(), Error> {
         self.shared().registry.lock().register(function, counters);
         Ok(())
+    }
+
+    fn compression(&self) -> crate::record::Compression {
+        self.shared().compression
     }
 }
 

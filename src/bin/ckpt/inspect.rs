@@ -252,6 +252,7 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
             "version": record.map(|r| r.version()),
             "checksum": record.map(|r| json::hex64(r.checksum())),
             "type_fingerprint": record.map(|r| json::hex64(r.type_fingerprint())),
+            "compressed": record.map(|r| r.is_compressed()),
             "value_type": value_type,
             "payload_bytes": bytes.len().saturating_sub(Record::HEADER_LEN),
         });
@@ -305,8 +306,9 @@ pub fn show(cx: &mut Context, args: ShowArgs) -> Result {
             kv(
                 "record",
                 format!(
-                    "valid (version {}, checksum {})",
+                    "valid (version {}{}, checksum {})",
                     r.version(),
+                    if r.is_compressed() { ", zstd-compressed" } else { "" },
                     json::hex64(r.checksum())
                 ),
             );

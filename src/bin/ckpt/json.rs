@@ -37,11 +37,12 @@ created_ms, created, last_access_ms, last_access, hits, size_bytes, compute_ns}
 
 pub const SHOW_HELP: &str = "\
 JSON (--json): ENTRY (see `ckpt ls --help`) and record: {valid, version, checksum, \
-type_fingerprint, value_type, payload_bytes} (version, checksum and type_fingerprint null when \
-the record is not valid; value_type, the Rust type name its function's newest code version \
+type_fingerprint, compressed, value_type, payload_bytes} (version, checksum, type_fingerprint \
+and compressed null when the record is not valid; compressed: the payload is zstd-compressed; value_type, the Rust type name its function's newest code version \
 saved, null when not recorded)
 --raw writes the value's postcard bytes: the stored record without its 32-byte header \
-(checksum, version, type fingerprint, compute time); a damaged record is refused.";
+(checksum, version, type fingerprint, compute time), as stored (a compressed record's: its \
+length and zstd frame); a damaged record is refused.";
 
 pub const RM_HELP: &str = "\
 JSON (--json): {removed}; with ids, also {ids}. An unknown id removes nothing and exits 1.";
