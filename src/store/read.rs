@@ -14,6 +14,7 @@ use super::{Shared, snapshot};
 use crate::error::Error;
 use crate::id::CheckpointId;
 use crate::record::{self, Lent};
+use redb::ReadableTable;
 
 impl Shared {
     pub(super) fn read(
@@ -94,7 +95,7 @@ impl Shared {
                 let row = row.value();
                 let entry_age = match age {
                     Age::Unasked => None,
-                    Age::Asked => saved_ago(&snap.txn, id, now)?,
+                    Age::Asked => saved_ago(snap.entries()?, id, now)?,
                 };
                 lend(row, id, &snap.txn, |lent| read(lent, entry_age))?;
                 // Cheapest test first: the size, then the checksum.
@@ -122,7 +123,10 @@ impl Shared {
                 return Ok(false);
             };
             let entry_age = if max_age != 0 || age == Age::Asked {
-                saved_ago(&txn, id, now)?
+                let entries = txn
+                    .open_table(ENTRIES)
+                    .map_err(|e| engine_error("cannot open the entries table", e))?;
+                saved_ago(&entries, id, now)?
             } else {
                 None
             };
@@ -164,13 +168,10 @@ enum Age {
 
 /// How long ago the entry under `id` was saved, by `now` (ms): `None` without metadata.
 fn saved_ago(
-    txn: &redb::ReadTransaction,
+    entries: &impl ReadableTable<&'static [u8; 16], &'static [u8; 64]>,
     id: &CheckpointId,
     now: u64,
 ) -> Result<Option<Duration>, Error> {
-    let entries = txn
-        .open_table(ENTRIES)
-        .map_err(|e| engine_error("cannot open the entries table", e))?;
     let meta = entries
         .get(id.as_bytes())
         .map_err(|e| engine_error("cannot read entry metadata", e))?

@@ -13,6 +13,7 @@
 //! can lock right away; one in use is replaced at its shard's next hit, or dropped by the
 //! next commit.
 
+use std::cell::OnceCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -21,10 +22,11 @@ use redb::{ReadOnlyTable, ReadTransaction};
 use super::access::thread_slot;
 use super::engine::Db;
 use super::engine_error::engine_error;
-use super::schema::RESULTS;
+use super::schema::{ENTRIES, RESULTS};
 use crate::error::Error;
 
 type Results = ReadOnlyTable<&'static [u8; 16], &'static [u8]>;
+pub(crate) type Entries = ReadOnlyTable<&'static [u8; 16], &'static [u8; 64]>;
 
 /// A read transaction, with its results table open.
 pub(crate) struct Snapshot {
@@ -33,6 +35,22 @@ pub(crate) struct Snapshot {
     /// Kept for the tables a hit rarely needs (the chunks of a large record).
     pub txn: ReadTransaction,
     pub results: Results,
+    /// The entries table, opened by the first hit that asks an entry's age (a function with a
+    /// `max_age`), then kept like `results`.
+    entries: OnceCell<Entries>,
+}
+
+impl Snapshot {
+    pub(crate) fn entries(&self) -> Result<&Entries, Error> {
+        if let Some(table) = self.entries.get() {
+            return Ok(table);
+        }
+        let table = self
+            .txn
+            .open_table(ENTRIES)
+            .map_err(|e| engine_error("cannot open the entries table", e))?;
+        Ok(self.entries.get_or_init(|| table))
+    }
 }
 
 pub(crate) struct Snapshots {
@@ -54,6 +72,7 @@ pub(crate) fn open(db: &Db, generation: u64) -> Result<Snapshot, Error> {
         generation,
         txn,
         results,
+        entries: OnceCell::new(),
     })
 }
 
