@@ -1,5 +1,7 @@
 //! [`DecoratorCheckpoint`]: an identifier and a cache bound to one function.
 
+mod async_call;
+
 use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

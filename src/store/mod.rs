@@ -57,7 +57,7 @@ use self::registry::Registry;
 #[cfg(feature = "fault-injection")]
 pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
 use self::write::Victim;
-use crate::cache::{Cache, Entry, LargeEntry, Lent};
+use crate::cache::{Cache, Entry, LargeEntry, Lent, PendingSave};
 use crate::error::{Error, OpenError};
 use crate::id::{CheckpointId, Function};
 use crate::stats::Counters;
@@ -373,6 +373,12 @@ impl Cache for Store {
 
     fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
         self.shared().save_many(entries)
+    }
+
+    /// Queued for the group commit, which the store's background thread leads when no saver
+    /// does; completes after the commit (durable under `Durability::Immediate`).
+    fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+        self.shared().save_deferred(id, entry)
     }
 
     fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
