@@ -171,7 +171,6 @@ fn ticker(rt: &tokio::runtime::Runtime, deco: &Ckpt, size: usize) -> Duration {
         // The ticker records a late tick when it runs again.
         tokio::time::sleep(Duration::from_millis(5)).await;
         ticking.abort();
-        let worst = *worst.lock().expect("lag");
-        worst
+        *worst.lock().expect("lag")
     })
 }

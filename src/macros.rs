@@ -113,9 +113,46 @@
 /// }
 /// ```
 ///
+/// # Async functions
+///
+/// An `async fn` takes every option but `refresh = stale`; `name::rerun(..)` is `async` too.
+/// Concurrent calls of one id compute once, and the others wait as tasks, holding no thread;
+/// the result's durable save is awaited, not blocked on (see
+/// [`DecoratorCheckpoint::call_async`]). The arguments move into the computation, as for a sync
+/// function; borrowed arguments (`&str`) are fine, the returned future borrows them.
+///
+/// ```
+/// ckpt::checkpoint! {
+///     #[checkpoint(cache = ckpt::MemoryCache::new(), on_error = raise)]
+///     async fn fetch_user(id: u64) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+///         Ok(format!("user {id}")) // an HTTP request, awaited, in real life
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// futures_executor::block_on(async {
+///     assert_eq!(fetch_user(7).await?, "user 7"); // computed
+///     assert_eq!(fetch_user(7).await?, "user 7"); // read back
+///     assert_eq!(fetch_user::rerun(7).await?, "user 7"); // run again, overwritten
+///     assert_eq!(fetch_user::stats().hits, 1);
+///     Ok(())
+/// })
+/// # }
+/// ```
+///
+/// Stale while revalidate is sync-only for now, and refused on an `async fn` at compile time:
+///
+/// ```compile_fail
+/// ckpt::checkpoint! {
+///     #[checkpoint(max_age = "1h", refresh = stale)]
+///     async fn rate(currency: String) -> f64 { 1.0 }
+/// }
+/// # fn main() {}
+/// ```
+///
 /// # Not supported
 ///
-/// Generic functions, methods (`self` receivers), `async fn`, argument patterns other than plain
+/// Generic functions, methods (`self` receivers), `refresh = stale` on an `async fn`, argument patterns other than plain
 /// names (`mut x`, destructuring: bind inside the body instead), and functions defined inside
 /// another function's body: invoke the macro at module level, since the generated module reaches
 /// the function and its argument types through `super::`. For these, build
@@ -124,6 +161,7 @@
 ///
 /// [`AutoIdentifier`]: crate::AutoIdentifier
 /// [`DecoratorCheckpoint`]: crate::DecoratorCheckpoint
+/// [`DecoratorCheckpoint::call_async`]: crate::DecoratorCheckpoint::call_async
 /// [`DecoratorCheckpoint::with_max_age`]: crate::DecoratorCheckpoint::with_max_age
 /// [`OnError`]: crate::OnError
 /// [`Refresh`]: crate::Refresh
@@ -352,8 +390,8 @@ macro_rules! __checkpoint_fn {
     };
     ($cfg:tt $($item:tt)*) => {
         ::core::compile_error!(
-            "checkpoint! takes one non-generic fn with plain argument names (`fn f(a: A, b: B) -> R { .. }`); \
-             for methods, generics or async, use ckpt::DecoratorCheckpoint directly"
+            "checkpoint! takes one non-generic fn or async fn with plain argument names (`fn f(a: A, b: B) -> R { .. }`); \
+             for methods or generics, use ckpt::DecoratorCheckpoint directly"
         );
     };
 }
@@ -460,7 +498,10 @@ macro_rules! __checkpoint_run_async {
         #[allow(unused_imports)]
         use $crate::__private::{KeepAll as _, KeepOk as _};
         let (__ckpt_keep, __ckpt_lift) = (&$crate::__private::Tag::<$ret>::NEW).policy();
-        $crate::__private::tolerated($d.execute_async($id, $mode, $f, __ckpt_keep, __ckpt_lift).await)
+        $crate::__private::tolerated(
+            $d.execute_async($id, $mode, $f, __ckpt_keep, __ckpt_lift)
+                .await,
+        )
     }};
     (($tolerant:ident all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
         $crate::__private::tolerated($crate::__private::run_all_async($d, $id, $mode, $f).await)
@@ -726,7 +767,8 @@ pub mod __private {
         E: From<Error>,
         Fut: Future<Output = Result<T, E>>,
     {
-        d.execute_async(id, mode, f, |r| r.as_ref().ok(), Ok).await?
+        d.execute_async(id, mode, f, |r| r.as_ref().ok(), Ok)
+            .await?
     }
 
     pub async fn raise_all_async<T, E, Fut>(

@@ -171,7 +171,8 @@ fn works_on_async_executor_and_futures_block_on() {
                 .map(|i| {
                     let (deco, runs) = (deco.clone(), runs.clone());
                     ex.spawn(async move {
-                        deco.call_async(i % 8, |x| yielding_times_ten(x, runs)).await
+                        deco.call_async(i % 8, |x| yielding_times_ten(x, runs))
+                            .await
                     })
                 })
                 .collect();
@@ -441,7 +442,11 @@ mod macro_fns {
 
     async fn check(x: u32) -> Result<u32, String> {
         futures_lite::future::yield_now().await;
-        if x == 0 { Err("zero".into()) } else { Ok(x * 10) }
+        if x == 0 {
+            Err("zero".into())
+        } else {
+            Ok(x * 10)
+        }
     }
 
     ckpt::checkpoint! {
@@ -503,11 +508,7 @@ fn macro_async_results_all_versus_default() {
             assert_eq!(ok_only(0).await, Err("zero".into()));
             assert_eq!(keep_all(0).await, Err("zero".into()));
         }
-        assert_eq!(
-            RUNS_DEFAULT.load(Ordering::SeqCst),
-            2,
-            "an Err runs again"
-        );
+        assert_eq!(RUNS_DEFAULT.load(Ordering::SeqCst), 2, "an Err runs again");
         assert_eq!(RUNS_ALL.load(Ordering::SeqCst), 1, "the Err is stored");
         for _ in 0..2 {
             assert_eq!(ok_only(4).await, Ok(40));
@@ -527,7 +528,11 @@ fn macro_async_key_leaves_the_other_arguments_out() {
         let b = query(&Conn(2), "users", 2).await;
         assert_eq!(a, ["users:0", "users:1"]);
         assert_eq!(a, b);
-        assert_eq!(RUNS_KEYED.load(Ordering::SeqCst), 1, "conn is not in the id");
+        assert_eq!(
+            RUNS_KEYED.load(Ordering::SeqCst),
+            1,
+            "conn is not in the id"
+        );
         assert_eq!(query(&Conn(1), "groups", 1).await, ["groups:0"]);
         assert_eq!(RUNS_KEYED.load(Ordering::SeqCst), 2);
         // No return type, and FnNameIdentifier: every call is one id.
@@ -536,9 +541,16 @@ fn macro_async_key_leaves_the_other_arguments_out() {
     });
     let id = query::id(&Conn(1), "users", 2).unwrap();
     assert_eq!(id, query::id(&Conn(9), "users", 2).unwrap());
-    assert_eq!(query::decorator().max_age(), Some(Duration::from_secs(3600)));
+    assert_eq!(
+        query::decorator().max_age(),
+        Some(Duration::from_secs(3600))
+    );
     assert_eq!((once::stats().misses, once::stats().hits), (1, 1));
-    assert_eq!(RUNS_ONCE.load(Ordering::SeqCst), 1, "the second call was a hit");
+    assert_eq!(
+        RUNS_ONCE.load(Ordering::SeqCst),
+        1,
+        "the second call was a hit"
+    );
     assert_ne!(
         query::code_version(),
         query::decorator().function().code_version() ^ 1
@@ -551,7 +563,10 @@ struct FailingCache;
 
 impl Cache for FailingCache {
     fn save(&self, _: &CheckpointId, _: &Entry<'_>) -> Result<(), ckpt::Error> {
-        Err(ckpt::Error::cache("the disk is full", io::Error::other("full")))
+        Err(ckpt::Error::cache(
+            "the disk is full",
+            io::Error::other("full"),
+        ))
     }
     fn retrieve(&self, _: &CheckpointId) -> Result<Option<Vec<u8>>, ckpt::Error> {
         Err(ckpt::Error::cache("unreachable", io::Error::other("down")))
@@ -590,12 +605,14 @@ fn macro_async_on_error_policies() {
 #[test]
 fn a_failed_deferred_save_follows_the_policy() {
     // Under Raise the save's error is the call's; under Ignore the value comes back.
-    let raise = DecoratorCheckpoint::new(Function::new("async", "fail"), AutoIdentifier, FailingCache)
-        .with_on_error(OnError::Raise);
+    let raise =
+        DecoratorCheckpoint::new(Function::new("async", "fail"), AutoIdentifier, FailingCache)
+            .with_on_error(OnError::Raise);
     let err = futures_executor::block_on(raise.call_async(1u8, |x| async move { x })).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cache);
-    let ignore = DecoratorCheckpoint::new(Function::new("async", "fail"), AutoIdentifier, FailingCache)
-        .with_on_error(OnError::Ignore);
+    let ignore =
+        DecoratorCheckpoint::new(Function::new("async", "fail"), AutoIdentifier, FailingCache)
+            .with_on_error(OnError::Ignore);
     assert_eq!(
         futures_executor::block_on(ignore.call_async(1u8, |x| async move { x })).unwrap(),
         1

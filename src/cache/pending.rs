@@ -114,7 +114,11 @@ impl Future for PendingSave {
                 match state.result.take() {
                     Some(result) => Some(result),
                     None => {
-                        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        if !state
+                            .waker
+                            .as_ref()
+                            .is_some_and(|w| w.will_wake(cx.waker()))
+                        {
                             state.waker = Some(cx.waker().clone());
                         }
                         return Poll::Pending;
@@ -210,8 +214,14 @@ mod tests {
         assert!(pending.as_mut().poll(&mut cx).is_pending());
         done.complete(Ok(()));
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
-        assert!(matches!(pending.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
-        assert!(matches!(pending.as_mut().poll(&mut cx), Poll::Ready(Err(_))));
+        assert!(matches!(
+            pending.as_mut().poll(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(matches!(
+            pending.as_mut().poll(&mut cx),
+            Poll::Ready(Err(_))
+        ));
     }
 
     #[test]

@@ -64,11 +64,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     ///
     /// # Errors
     /// As [`call`](Self::call).
-    pub async fn call_async<A, R, Fut>(
-        &self,
-        args: A,
-        f: impl FnOnce(A) -> Fut,
-    ) -> Result<R, Error>
+    pub async fn call_async<A, R, Fut>(&self, args: A, f: impl FnOnce(A) -> Fut) -> Result<R, Error>
     where
         I: Identifier<A>,
         R: Serialize + DeserializeOwned,
@@ -127,8 +123,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// futures_executor::block_on(async {
     ///     assert_eq!(price.call_async(1u32, |x| async move { x * 10 }).await?, 10);
     ///     assert_eq!(price.rerun_async(1u32, |x| async move { x * 20 }).await?, 20);
-    ///     // The rerun's result is what is stored now.
-    ///     assert_eq!(price.call_async(1u32, |_| async { unreachable!("stored") }).await?, 20);
+    ///     // The rerun's result is what is stored now: a hit, `x * 30` does not run.
+    ///     assert_eq!(price.call_async(1u32, |x| async move { x * 30 }).await?, 20);
     ///     Ok::<(), ckpt::Error>(())
     /// })?;
     /// # Ok::<(), ckpt::Error>(())
@@ -374,13 +370,10 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         let fingerprint = self.fingerprint::<V>();
         let Some(bytes) = record::encode_bounded(value, fingerprint, compute, usize::MAX)? else {
             // invariant: nothing is longer than usize::MAX bytes; kept as an error all the same.
-            return Err(Error::new(
-                ErrorKind::Encode,
-                "a value too long to encode",
-            ));
+            return Err(Error::new(ErrorKind::Encode, "a value too long to encode"));
         };
-        let entry = Entry::new(&self.function, &bytes, compute)
-            .with_value_type(std::any::type_name::<V>());
+        let entry =
+            Entry::new(&self.function, &bytes, compute).with_value_type(std::any::type_name::<V>());
         Ok(self.cache.save_deferred(id, &entry))
     }
 }

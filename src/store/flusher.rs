@@ -7,8 +7,8 @@
 //! last `Store` handle stops and joins it before the file is closed, so dropping a store
 //! releases the file deterministically.
 
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -82,10 +82,7 @@ impl Flusher {
         self.wake.notify_one();
     }
 
-    pub(crate) fn spawn(
-        store: Weak<Shared>,
-        flusher: Arc<Flusher>,
-    ) -> Option<JoinHandle<()>> {
+    pub(crate) fn spawn(store: Weak<Shared>, flusher: Arc<Flusher>) -> Option<JoinHandle<()>> {
         // Alive before the thread runs: a deferred save right after the open is its to commit.
         flusher.state.lock().alive = true;
         let running = Arc::clone(&flusher);

@@ -59,7 +59,9 @@ impl QueueState {
     /// Whether a deferred save is queued: with no saver of its own waiting, only the
     /// background thread will lead its commit.
     fn has_deferred_pending(&self) -> bool {
-        self.pending.iter().any(|(t, _)| self.deferred.contains_key(t))
+        self.pending
+            .iter()
+            .any(|(t, _)| self.deferred.contains_key(t))
     }
 }
 
