@@ -268,6 +268,94 @@ fn a_leader_cancelled_by_a_timeout_hands_over_to_one_waiter() {
     assert_eq!(stats.hits, 2, "the other waiters read it");
 }
 
+/// A cache whose deferred saves finish 100 ms later on a thread of their own; counts them.
+#[derive(Clone, Default)]
+struct SlowSaves {
+    map: Arc<Mutex<std::collections::HashMap<CheckpointId, Vec<u8>>>>,
+    saves: Arc<AtomicUsize>,
+}
+
+impl Cache for SlowSaves {
+    fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), ckpt::Error> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        self.map.lock().unwrap().insert(*id, entry.bytes().to_vec());
+        Ok(())
+    }
+    fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, ckpt::Error> {
+        Ok(self.map.lock().unwrap().get(id).cloned())
+    }
+    fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> ckpt::cache::PendingSave {
+        let (done, pending) = ckpt::cache::PendingSave::channel();
+        let (cache, id, bytes) = (self.clone(), *id, entry.bytes().to_vec());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            cache.saves.fetch_add(1, Ordering::SeqCst);
+            cache.map.lock().unwrap().insert(id, bytes);
+            done.complete(Ok(()));
+        });
+        pending
+    }
+    fn flight_scope(&self) -> usize {
+        Arc::as_ptr(&self.map).addr()
+    }
+}
+
+#[test]
+fn a_leader_cancelled_while_saving_lets_its_save_land_the_flight() {
+    let cache = SlowSaves::default();
+    let deco = Arc::new(DecoratorCheckpoint::new(
+        Function::new("async", "cancel-saving"),
+        AutoIdentifier,
+        cache.clone(),
+    ));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (leader, got) = within(60, "a leader cancelled while saving", {
+        let (deco, runs) = (deco.clone(), runs.clone());
+        move || {
+            current_thread().block_on(async move {
+                let body = |runs: Arc<AtomicUsize>| {
+                    move |x: u64| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        x + 1
+                    }
+                };
+                // Computes at once, then awaits its 100 ms save: cancelled at 50 ms.
+                let leader = {
+                    let (deco, runs) = (deco.clone(), runs.clone());
+                    tokio::spawn(async move {
+                        tokio::time::timeout(
+                            Duration::from_millis(50),
+                            deco.call_async(4u64, body(runs)),
+                        )
+                        .await
+                    })
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let waiters: Vec<_> = (0..3)
+                    .map(|_| {
+                        let (deco, runs) = (deco.clone(), runs.clone());
+                        tokio::spawn(async move { deco.call_async(4u64, body(runs)).await })
+                    })
+                    .collect();
+                let leader = leader.await.unwrap().is_err();
+                let mut got = Vec::new();
+                for w in waiters {
+                    got.push(w.await.unwrap().unwrap());
+                }
+                (leader, got)
+            })
+        }
+    });
+    assert!(leader, "the leader timed out");
+    assert_eq!(got, vec![5, 5, 5]);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "computed once");
+    assert_eq!(
+        cache.saves.load(Ordering::SeqCst),
+        1,
+        "the waiters read the cancelled leader's save"
+    );
+}
+
 #[test]
 fn a_panicking_leader_releases_its_waiters_and_stores_nothing() {
     let cache = MemoryCache::new();
