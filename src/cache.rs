@@ -12,6 +12,9 @@ use crate::record::{Compression, EncodeRecord, RecordSink};
 pub use crate::record::{Lent, Part, Parts};
 use crate::stats::Counters;
 
+mod pending;
+pub use pending::{PendingSave, SaveCompleter};
+
 /// A bulk save ([`Cache::save_many`]) is handed, and the redb store commits, at most this many
 /// entries at a time, and at most [`BATCH_MAX_BYTES`] of records (but always at least one
 /// entry): a transaction, and the encoded records waiting for it, stay bounded. Large on
@@ -42,6 +45,7 @@ pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 /// | [`save`](Cache::save), [`retrieve`](Cache::retrieve) | always: a cache is these two | — |
 /// | [`retrieve_parts`](Cache::retrieve_parts) | to lend stored bytes in place (no copy), or in pieces | `retrieve`, lent whole |
 /// | [`save_large`](Cache::save_large), [`save_many`](Cache::save_many) | to write a large value as it is encoded, or many at once | one buffer; one `save` each |
+/// | [`save_deferred`](Cache::save_deferred) | when a save blocks (an fsync, a network write): async callers await it instead | `save`, inline |
 /// | [`remove`](Cache::remove) | to drop a record that failed its checks | keeps it |
 /// | [`register`](Cache::register) | to persist per-function statistics | nothing |
 /// | [`flight_scope`](Cache::flight_scope) | when clones of a handle share storage | the handle's address |
@@ -151,6 +155,50 @@ pub trait Cache: Send + Sync {
                 ..Entry::new(entry.function(), &bytes, entry.compute_time())
             },
         )
+    }
+
+    /// Starts saving `entry` under `id` and returns at once with a [`PendingSave`] that
+    /// completes when the save has (durably, if the cache is durable). The async calls
+    /// ([`DecoratorCheckpoint::call_async`](crate::DecoratorCheckpoint::call_async)) save
+    /// through this and await the result, so that no executor thread blocks on a slow write.
+    /// The entry is borrowed for this call only: a cache that finishes the save later copies
+    /// what it needs. The default saves inline ([`save`](Cache::save)) and returns the result
+    /// ready, which is right for a cache whose saves are quick (memory); the redb
+    /// [`Store`](crate::Store) queues the save for its group commit, which its background
+    /// thread leads, and completes it after the commit.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::sync::{Arc, Mutex};
+    /// use ckpt::cache::{Entry, PendingSave};
+    /// use ckpt::{Cache, CheckpointId};
+    ///
+    /// /// Saves on a thread of its own (a slow disk, a network store).
+    /// #[derive(Default)]
+    /// struct SlowCache(Arc<Mutex<HashMap<CheckpointId, Vec<u8>>>>);
+    ///
+    /// impl Cache for SlowCache {
+    ///     fn save(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), ckpt::Error> {
+    ///         self.0.lock().unwrap().insert(*id, entry.bytes().to_vec());
+    ///         Ok(())
+    ///     }
+    ///     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, ckpt::Error> {
+    ///         Ok(self.0.lock().unwrap().get(id).cloned())
+    ///     }
+    ///     fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+    ///         let (done, pending) = PendingSave::channel();
+    ///         let (map, id, bytes) = (Arc::clone(&self.0), *id, entry.bytes().to_vec());
+    ///         std::thread::spawn(move || {
+    ///             map.lock().unwrap().insert(id, bytes);
+    ///             done.complete(Ok(()));
+    ///         });
+    ///         pending
+    ///     }
+    /// }
+    /// # let _ = SlowCache::default();
+    /// ```
+    fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+        PendingSave::ready(self.save(id, entry))
     }
 
     // Upkeep.
@@ -420,6 +468,9 @@ macro_rules! forward_cache {
             }
             fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
                 (**self).save_many(entries)
+            }
+            fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+                (**self).save_deferred(id, entry)
             }
             fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
                 (**self).retrieve(id)

@@ -1,5 +1,7 @@
 //! [`DecoratorCheckpoint`]: an identifier and a cache bound to one function.
 
+mod async_call;
+
 use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -62,7 +64,9 @@ pub enum Refresh {
     /// (a panic, or a result not stored) keeps the expired value and warns under the error
     /// policy. Expired entries are kept (the cache's own limits still apply). [`call`] and
     /// [`call_ok`], whose function need not be `Send`, recompute an expired entry as under
-    /// [`Wait`](Refresh::Wait).
+    /// [`Wait`](Refresh::Wait), and so do the async calls
+    /// ([`call_async`](DecoratorCheckpoint::call_async) and the others): a refresh runs on a
+    /// thread, which has no executor to run a future on.
     ///
     /// [`call`]: DecoratorCheckpoint::call
     /// [`call_ok`]: DecoratorCheckpoint::call_ok

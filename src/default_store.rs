@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::cache::{Cache, Entry, LargeEntry, Lent};
+use crate::cache::{Cache, Entry, LargeEntry, Lent, PendingSave};
 use crate::error::{Error, OpenError};
 use crate::id::{CheckpointId, Function};
 use crate::stats::Counters;
@@ -76,6 +76,13 @@ impl Cache for DefaultStore {
 
     fn save_many(&self, entries: &[(CheckpointId, Entry<'_>)]) -> Result<(), Error> {
         store()?.save_many(entries)
+    }
+
+    fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+        match store() {
+            Ok(store) => store.save_deferred(id, entry),
+            Err(e) => PendingSave::ready(Err(e)),
+        }
     }
 
     fn retrieve(&self, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {

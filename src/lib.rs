@@ -5,8 +5,9 @@
 //! The core types, after the Python library `checkpointing`:
 //! * [`checkpoint!`]: decorate a function and forget about it;
 //! * [`DecoratorCheckpoint`]: an [`Identifier`] and a [`Cache`] bound to one function, with
-//!   [`call`](DecoratorCheckpoint::call), [`rerun`](DecoratorCheckpoint::rerun) and an
-//!   [`OnError`] policy;
+//!   [`call`](DecoratorCheckpoint::call), [`rerun`](DecoratorCheckpoint::rerun) (and, for async
+//!   functions on any runtime, [`call_async`](DecoratorCheckpoint::call_async) and
+//!   [`rerun_async`](DecoratorCheckpoint::rerun_async)) and an [`OnError`] policy;
 //! * [`Identifier`]: turns a call into a [`CheckpointId`]; [`AutoIdentifier`] (the default)
 //!   hashes the function and its arguments canonically, [`KeyFn`] hashes a projection of them,
 //!   [`FnNameIdentifier`] the function alone;

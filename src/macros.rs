@@ -117,9 +117,46 @@
 /// }
 /// ```
 ///
+/// # Async functions
+///
+/// An `async fn` takes every option but `refresh = stale`; `name::rerun(..)` is `async` too.
+/// Concurrent calls of one id compute once, and the others wait as tasks, holding no thread;
+/// the result's durable save is awaited, not blocked on (see
+/// [`DecoratorCheckpoint::call_async`]). The arguments move into the computation, as for a sync
+/// function; borrowed arguments (`&str`) are fine, the returned future borrows them.
+///
+/// ```
+/// ckpt::checkpoint! {
+///     #[checkpoint(cache = ckpt::MemoryCache::new(), on_error = raise)]
+///     async fn fetch_user(id: u64) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+///         Ok(format!("user {id}")) // an HTTP request, awaited, in real life
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// futures_executor::block_on(async {
+///     assert_eq!(fetch_user(7).await?, "user 7"); // computed
+///     assert_eq!(fetch_user(7).await?, "user 7"); // read back
+///     assert_eq!(fetch_user::rerun(7).await?, "user 7"); // run again, overwritten
+///     assert_eq!(fetch_user::stats().hits, 1);
+///     Ok(())
+/// })
+/// # }
+/// ```
+///
+/// Stale while revalidate is sync-only for now, and refused on an `async fn` at compile time:
+///
+/// ```compile_fail
+/// ckpt::checkpoint! {
+///     #[checkpoint(max_age = "1h", refresh = stale)]
+///     async fn rate(currency: String) -> f64 { 1.0 }
+/// }
+/// # fn main() {}
+/// ```
+///
 /// # Not supported
 ///
-/// Generic functions, methods (`self` receivers), `async fn`, argument patterns other than plain
+/// Generic functions, methods (`self` receivers), `refresh = stale` on an `async fn`, argument patterns other than plain
 /// names (`mut x`, destructuring: bind inside the body instead), and functions defined inside
 /// another function's body: invoke the macro at module level, since the generated module reaches
 /// the function and its argument types through `super::`. For these, build
@@ -128,6 +165,7 @@
 ///
 /// [`AutoIdentifier`]: crate::AutoIdentifier
 /// [`DecoratorCheckpoint`]: crate::DecoratorCheckpoint
+/// [`DecoratorCheckpoint::call_async`]: crate::DecoratorCheckpoint::call_async
 /// [`DecoratorCheckpoint::with_max_age`]: crate::DecoratorCheckpoint::with_max_age
 /// [`OnError`]: crate::OnError
 /// [`Refresh`]: crate::Refresh
@@ -283,10 +321,91 @@ macro_rules! __checkpoint_fn {
             }
         }
     };
+    // async fn, no return type: `()`.
+    ($cfg:tt $(#[$attr:meta])* $vis:vis async fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) { $($body:tt)* }) => {
+        $crate::__checkpoint_fn! { $cfg $(#[$attr])* $vis async fn $name($($arg: $ty),*) -> () { $($body)* } }
+    };
+    ([$version:tt $cache:tt $ident:tt $key:tt $on_error:tt $results:tt $depends:tt $max_age:tt (stale) $compress:tt]
+     $(#[$attr:meta])* $vis:vis async fn $($rest:tt)*) => {
+        ::core::compile_error!(
+            "checkpoint!: refresh = stale is not supported on an async fn (its refresh runs on a \
+             background thread, which has no executor); use refresh = wait"
+        );
+    };
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt (wait) $compress:tt]
+     $(#[$attr:meta])* $vis:vis async fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
+        $(#[$attr])*
+        $vis async fn $name($($arg: $ty),*) -> $ret {
+            // Read at the first poll, where `rerun` sets it just before (see `rerun` below).
+            let __ckpt_mode = $crate::__private::take_mode();
+            let __ckpt_decorator = $name::decorator();
+            let __ckpt_id = $crate::__checkpoint_identify!(__ckpt_decorator, $ident, $key, ($($arg),*));
+            $crate::__checkpoint_run_async!(
+                ($on_error $results) __ckpt_decorator, __ckpt_id, __ckpt_mode, $ret,
+                move || $crate::__private::returning::<$ret, _>(async move { $($body)* })
+            )
+        }
+
+        #[doc = ::core::concat!("Checkpoint controls of [`", ::core::stringify!($name), "`].")]
+        #[allow(dead_code, unused_imports)]
+        $vis mod $name {
+            use super::*;
+
+            /// The decorator behind the function.
+            pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
+                static DECORATOR: ::std::sync::LazyLock<
+                    $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
+                > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, {
+                    $crate::__private::decorator(
+                        $crate::__private::function(
+                            ::core::module_path!(),
+                            ::core::stringify!($name),
+                            ::core::stringify!(async ($($arg: $ty),*) -> $ret { $($body)* }),
+                            $crate::__checkpoint_option!($version, ::core::option::Option::None, |v| ::core::option::Option::Some(v)),
+                            &[$($depends)*],
+                        ),
+                        $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
+                        $crate::__checkpoint_on_error!($on_error),
+                    )
+                    .with_max_age_option($crate::__checkpoint_max_age!($max_age))
+                }));
+                &DECORATOR
+            }
+
+            /// The code version of this function (see [`Function::code_version`]); what a
+            /// `depends = [..]` naming it folds in.
+            ///
+            /// [`Function::code_version`]: $crate::Function::code_version
+            pub fn code_version() -> u64 {
+                decorator().function().code_version()
+            }
+
+            /// This process's call counts.
+            pub fn stats() -> $crate::CallStats {
+                decorator().stats()
+            }
+
+            /// Runs the function whatever is stored, and overwrites the stored result.
+            pub async fn rerun($($arg: $ty),*) -> $ret {
+                // The call's first poll happens within this one, on this thread, before
+                // anything else can run on it: the mode set here is the one it reads.
+                $crate::__private::rerun_next();
+                super::$name($($arg),*).await
+            }
+
+            /// The id of a call.
+            ///
+            /// # Errors
+            /// When the arguments cannot be identified.
+            pub fn id($($arg: $ty),*) -> ::core::result::Result<$crate::CheckpointId, $crate::Error> {
+                $crate::__checkpoint_identify!(decorator(), $ident, $key, ($($arg),*))
+            }
+        }
+    };
     ($cfg:tt $($item:tt)*) => {
         ::core::compile_error!(
-            "checkpoint! takes one non-generic fn with plain argument names (`fn f(a: A, b: B) -> R { .. }`); \
-             for methods, generics or async, use ckpt::DecoratorCheckpoint directly"
+            "checkpoint! takes one non-generic fn or async fn with plain argument names (`fn f(a: A, b: B) -> R { .. }`); \
+             for methods or generics, use ckpt::DecoratorCheckpoint directly"
         );
     };
 }
@@ -412,6 +531,30 @@ macro_rules! __checkpoint_run {
     };
 }
 
+/// Runs an async call under the chosen error policy and result policy (`refresh = wait`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_run_async {
+    ((raise ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_ok_async($d, $id, $mode, $f).await
+    };
+    ((raise all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_all_async($d, $id, $mode, $f).await
+    };
+    (($tolerant:ident ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{KeepAll as _, KeepOk as _};
+        let (__ckpt_keep, __ckpt_lift) = (&$crate::__private::Tag::<$ret>::NEW).policy();
+        $crate::__private::tolerated(
+            $d.execute_async($id, $mode, $f, __ckpt_keep, __ckpt_lift)
+                .await,
+        )
+    }};
+    (($tolerant:ident all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::tolerated($crate::__private::run_all_async($d, $id, $mode, $f).await)
+    };
+}
+
 /// `max_age = "7d"`: checked and converted at compile time.
 #[doc(hidden)]
 #[macro_export]
@@ -445,6 +588,7 @@ macro_rules! __checkpoint_refresh {
 #[doc(hidden)]
 pub mod __private {
     use std::cell::Cell;
+    use std::future::Future;
     use std::marker::PhantomData;
     use std::sync::Arc;
     use std::time::Duration;
@@ -638,6 +782,105 @@ pub mod __private {
         E: From<Error>,
     {
         d.execute_or_stale(id, mode, f, |r| Some(r), |v| v)?
+    }
+
+    /// Pins an async body's output type to the function's return type, so that `?` in the
+    /// body knows what to convert into.
+    pub fn returning<R, F: Future<Output = R>>(body: F) -> F {
+        body
+    }
+
+    pub async fn run_all_async<R, Fut>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Fut,
+    ) -> Result<R, Error>
+    where
+        R: Serialize + DeserializeOwned,
+        Fut: Future<Output = R>,
+    {
+        d.execute_async(id, mode, f, |r| Some(r), |v| v).await
+    }
+
+    pub async fn raise_ok_async<T, E, Fut>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        d.execute_async(id, mode, f, |r| r.as_ref().ok(), Ok)
+            .await?
+    }
+
+    pub async fn raise_all_async<T, E, Fut>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: Serialize + DeserializeOwned,
+        E: From<Error>,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        d.execute_async(id, mode, f, |r| Some(r), |v| v).await?
+    }
+
+    /// What to store and how to read it back, picked at compile time as `RunOk`/`RunAll` pick
+    /// (for the async expansion, which awaits the engine itself).
+    pub trait KeepOk {
+        type Out;
+        type Value;
+        #[allow(clippy::type_complexity)]
+        fn policy(
+            &self,
+        ) -> (
+            fn(&Self::Out) -> Option<&Self::Value>,
+            fn(Self::Value) -> Self::Out,
+        );
+    }
+
+    impl<T, E> KeepOk for Tag<Result<T, E>> {
+        type Out = Result<T, E>;
+        type Value = T;
+        fn policy(&self) -> (fn(&Result<T, E>) -> Option<&T>, fn(T) -> Result<T, E>) {
+            fn keep<T, E>(r: &Result<T, E>) -> Option<&T> {
+                r.as_ref().ok()
+            }
+            (keep, Ok)
+        }
+    }
+
+    pub trait KeepAll {
+        type Out;
+        type Value;
+        #[allow(clippy::type_complexity)]
+        fn policy(
+            &self,
+        ) -> (
+            fn(&Self::Out) -> Option<&Self::Value>,
+            fn(Self::Value) -> Self::Out,
+        );
+    }
+
+    impl<R> KeepAll for &Tag<R> {
+        type Out = R;
+        type Value = R;
+        fn policy(&self) -> (fn(&R) -> Option<&R>, fn(R) -> R) {
+            fn keep<R>(r: &R) -> Option<&R> {
+                Some(r)
+            }
+            fn lift<R>(r: R) -> R {
+                r
+            }
+            (keep, lift)
+        }
     }
 
     /// Picks, at compile time, how to store a result (autoref specialization): a `Result` keeps

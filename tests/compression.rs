@@ -708,3 +708,28 @@ ckpt::checkpoint! {
         text(n)
     }
 }
+
+#[test]
+fn async_calls_save_compressed_too() {
+    let dir = TempDir::new("compression-async");
+    let store = Store::open(dir.join("c.redb")).unwrap();
+    let d = deco(store, "async").with_compression(Compression::zstd());
+    let value = text(4096);
+    let got = futures_executor::block_on(d.call_async(1u64, |_| {
+        let value = value.clone();
+        async move { value }
+    }))
+    .unwrap();
+    assert_eq!(got, value);
+    assert!(
+        is_compressed(&stored(&d, 1)),
+        "the async save stored it plain"
+    );
+    let again = futures_executor::block_on(d.call_async(1u64, |_| async {
+        if true {
+            panic!("a hit")
+        }
+        String::new()
+    }));
+    assert_eq!(again.unwrap(), value);
+}

@@ -480,3 +480,19 @@ fn a_remote_result_keeps_its_age_for_a_function_with_a_max_age() {
     assert_eq!(hourly.call(7u64, compute).unwrap(), 49);
     assert_eq!(runs.load(Ordering::SeqCst), 2, "expired: computed again");
 }
+
+#[test]
+fn an_async_call_publishes_its_result() {
+    let dir = TempDir::new("remote-async");
+    let team = Remote::open("memory://").unwrap();
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    let d = DecoratorCheckpoint::new(Function::new("remote", "square"), AutoIdentifier, a.clone());
+    let got = futures_executor::block_on(d.call_async(9u64, |x| async move { x * x })).unwrap();
+    assert_eq!(got, 81);
+    a.flush().unwrap();
+    assert_eq!(a.stats().unwrap().remote.unwrap().publishes, 1);
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    let runs = AtomicUsize::new(0);
+    assert_eq!(square(&b, 9, &runs), 81);
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "served by the remote");
+}

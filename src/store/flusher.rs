@@ -1,13 +1,14 @@
 //! The background flusher: one thread per open store that makes relaxed commits durable on
-//! time, writes the access log when it fills, and writes buffered bookkeeping every few seconds
-//! so that a long run of hits without saves still reaches the file.
+//! time, writes the access log when it fills, writes buffered bookkeeping every few seconds
+//! so that a long run of hits without saves still reaches the file, and leads the group commits
+//! of deferred saves (async callers) that no saver of their own waits to lead.
 //!
 //! It holds only a `Weak` reference to the store, upgraded for the length of one flush, and the
 //! last `Store` handle stops and joins it before the file is closed, so dropping a store
 //! releases the file deterministically.
 
-use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ struct State {
     /// When the oldest relaxed commit must be on disk.
     sync_by: Option<Instant>,
     flush_wanted: bool,
+    /// Deferred saves are queued with nobody leading their commit.
+    commit_wanted: bool,
+    /// The thread is running (and will lead deferred saves' commits until it stops).
+    alive: bool,
 }
 
 impl Flusher {
@@ -58,36 +63,62 @@ impl Flusher {
         self.state.lock().sync_by = None;
     }
 
+    /// Asks the thread to lead the commit of queued deferred saves; `false` when it is not
+    /// running (never started, or stopped): the caller must commit them itself.
+    pub(crate) fn request_commit(&self) -> bool {
+        let mut state = self.state.lock();
+        if !state.alive || state.stop {
+            return false;
+        }
+        if !state.commit_wanted {
+            state.commit_wanted = true;
+            self.wake.notify_one();
+        }
+        true
+    }
+
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
         self.wake.notify_one();
     }
 
-    pub(crate) fn spawn(
-        store: Weak<Shared>,
-        flusher: std::sync::Arc<Flusher>,
-    ) -> Option<JoinHandle<()>> {
-        std::thread::Builder::new()
+    pub(crate) fn spawn(store: Weak<Shared>, flusher: Arc<Flusher>) -> Option<JoinHandle<()>> {
+        // Alive before the thread runs: a deferred save right after the open is its to commit.
+        flusher.state.lock().alive = true;
+        let running = Arc::clone(&flusher);
+        let thread = std::thread::Builder::new()
             .name("ckpt-flusher".into())
-            .spawn(move || flusher.run(store))
-            .ok()
+            .spawn(move || running.run(store))
+            .ok();
+        if thread.is_none() {
+            flusher.state.lock().alive = false;
+        }
+        thread
     }
 
     fn run(&self, store: Weak<Shared>) {
         let mut last_flush = Instant::now();
         loop {
-            let (sync, flush) = {
+            let (sync, flush, commit) = {
                 let mut state = self.state.lock();
                 loop {
                     if state.stop {
+                        // Deferred saves still queued are committed before the thread goes:
+                        // their callers may be gone, but the saves were accepted.
+                        state.alive = false;
+                        drop(state);
+                        if let Some(shared) = store.upgrade() {
+                            shared.lead_deferred();
+                        }
                         return;
                     }
                     let now = Instant::now();
                     let sync = state.sync_by.is_some_and(|t| t <= now);
                     let flush = state.flush_wanted || now >= last_flush + BOOKKEEPING_EVERY;
-                    if sync || flush {
+                    let commit = std::mem::take(&mut state.commit_wanted);
+                    if sync || flush || commit {
                         state.flush_wanted = false;
-                        break (sync, flush);
+                        break (sync, flush, commit);
                     }
                     let next = state.sync_by.map_or(last_flush + BOOKKEEPING_EVERY, |t| {
                         t.min(last_flush + BOOKKEEPING_EVERY)
@@ -95,10 +126,16 @@ impl Flusher {
                     self.wake.wait_until(&mut state, next);
                 }
             };
-            self.flush_requested.store(false, Ordering::Relaxed);
             let Some(shared) = store.upgrade() else {
                 return;
             };
+            if commit {
+                shared.lead_deferred();
+            }
+            if !(sync || flush) {
+                continue;
+            }
+            self.flush_requested.store(false, Ordering::Relaxed);
             // Failures are not lost: the work stays pending, and callers see the same failure
             // on their own writes. Retry a sync a little later.
             if sync {

@@ -9,6 +9,11 @@
 //! fewer saves than the previous batch waits a little for the rest, at most half the time a
 //! commit has recently taken: at worst a commit starts that much later, and usually it carries
 //! the whole group. A lone saver (previous batch of one) never waits.
+//!
+//! Deferred saves (async callers, `Cache::save_deferred`) queue the same way but do not wait:
+//! each carries a completer that the commit's leader completes. When no commit is running, the
+//! store's background thread (`flusher.rs`) leads one; a saver that leaves deferred saves queued
+//! with nobody leading wakes it too.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::write::QueuedSave;
+use crate::cache::SaveCompleter;
 use crate::error::{Error, ErrorKind};
 
 /// The most saves one transaction takes.
@@ -44,15 +50,30 @@ struct QueueState {
     last_batch: usize,
     /// A moving average of commit time, in ns.
     commit_nanos: u64,
+    /// The deferred saves among `pending` (and in the batch being committed), by ticket: their
+    /// results complete these instead of going to `results`.
+    deferred: HashMap<u64, SaveCompleter>,
+}
+
+impl QueueState {
+    /// Whether a deferred save is queued: with no saver of its own waiting, only the
+    /// background thread will lead its commit.
+    fn has_deferred_pending(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|(t, _)| self.deferred.contains_key(t))
+    }
 }
 
 impl Queue {
     /// Queues `save` and returns once it is committed (or failed). `commit` writes one batch and
-    /// returns each ticket's result.
+    /// returns each ticket's result. `wake_background` is called when this saver leaves deferred
+    /// saves queued behind it with no leader (see `submit_deferred`).
     pub(crate) fn submit(
         &self,
         save: QueuedSave,
         commit: impl Fn(&[(u64, QueuedSave)]) -> Vec<(u64, Result<(), Error>)>,
+        wake_background: impl Fn(),
     ) -> Result<(), Error> {
         let mut state = self.state.lock();
         let ticket = state.next_ticket;
@@ -64,31 +85,91 @@ impl Queue {
         }
         loop {
             if let Some(result) = state.results.remove(&ticket) {
+                let orphans = !state.leading && state.has_deferred_pending();
+                drop(state);
+                if orphans {
+                    wake_background();
+                }
                 return result;
             }
             if !state.leading {
-                state.leading = true;
-                self.gather(&mut state);
-                let take = state.pending.len().min(MAX_BATCH);
-                let batch: Vec<_> = state.pending.drain(..take).collect();
-                let started = Instant::now();
-                let results = MutexGuard::unlocked(&mut state, || {
-                    catch_unwind(AssertUnwindSafe(|| commit(&batch)))
-                        .unwrap_or_else(|_| panicked(&batch))
-                });
-                let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                state.commit_nanos = if state.commit_nanos == 0 {
-                    took
-                } else {
-                    (state.commit_nanos * 7 + took) / 8
-                };
-                state.last_batch = batch.len();
-                state.results.extend(results);
-                state.leading = false;
-                self.done.notify_all();
+                self.lead(&mut state, &commit);
                 continue;
             }
             self.done.wait(&mut state);
+        }
+    }
+
+    /// Queues `save` without waiting: `done` completes when it is committed (or failed).
+    /// Returns whether someone must lead a commit for it (no commit is running): the store's
+    /// background thread then calls [`lead_pending`](Self::lead_pending). A commit already
+    /// running takes it into its next batch, or its savers do.
+    pub(crate) fn submit_deferred(&self, save: QueuedSave, done: SaveCompleter) -> bool {
+        let mut state = self.state.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.pending.push((ticket, save));
+        state.deferred.insert(ticket, done);
+        if state.leading {
+            self.queued.notify_one();
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Leads commits while saves are queued and nobody else is leading (the store's background
+    /// thread, for deferred saves).
+    pub(crate) fn lead_pending(
+        &self,
+        commit: impl Fn(&[(u64, QueuedSave)]) -> Vec<(u64, Result<(), Error>)>,
+    ) {
+        let mut state = self.state.lock();
+        while !state.leading && !state.pending.is_empty() {
+            self.lead(&mut state, &commit);
+        }
+    }
+
+    /// Commits one batch as the leader: gathers, writes without the lock, hands out results
+    /// (waking savers, completing deferred saves).
+    fn lead(
+        &self,
+        state: &mut MutexGuard<'_, QueueState>,
+        commit: &impl Fn(&[(u64, QueuedSave)]) -> Vec<(u64, Result<(), Error>)>,
+    ) {
+        state.leading = true;
+        self.gather(state);
+        let take = state.pending.len().min(MAX_BATCH);
+        let batch: Vec<_> = state.pending.drain(..take).collect();
+        let started = Instant::now();
+        let results = MutexGuard::unlocked(state, || {
+            catch_unwind(AssertUnwindSafe(|| commit(&batch))).unwrap_or_else(|_| panicked(&batch))
+        });
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        state.commit_nanos = if state.commit_nanos == 0 {
+            took
+        } else {
+            (state.commit_nanos * 7 + took) / 8
+        };
+        state.last_batch = batch.len();
+        let mut finished = Vec::new();
+        for (ticket, result) in results {
+            match state.deferred.remove(&ticket) {
+                Some(done) => finished.push((done, result)),
+                None => {
+                    state.results.insert(ticket, result);
+                }
+            }
+        }
+        state.leading = false;
+        self.done.notify_all();
+        if !finished.is_empty() {
+            // Completed without the lock: completing wakes a task, which may poll at once.
+            MutexGuard::unlocked(state, || {
+                for (done, result) in finished {
+                    done.complete(result);
+                }
+            });
         }
     }
 

@@ -59,7 +59,7 @@ use self::registry::Registry;
 #[cfg(feature = "fault-injection")]
 pub(crate) use self::write::GROUP_COMMIT_MAX_BYTES;
 use self::write::Victim;
-use crate::cache::{Cache, Entry, LargeEntry, Lent};
+use crate::cache::{Cache, Entry, LargeEntry, Lent, PendingSave};
 use crate::error::{Error, OpenError};
 use crate::id::{CheckpointId, Function};
 use crate::stats::Counters;
@@ -442,6 +442,19 @@ impl Cache for Store {
                 });
         }
         Ok(())
+    }
+
+    /// Queued for the group commit, which the store's background thread leads when no saver
+    /// does; completes after the commit (durable under `Durability::Immediate`).
+    fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+        let pending = self.shared().save_deferred(id, entry);
+        // Published as it is queued, not after its commit: the bytes are the result either way,
+        // and a background publish only queues (`PublishMode::Sync` waits here: see README).
+        self.shared()
+            .publish(id, entry.function(), entry.value_type(), || {
+                Some(entry.bytes().to_vec())
+            });
+        pending
     }
 
     fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {

@@ -13,7 +13,7 @@ use super::options::{AccessMode, ConcurrencyMode, Durability};
 use super::schema::indexes::CREATED;
 use super::schema::{INDEXES_KEY, INFO};
 use super::write::{GROUP_COMMIT_MAX_BYTES, QueuedSave, SaveOp, Tx};
-use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Entry, LargeEntry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Entry, LargeEntry, PendingSave};
 use crate::error::{Error, ErrorKind};
 use crate::id::CheckpointId;
 
@@ -190,7 +190,51 @@ impl Shared {
             value_type: op.value_type,
             created_ms: op.created_ms,
         };
-        self.queue.submit(queued, |batch| self.commit_batch(batch))
+        self.queue.submit(
+            queued,
+            |batch| self.commit_batch(batch),
+            || self.wake_deferred(),
+        )
+    }
+
+    /// Queues a save for the group commit and returns without waiting for it: the returned
+    /// save completes after the commit. The background thread leads the commit when no saver
+    /// is leading one (if it is not running, this thread does, as `save` would).
+    pub(super) fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+        if let Err(e) = self
+            .writable("cannot write")
+            .and_then(|()| self.check_size(entry.bytes().len()))
+        {
+            return PendingSave::ready(Err(e));
+        }
+        let op = SaveOp::new(id, entry);
+        let queued = QueuedSave {
+            id: op.id,
+            function: entry.function().clone(),
+            bytes: entry.bytes().to_vec(),
+            compute_nanos: op.compute_nanos,
+            value_type: op.value_type,
+            created_ms: op.created_ms,
+        };
+        let (done, pending) = PendingSave::channel();
+        if self.queue.submit_deferred(queued, done) {
+            self.wake_deferred();
+        }
+        pending
+    }
+
+    /// Has the background thread lead the commit of queued deferred saves, or leads it here if
+    /// the thread is not running.
+    fn wake_deferred(&self) {
+        if !self.flusher.request_commit() {
+            self.lead_deferred();
+        }
+    }
+
+    /// Commits queued saves while nobody else is leading (the background thread's part of
+    /// deferred saves).
+    pub(super) fn lead_deferred(&self) {
+        self.queue.lead_pending(|batch| self.commit_batch(batch));
     }
 
     /// Saves `entries` in order, in as few transactions as the batch bounds allow (see

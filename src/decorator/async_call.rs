@@ -1,0 +1,427 @@
+//! The async calls of [`DecoratorCheckpoint`]: the same walk as `execute` (identify, fetch,
+//! single flight, run, encode, save), where the function is a future and neither waiting for
+//! another caller's computation nor a durable save holds the executor's thread.
+//!
+//! * A hit is served inline, as a sync hit is: a lookup and a decode take microseconds.
+//! * A miss joins the id's flight as a task (`Flights::join_task`): a waiter leaves its `Waker`
+//!   on the flight; the leader marks each poll of its computation (`Leading`) so that the body
+//!   calling itself with the same id runs uncached instead of waiting for itself.
+//! * If the leader's future is dropped (a timeout, a cancelled request) or panics, its guard
+//!   lands the flight `Abandoned` and the waiters join again: one of them leads. A leader
+//!   dropped while its save is in flight hands its guard to the save, which lands the flight
+//!   when it completes, so the waiters read the stored result instead of computing it again.
+//! * The save goes through `Cache::save_deferred` and is awaited: the redb store queues it for
+//!   its group commit, led by its background thread, and completes it after the commit.
+//!
+//! No runtime is used: only `Waker`s, so any executor drives these futures.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{DecoratorCheckpoint, Fetched, Mode, Refresh, nanos};
+use crate::cache::{Cache, Entry, PendingSave};
+use crate::error::{Error, ErrorKind};
+use crate::flight::{FLIGHTS, Joined, Landing, LeaderGuard, Leading};
+use crate::id::CheckpointId;
+use crate::identifier::Identifier;
+use crate::record;
+use crate::stats::Event;
+
+impl<I, C: Cache> DecoratorCheckpoint<I, C> {
+    /// As [`call`](Self::call), for an async function: returns the stored result of
+    /// `f(args).await`, or awaits it and stores its result.
+    ///
+    /// Nothing blocks the executor's thread longer than a hit: concurrent calls of one id
+    /// compute once and the others wait as tasks (whatever runtime drives them, sync callers
+    /// included), and the save is awaited (the redb [`Store`](crate::Store) commits it on its
+    /// background thread, see [`Cache::save_deferred`](crate::Cache::save_deferred)). If the
+    /// computing call is dropped (a timeout, a cancelled request) or panics, one of the waiting
+    /// calls computes instead. `f(args)` is called only on a miss.
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-call-async-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = Store::open(dir.join("checkpoints.redb"))?;
+    /// let lookup = DecoratorCheckpoint::new(Function::new("doc", "lookup"), AutoIdentifier, store);
+    ///
+    /// async fn slow_lookup(user: u64) -> String { format!("user {user}") } // a request, say
+    ///
+    /// futures_executor::block_on(async {
+    ///     assert_eq!(lookup.call_async(7u64, slow_lookup).await?, "user 7"); // awaited, saved
+    ///     assert_eq!(lookup.call_async(7u64, slow_lookup).await?, "user 7"); // read back
+    ///     assert_eq!((lookup.stats().misses, lookup.stats().hits), (1, 1));
+    ///     Ok::<(), ckpt::Error>(())
+    /// })?;
+    /// # drop(lookup); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn call_async<A, R, Fut>(&self, args: A, f: impl FnOnce(A) -> Fut) -> Result<R, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize + DeserializeOwned,
+        Fut: Future<Output = R>,
+    {
+        let id = self.identify(&args);
+        self.execute_async(id, Mode::Call, move || f(args), |r| Some(r), |v| v)
+            .await
+    }
+
+    /// As [`call_ok`](Self::call_ok), for an async function returning `Result`: only `Ok`
+    /// values are stored, so a failed call runs again next time.
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, MemoryCache};
+    /// let fetch = DecoratorCheckpoint::new(Function::new("doc", "fetch"), AutoIdentifier, MemoryCache::new());
+    ///
+    /// async fn get(path: String) -> Result<usize, String> {
+    ///     if path.is_empty() { Err("no path".into()) } else { Ok(path.len()) }
+    /// }
+    ///
+    /// futures_executor::block_on(async {
+    ///     assert_eq!(fetch.call_ok_async(String::new(), get).await?, Err("no path".into()));
+    ///     assert_eq!(fetch.call_ok_async("/a".to_string(), get).await?, Ok(2));
+    ///     assert_eq!(fetch.call_ok_async("/a".to_string(), get).await?, Ok(2)); // a hit
+    ///     assert_eq!((fetch.stats().misses, fetch.stats().hits), (2, 1));
+    ///     Ok::<(), ckpt::Error>(())
+    /// })?;
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn call_ok_async<A, T, E, Fut>(
+        &self,
+        args: A,
+        f: impl FnOnce(A) -> Fut,
+    ) -> Result<Result<T, E>, Error>
+    where
+        I: Identifier<A>,
+        T: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let id = self.identify(&args);
+        self.execute_async(id, Mode::Call, move || f(args), |r| r.as_ref().ok(), Ok)
+            .await
+    }
+
+    /// As [`rerun`](Self::rerun), for an async function: awaits `f(args)` whatever is stored,
+    /// and overwrites the stored result.
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, MemoryCache};
+    /// let price = DecoratorCheckpoint::new(Function::new("doc", "price"), AutoIdentifier, MemoryCache::new());
+    ///
+    /// futures_executor::block_on(async {
+    ///     assert_eq!(price.call_async(1u32, |x| async move { x * 10 }).await?, 10);
+    ///     assert_eq!(price.rerun_async(1u32, |x| async move { x * 20 }).await?, 20);
+    ///     // The rerun's result is what is stored now: a hit, `x * 30` does not run.
+    ///     assert_eq!(price.call_async(1u32, |x| async move { x * 30 }).await?, 20);
+    ///     Ok::<(), ckpt::Error>(())
+    /// })?;
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn rerun_async<A, R, Fut>(
+        &self,
+        args: A,
+        f: impl FnOnce(A) -> Fut,
+    ) -> Result<R, Error>
+    where
+        I: Identifier<A>,
+        R: Serialize + DeserializeOwned,
+        Fut: Future<Output = R>,
+    {
+        let id = self.identify(&args);
+        self.execute_async(id, Mode::Rerun, move || f(args), |r| Some(r), |v| v)
+            .await
+    }
+
+    /// As [`rerun_async`](Self::rerun_async), storing only an `Ok` result.
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, MemoryCache};
+    /// let rate = DecoratorCheckpoint::new(Function::new("doc", "rate"), AutoIdentifier, MemoryCache::new());
+    /// futures_executor::block_on(async {
+    ///     let fresh = rate.rerun_ok_async("EUR", |_| async { Ok::<f64, String>(1.08) }).await?;
+    ///     assert_eq!(fresh, Ok(1.08));
+    ///     Ok::<(), ckpt::Error>(())
+    /// })?;
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn rerun_ok_async<A, T, E, Fut>(
+        &self,
+        args: A,
+        f: impl FnOnce(A) -> Fut,
+    ) -> Result<Result<T, E>, Error>
+    where
+        I: Identifier<A>,
+        T: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let id = self.identify(&args);
+        self.execute_async(id, Mode::Rerun, move || f(args), |r| r.as_ref().ok(), Ok)
+            .await
+    }
+
+    /// The async engine behind every async call: as `execute`, with `run` giving the future
+    /// to await.
+    #[doc(hidden)]
+    pub async fn execute_async<R, V, Fut>(
+        &self,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        run: impl FnOnce() -> Fut,
+        keep: impl Fn(&R) -> Option<&V>,
+        lift: impl FnOnce(V) -> R,
+    ) -> Result<R, Error>
+    where
+        V: Serialize + DeserializeOwned,
+        Fut: Future<Output = R>,
+    {
+        self.ensure_registered();
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                self.fail(e)?;
+                self.counters.record(Event::Miss);
+                return Ok(self.run_unsaved_async(run).await);
+            }
+        };
+        if mode == Mode::Rerun {
+            self.counters.record(Event::Rerun);
+            return self
+                .run_and_save_async(&id, run, &keep, None)
+                .await
+                .map(|(r, _)| r);
+        }
+        // The hit, inline: a lookup and a decode.
+        if let Fetched::Fresh(v) = self.fetch(&id, Refresh::Wait)? {
+            return Ok(lift(v));
+        }
+        self.compute_missing_async(id, run, &keep, lift).await
+    }
+
+    /// A miss: computes once per id across callers and tasks (single flight), saves, returns.
+    async fn compute_missing_async<R, V, Fut>(
+        &self,
+        id: CheckpointId,
+        run: impl FnOnce() -> Fut,
+        keep: &impl Fn(&R) -> Option<&V>,
+        lift: impl FnOnce(V) -> R,
+    ) -> Result<R, Error>
+    where
+        V: Serialize + DeserializeOwned,
+        Fut: Future<Output = R>,
+    {
+        let scope = self.cache.flight_scope();
+        let leader = loop {
+            match FLIGHTS.join_task(scope, id) {
+                Joined::Leader(flight) => {
+                    // A leader that finished between our lookup and our join has left the map
+                    // already: its result is stored, so look once more before computing again.
+                    if let Some(v) = self.fetch_again(&id) {
+                        flight.land(Landing::Stored);
+                        return Ok(lift(v));
+                    }
+                    break Some(flight);
+                }
+                Joined::Waiter(flight) => match flight.landed().await {
+                    Landing::Stored => {
+                        if let Some(v) = self.fetch_again(&id) {
+                            return Ok(lift(v));
+                        }
+                        break None;
+                    }
+                    // The leader was dropped (or panicked) before it stored anything: join
+                    // again, so that one waiter takes over and the others wait for it.
+                    Landing::Abandoned | Landing::Running => {}
+                    // It ran and stored nothing (an `Err` not kept, a failed save): as the
+                    // sync path does, run it yourself.
+                    Landing::NotStored => break None,
+                },
+                Joined::Reentrant => {
+                    self.counters.record(Event::Miss);
+                    return Ok(self.run_unsaved_async(run).await);
+                }
+            }
+        };
+        self.counters.record(Event::Miss);
+        self.run_and_save_async(&id, run, keep, leader)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    async fn run_unsaved_async<R, Fut: Future<Output = R>>(&self, run: impl FnOnce() -> Fut) -> R {
+        let start = Instant::now();
+        let r = run().await;
+        self.counters.record(Event::NotSaved {
+            spent_nanos: nanos(start),
+        });
+        r
+    }
+
+    /// Awaits the function (no lock held; as the flight's leader if `leader` is given, with
+    /// its polls marked) and saves what `keep` picks, awaiting the save; lands the flight
+    /// however this ends (a guard dropped unlanded, as on a panic or a cancellation, lands
+    /// `Abandoned`). Says whether it saved.
+    async fn run_and_save_async<R, V, Fut>(
+        &self,
+        id: &CheckpointId,
+        run: impl FnOnce() -> Fut,
+        keep: &impl Fn(&R) -> Option<&V>,
+        leader: Option<LeaderGuard<'static>>,
+    ) -> Result<(R, bool), Error>
+    where
+        V: Serialize + DeserializeOwned,
+        Fut: Future<Output = R>,
+    {
+        let start = Instant::now();
+        // The computation as a span, entered around each poll: what the function logs nests
+        // under it (a span entered across an await would be wrong, and not `Send`).
+        let span = tracing::debug_span!(
+            target: "ckpt",
+            "compute",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+        );
+        let token = leader.as_ref().map(LeaderGuard::token);
+        let r = {
+            let mut computing = pin!({
+                let _leading = token.map(Leading::enter);
+                let _entered = span.enter();
+                run()
+            });
+            poll_fn(|cx| {
+                let _leading = token.map(Leading::enter);
+                let _entered = span.enter();
+                computing.as_mut().poll(cx)
+            })
+            .await
+        };
+        let elapsed = start.elapsed();
+        let spent_nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        tracing::trace!(
+            target: "ckpt",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+            outcome = "computed",
+            compute_ns = spent_nanos,
+        );
+        let Some(value) = keep(&r) else {
+            self.counters.record(Event::NotSaved { spent_nanos });
+            if let Some(flight) = leader {
+                flight.land(Landing::NotStored);
+            }
+            return Ok((r, false));
+        };
+        let saved = match self.start_save(id, value, elapsed) {
+            Ok(pending) => {
+                SaveThenLand {
+                    pending: Some(pending),
+                    leader,
+                }
+                .await
+            }
+            Err(e) => {
+                if let Some(flight) = leader {
+                    flight.land(Landing::NotStored);
+                }
+                Err(e)
+            }
+        };
+        match saved {
+            Ok(()) => {
+                self.counters.record(Event::Saved { spent_nanos });
+                Ok((r, true))
+            }
+            Err(e) => {
+                self.counters.record(Event::NotSaved { spent_nanos });
+                self.fail(e)?;
+                Ok((r, false))
+            }
+        }
+    }
+
+    /// Encodes `value` and hands it to the cache's deferred save. A record of any length goes
+    /// in one buffer: streaming a large one into the store (`save_large`) would write, and
+    /// sync, from this thread.
+    fn start_save<V: Serialize + DeserializeOwned>(
+        &self,
+        id: &CheckpointId,
+        value: &V,
+        compute: Duration,
+    ) -> Result<PendingSave, Error> {
+        let fingerprint = self.fingerprint::<V>();
+        let compression = self.compression();
+        let record::Encoded::Whole(bytes) =
+            record::encode_for_save(value, fingerprint, compute, usize::MAX, compression)?
+        else {
+            // invariant: nothing is longer than usize::MAX bytes; kept as an error all the same.
+            return Err(Error::new(ErrorKind::Encode, "a value too long to encode"));
+        };
+        let entry =
+            Entry::new(&self.function, &bytes, compute).with_value_type(std::any::type_name::<V>());
+        Ok(self.cache.save_deferred(id, &entry))
+    }
+}
+
+/// Awaits a save, then lands the flight (if leading) by its outcome. Dropped before the save
+/// completes (the caller's future was cancelled), it leaves the landing to the save's
+/// completion: the waiters then read what was stored instead of computing it again.
+struct SaveThenLand {
+    pending: Option<PendingSave>,
+    leader: Option<LeaderGuard<'static>>,
+}
+
+impl Future for SaveThenLand {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(pending) = this.pending.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let Poll::Ready(saved) = Pin::new(pending).poll(cx) else {
+            return Poll::Pending;
+        };
+        this.pending = None;
+        if let Some(flight) = this.leader.take() {
+            flight.land(if saved.is_ok() {
+                Landing::Stored
+            } else {
+                Landing::NotStored
+            });
+        }
+        Poll::Ready(saved)
+    }
+}
+
+impl Drop for SaveThenLand {
+    fn drop(&mut self) {
+        if let (Some(pending), Some(flight)) = (self.pending.take(), self.leader.take()) {
+            pending.then(move |saved| {
+                flight.land(if saved {
+                    Landing::Stored
+                } else {
+                    Landing::NotStored
+                });
+            });
+        }
+    }
+}
