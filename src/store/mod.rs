@@ -48,6 +48,8 @@ pub use options::{
 pub use salvage::{SalvageMethod, SalvageReport};
 pub(crate) use save::Commit;
 pub use verify::VerifyReport;
+#[cfg(feature = "remote")]
+pub use tiered::{PullReport, PushReport};
 
 use self::access::AccessLog;
 use self::engine::{Db, Engine};
