@@ -246,7 +246,9 @@ async fn read_head(
     };
     // A header longer than the first read (long names): read it whole.
     if first.len() >= 12 {
-        let len = u64::from(u32::from_le_bytes([first[8], first[9], first[10], first[11]]));
+        let len = u64::from(u32::from_le_bytes([
+            first[8], first[9], first[10], first[11],
+        ]));
         if len > first.len() as u64 && len <= meta.size && len <= 64 * 1024 {
             return match store.get_range(&meta.location, 0..len).await {
                 Ok(b) => Ok(Some(b.to_vec())),

@@ -20,8 +20,8 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-use self::breaker::Breaker;
 pub use self::admin::{Expired, Expiry, RemoteObject, expired};
+use self::breaker::Breaker;
 pub use self::error::{RemoteError, RemoteErrorKind};
 pub(crate) use self::tier::Published;
 pub(crate) use self::tier::Tier;

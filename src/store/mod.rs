@@ -47,9 +47,9 @@ pub use options::{
 };
 pub use salvage::{SalvageMethod, SalvageReport};
 pub(crate) use save::Commit;
-pub use verify::VerifyReport;
 #[cfg(feature = "remote")]
 pub use tiered::{PullReport, PushReport};
+pub use verify::VerifyReport;
 
 use self::access::AccessLog;
 use self::engine::{Db, Engine};
