@@ -6,6 +6,7 @@
 //! [`StoreBuilder::remote`](crate::StoreBuilder::remote) says how ([`RemoteMode`],
 //! [`PublishMode`]). object_store's types stay inside this module.
 
+mod admin;
 mod breaker;
 mod error;
 mod object;
@@ -19,8 +20,10 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+pub use self::admin::{Expired, Expiry, RemoteObject, expired};
 use self::breaker::Breaker;
 pub use self::error::{RemoteError, RemoteErrorKind};
+pub(crate) use self::tier::Published;
 pub(crate) use self::tier::Tier;
 
 /// A shared tier: an object store that several machines' stores read through and write

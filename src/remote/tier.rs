@@ -43,6 +43,17 @@ struct Job {
     record: Bytes,
 }
 
+/// What publishing one result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Published {
+    /// The object was created (or a damaged one replaced).
+    Created,
+    /// It was there already (results are write-once).
+    AlreadyPresent,
+    /// The publish failed (counted, and sent to the warning hook), or the breaker is open.
+    Failed,
+}
+
 /// Damaged objects remembered for replacement (their e-tags), at most this many.
 const REPLACE_MAX: usize = 4096;
 
@@ -103,7 +114,7 @@ impl Tier {
                     .name("ckpt-publish".into())
                     .spawn(move || {
                         while let Some(job) = shared.queue.next() {
-                            shared.publish_now(job);
+                            let _ = shared.publish_now(job);
                             shared.queue.done();
                         }
                     })
@@ -270,8 +281,27 @@ impl Tier {
                     bump(&s.counters.dropped_publishes);
                 }
             }
-            _ => s.publish_now(job),
+            _ => {
+                let _ = s.publish_now(job);
+            }
         }
+    }
+
+    /// Publishes one result now, whatever the store's [`PublishMode`] (`ckpt remote push`):
+    /// create-if-absent, as every publish.
+    pub(crate) fn publish_sync(
+        &self,
+        id: &CheckpointId,
+        function: &Function,
+        value_type: Option<&str>,
+        record: Vec<u8>,
+    ) -> Published {
+        self.shared.publish_now(Job {
+            id: *id,
+            function: function.clone(),
+            value_type: value_type.map(str::to_string),
+            record: Bytes::from(record),
+        })
     }
 
     /// Waits for the background publishes queued so far.
@@ -307,11 +337,11 @@ impl TierShared {
         Error::with_source(ErrorKind::Remote, format!("remote {url}: {what}"), reason)
     }
 
-    fn publish_now(&self, job: Job) {
+    fn publish_now(&self, job: Job) -> Published {
         let c = &self.counters;
         if !self.remote.inner.breaker.allow() {
             bump(&c.publish_failures);
-            return;
+            return Published::Failed;
         }
         let header = object::encode_header(
             &job.id,
@@ -353,6 +383,7 @@ impl TierShared {
                 if was_replacing {
                     bump(&c.replaced);
                 }
+                Published::Created
             }
             // Results are write-once: someone published this id first (or replaced the damaged
             // object first).
@@ -360,16 +391,19 @@ impl TierShared {
             | Ok(Err(object_store::Error::Precondition { .. })) => {
                 inner.breaker.succeeded();
                 bump(&c.already_present);
+                Published::AlreadyPresent
             }
             Ok(Err(e)) => {
                 bump(&c.publish_failures);
                 let err = self.failed("cannot publish a checkpoint", stable_reason(&e));
                 crate::warn::warn(&err);
+                Published::Failed
             }
             Err(e) => {
                 bump(&c.publish_failures);
                 let err = self.failed("cannot publish a checkpoint", run_reason(&e));
                 crate::warn::warn(&err);
+                Published::Failed
             }
         }
     }

@@ -47,6 +47,8 @@ pub use options::{
 };
 pub use salvage::{SalvageMethod, SalvageReport};
 pub(crate) use save::Commit;
+#[cfg(feature = "remote")]
+pub use tiered::{PullReport, PushReport};
 pub use verify::VerifyReport;
 
 use self::access::AccessLog;

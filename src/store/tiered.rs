@@ -2,7 +2,7 @@
 //! sound object is backfilled into the file exactly as a local save would write it, and what
 //! the store saves is published. See ARCHITECTURE.md, "The remote tier".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use super::{Shared, Store};
 use crate::cache::{Entry, Lent};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
-use crate::remote::RemoteMode;
+use crate::remote::{Published, RemoteMode};
 use crate::stats::RemoteStats;
 
 impl Shared {
@@ -58,13 +58,24 @@ impl Shared {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
+        Ok(self.fetch_backfill(id, read)?.is_some())
+    }
+
+    /// A remote lookup of `id` and its backfill: `None` on a remote miss, else whether the
+    /// object was written into the local file.
+    fn fetch_backfill(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<Option<bool>, Error> {
         let Some(tier) = &self.remote else {
-            return Ok(false);
+            return Ok(None);
         };
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
         let Some(fetched) = tier.fetch(id, (max_age != 0).then_some(max_age))? else {
-            return Ok(false);
+            return Ok(None);
         };
+        let mut kept = false;
         if self.access_mode == AccessMode::ReadWrite {
             // The backfill: the same save a computed result gets (same id, same record bytes,
             // the function's metadata and counts), through the group-commit queue.
@@ -78,7 +89,10 @@ impl Shared {
             }
             entry.created_ms = Some(fetched.saved_ms);
             match self.save(id, &entry) {
-                Ok(()) => tier.backfilled(),
+                Ok(()) => {
+                    tier.backfilled();
+                    kept = true;
+                }
                 // Still a sound record: returned, not kept (a byte cap it cannot fit, a store
                 // that degraded); the next call asks the remote again.
                 Err(e) => tracing::debug!(
@@ -92,7 +106,7 @@ impl Shared {
         let now = to_ms(self.clock.now());
         let age = Duration::from_millis(now.saturating_sub(fetched.saved_ms));
         read(Lent::whole(&fetched.record), Some(age));
-        Ok(true)
+        Ok(Some(kept))
     }
 
     /// Publishes what was just saved under `id` (read-write remotes only).
@@ -120,7 +134,172 @@ impl Shared {
     }
 }
 
+/// What [`Store::push`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PushReport {
+    /// Local entries the remote did not have, published.
+    pub published: u64,
+    /// Local entries the remote had already (results are write-once: left as they are).
+    pub already_present: u64,
+    /// Local entries of a code version older than their function's newest in this store: the
+    /// store keeps no identity (version, code hash) for those, so they cannot be published.
+    pub skipped: u64,
+    /// Publishes that failed (each also went to the warning hook).
+    pub failed: u64,
+    /// Record bytes of the entries published.
+    pub bytes: u64,
+}
+
+/// What [`Store::pull`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PullReport {
+    /// Objects fetched, checked and written into the local file.
+    pub pulled: u64,
+    /// Objects whose id the local file has already (not fetched).
+    pub already_local: u64,
+    /// Objects not written: gone meanwhile, damaged, too old for the store's `max_age`, or
+    /// refused by the local file (a byte cap).
+    pub not_pulled: u64,
+    /// Record bytes written into the local file.
+    pub bytes: u64,
+}
+
 impl Store {
+    /// Publishes every entry of the local file to the store's remote (`ckpt remote push`), each
+    /// now and create-if-absent, whatever the [`PublishMode`](crate::PublishMode): an object
+    /// already there is left as it is and counted. `progress` is called after each entry with
+    /// the entries done and their total.
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Remote, RemoteMode, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-push-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let alone = Store::open(dir.join("a.redb"))?; // no remote when it computed
+    /// let f = DecoratorCheckpoint::new(Function::new("doc", "double"), AutoIdentifier, alone.clone());
+    /// f.call(21u64, |x| x * 2)?;
+    /// drop((f, alone));
+    ///
+    /// let team = Remote::open("memory://")?;
+    /// let store = Store::builder().remote(team.clone(), RemoteMode::ReadWrite).open(dir.join("a.redb"))?;
+    /// let report = store.push(&mut |_, _| {})?;
+    /// assert_eq!(report.published, 1);
+    /// assert_eq!(team.objects()?.len(), 1);
+    /// assert_eq!(store.push(&mut |_, _| {})?.already_present, 1);
+    /// # drop(store); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the store has no remote
+    /// in [`RemoteMode::ReadWrite`]; a storage error reading the file. A failed publish is not
+    /// an error: it is counted in the report.
+    pub fn push(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<PushReport, Error> {
+        let shared = self.shared();
+        let tier = match &shared.remote {
+            Some(tier) if tier.mode() == RemoteMode::ReadWrite => tier,
+            _ => {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Unsupported,
+                    "cannot push: the store has no read-write remote (StoreBuilder::remote)",
+                ));
+            }
+        };
+        // The identity of each function's newest code version, as its row records it.
+        let mut newest: HashMap<u64, (u64, Function, Option<String>)> = HashMap::new();
+        for row in self.stats()?.functions {
+            if row.name.is_empty() {
+                continue;
+            }
+            let mut f = Function::new(row.module.clone(), row.name.clone());
+            if let Some(h) = row.code_hash {
+                f = f.with_code_hash(h);
+            }
+            if let Some(v) = &row.version {
+                f = f.with_version(v.clone());
+            }
+            newest.insert(row.key, (row.code_version, f, row.value_type.clone()));
+        }
+        let entries = self.entries()?;
+        let total = entries.len() as u64;
+        let mut report = PushReport::default();
+        for (done, e) in entries.iter().enumerate() {
+            match newest.get(&e.function_key) {
+                Some((version, f, value_type))
+                    if *version == e.code_version && f.code_version() == e.code_version =>
+                {
+                    // Removed meanwhile: nothing to publish.
+                    if let Some(record) = self.read_record(&e.id)? {
+                        let len = record.len() as u64;
+                        match tier.publish_sync(&e.id, f, value_type.as_deref(), record) {
+                            Published::Created => {
+                                report.published += 1;
+                                report.bytes += len;
+                            }
+                            Published::AlreadyPresent => report.already_present += 1,
+                            Published::Failed => report.failed += 1,
+                        }
+                    }
+                }
+                _ => report.skipped += 1,
+            }
+            progress(done as u64 + 1, total);
+        }
+        Ok(report)
+    }
+
+    /// Prefetches `objects` of the store's remote (from [`Remote::objects`](crate::Remote::objects),
+    /// say one function's) into the local file (`ckpt remote pull`): each is fetched, checked
+    /// and backfilled as a local miss would, unless the file has its id already. `progress` is
+    /// called after each object with the objects done and their total.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the store has no remote
+    /// (or it is off); [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) on a read-only
+    /// store; [`ErrorKind::Remote`](crate::ErrorKind::Remote) when a fetch fails.
+    pub fn pull(
+        &self,
+        objects: &[crate::remote::RemoteObject],
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PullReport, Error> {
+        let shared = self.shared();
+        match &shared.remote {
+            Some(tier) if tier.mode() != RemoteMode::Off => {}
+            _ => {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Unsupported,
+                    "cannot pull: the store has no remote (StoreBuilder::remote)",
+                ));
+            }
+        }
+        if shared.access_mode != AccessMode::ReadWrite {
+            return Err(Error::read_only("pull from the remote"));
+        }
+        let local: HashSet<CheckpointId> = self.entries()?.into_iter().map(|e| e.id).collect();
+        let total = objects.len() as u64;
+        let mut report = PullReport::default();
+        for (done, o) in objects.iter().enumerate() {
+            match o.id {
+                Some(id) if local.contains(&id) => report.already_local += 1,
+                Some(id) => {
+                    let mut len = 0;
+                    match shared.fetch_backfill(&id, &mut |lent, _| len = lent.len())? {
+                        Some(true) => {
+                            report.pulled += 1;
+                            report.bytes += len;
+                        }
+                        _ => report.not_pulled += 1,
+                    }
+                }
+                None => report.not_pulled += 1,
+            }
+            progress(done as u64 + 1, total);
+        }
+        self.flush()?;
+        Ok(report)
+    }
+
     /// The record of a large entry just saved, read back to be published.
     pub(super) fn record_to_publish(&self, id: &CheckpointId) -> Option<Vec<u8>> {
         self.read_record(id).ok().flatten()

@@ -4,7 +4,7 @@
 //! function), `inspect.rs` (stats, ls, show), `maintain.rs` (rm, clear, evict, verify, compact),
 //! `archive.rs` (export, import), `salvage.rs` (salvage), `human.rs` (sizes, durations,
 //! tables), `json.rs` (the `--json` forms), `progress.rs` (the progress line), `output.rs`
-//! (stdout, failures).
+//! (stdout, failures), `remote.rs` (`ckpt remote`, feature `remote`).
 
 mod archive;
 mod human;
@@ -15,6 +15,8 @@ mod open;
 mod output;
 mod progress;
 mod prometheus;
+#[cfg(feature = "remote")]
+mod remote;
 mod salvage;
 
 use std::io::Write as _;
@@ -120,6 +122,11 @@ enum Command {
     /// functions' statistics where they can be read; the report says what was lost.
     #[command(after_long_help = salvage::SALVAGE_HELP)]
     Salvage(salvage::SalvageArgs),
+
+    /// A shared tier: list, count, expire, publish to and prefetch from a remote
+    #[cfg(feature = "remote")]
+    #[command(after_long_help = remote::REMOTE_HELP)]
+    Remote(remote::RemoteArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,6 +324,8 @@ fn run(cli: Cli) -> output::Result {
         Command::Export(args) => archive::export(&mut cx, args)?,
         Command::Import(args) => archive::import(&mut cx, args)?,
         Command::Salvage(args) => salvage::salvage(&mut cx, args)?,
+        #[cfg(feature = "remote")]
+        Command::Remote(args) => remote::remote(&mut cx, args)?,
     }
     cx.out.flush()
 }

@@ -1,0 +1,369 @@
+//! The remote tier against a real S3-compatible server (moto's, on loopback), each figure a
+//! ratio to a raw object_store client doing the same transfer, the systems interleaved in
+//! rounds in one process (medians reported):
+//!
+//! * `hit`: a remote hit (local miss, remote get, checks, backfill into the local file) against a
+//!   raw object_store `get` of the same object's bytes (target ≤ 1.3×);
+//! * `publish`: 10,000 calls (misses that compute and save) with background publishing against
+//!   the same calls on a store with no remote (target ≤ 1.1×); the publishes left in the queue
+//!   when the calls end are not timed (flush), but reported, with the drops;
+//! * `large`: publishing one large entry (`Store::push`: the record read from the file, its
+//!   header, one put) against a raw object_store multipart put of the same bytes (target ≥ 0.8×
+//!   the throughput); 256 MiB by default (`CKPT_BENCH_LARGE_MIB`).
+//!
+//! ```text
+//! cd benches && CKPT_MOTO_VENV=../target/moto/venv cargo bench --bench remote
+//! CKPT_BENCH_REMOTE=hit,publish cargo bench --bench remote    # some parts only
+//! ```
+//! The moto server comes from `CKPT_MOTO_VENV` (a virtual environment with `moto[server]`), or
+//! `../target/moto/venv` (where tests/remote_s3.rs installs it), or is installed into
+//! `target/moto/venv` here. `CKPT_BENCH_ROUNDS` sets the rounds (default 7).
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ckpt::{PublishMode, Remote, RemoteMode, Store};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
+
+use common::*;
+
+const BUCKET: &str = "ckpt-bench";
+const PREFIX: &str = "bench";
+
+fn main() {
+    let parts = std::env::var("CKPT_BENCH_REMOTE").unwrap_or_else(|_| "hit,publish,large".into());
+    // `cargo bench` passes --bench; a filter argument, if any, picks parts too.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |p: &str| {
+        parts.split(',').any(|x| x == p)
+            && (filter.is_empty() || filter.iter().any(|f| p.contains(f.as_str())))
+    };
+    let rounds: usize =
+        std::env::var("CKPT_BENCH_ROUNDS").map_or(7, |v| v.parse().expect("rounds"));
+    let moto = Moto::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw: Arc<dyn ObjectStore> = Arc::new(moto.bucket());
+    println!("moto server at {} (rounds: {rounds})", moto.endpoint());
+    if wants("hit") {
+        for size in [1usize << 10, 64 << 10, 1 << 20] {
+            hit(&moto, &rt, &raw, rounds, size);
+        }
+    }
+    if wants("publish") {
+        publish(&moto, rounds);
+    }
+    if wants("large") {
+        large(&moto, &rt, &raw, rounds.min(5));
+    }
+}
+
+fn remote(moto: &Moto) -> Remote {
+    Remote::builder(&format!("s3://{BUCKET}/{PREFIX}"))
+        .endpoint(&moto.endpoint())
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .option("aws_region", "us-east-1")
+        .timeout(Duration::from_secs(600))
+        .open()
+        .expect("open the remote")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// (a) A remote hit against a raw get of the same object.
+fn hit(
+    moto: &Moto,
+    rt: &tokio::runtime::Runtime,
+    raw: &Arc<dyn ObjectStore>,
+    rounds: usize,
+    size: usize,
+) {
+    const KEYS: u64 = 40;
+    let scratch = Scratch::new("remote-hit");
+    let team = remote(moto);
+    let name: &'static str = Box::leak(format!("hit_{size}").into_boxed_str());
+    // Publish KEYS results once.
+    {
+        let a = Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .publish(PublishMode::Sync)
+            .open(scratch.file("a.redb"))
+            .unwrap();
+        let d = ckpt_decorator(&a, name);
+        for k in 0..KEYS {
+            ckpt_call(&d, k, ARG, size);
+        }
+        assert_eq!(a.stats().unwrap().remote.unwrap().publishes, KEYS);
+    }
+    let paths: Vec<ObjectPath> = Store::open(scratch.file("a.redb"))
+        .unwrap()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| ObjectPath::from(format!("{PREFIX}/ckpt-v1/r/{}", e.id)))
+        .collect();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // ckpt: a store with an empty file; each call a local miss the remote answers.
+        let b = Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .open(scratch.file(&format!("b{round}.redb")))
+            .unwrap();
+        let d = ckpt_decorator(&b, name);
+        let started = Instant::now();
+        for k in 0..KEYS {
+            let v = d
+                .call((k, ARG), |_| -> Blob {
+                    panic!("computed: the remote should answer")
+                })
+                .unwrap();
+            assert_eq!(v.0.len(), size);
+        }
+        ours.push(started.elapsed().as_secs_f64() / KEYS as f64);
+        let s = b.stats().unwrap();
+        assert_eq!(s.remote.unwrap().backfills, KEYS);
+        // The next call is a local hit: no new fetch.
+        ckpt_call(&d, 0, ARG, size);
+        assert_eq!(b.stats().unwrap().remote.unwrap().fetches, KEYS);
+        drop((d, b));
+        // raw: object_store get of the same objects, bytes collected.
+        let started = Instant::now();
+        for p in &paths {
+            let got = rt.block_on(async { raw.get(p).await.unwrap().bytes().await.unwrap() });
+            assert!(got.len() > size);
+        }
+        theirs.push(started.elapsed().as_secs_f64() / KEYS as f64);
+    }
+    let (o, t) = (median(ours), median(theirs));
+    println!(
+        "hit {:>8}: ckpt remote hit {:>8.3} ms   raw get {:>8.3} ms   ratio {:.2}x (target <= 1.3x)",
+        human_size(size),
+        o * 1e3,
+        t * 1e3,
+        o / t
+    );
+}
+
+/// (b) 10,000 calls with background publishing against the same calls with no remote.
+fn publish(moto: &Moto, rounds: usize) {
+    const CALLS: u64 = 10_000;
+    const SIZE: usize = 256;
+    let scratch = Scratch::new("remote-publish");
+    let team = remote(moto);
+    let (mut ours, mut theirs, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut dropped = 0;
+    for round in 0..rounds {
+        // Each round's calls are new (fresh keys): every one a miss, saved, and published.
+        let base = fresh() << 20;
+        let with = Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .open(scratch.file(&format!("with{round}.redb")))
+            .unwrap();
+        let d = ckpt_decorator(&with, "publish");
+        let started = Instant::now();
+        for k in 0..CALLS {
+            ckpt_call(&d, base + k, ARG, SIZE);
+        }
+        ours.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        with.flush().unwrap();
+        flushes.push(started.elapsed().as_secs_f64());
+        let r = with.stats().unwrap().remote.unwrap();
+        dropped += r.dropped_publishes;
+        drop((d, with));
+
+        let base = fresh() << 20;
+        let without = Store::open(scratch.file(&format!("without{round}.redb"))).unwrap();
+        let d = ckpt_decorator(&without, "publish");
+        let started = Instant::now();
+        for k in 0..CALLS {
+            ckpt_call(&d, base + k, ARG, SIZE);
+        }
+        theirs.push(started.elapsed().as_secs_f64());
+        drop((d, without));
+    }
+    let (o, t) = (median(ours), median(theirs));
+    println!(
+        "publish 10,000 calls: with background publishing {:.3} s   no remote {:.3} s   ratio {:.2}x (target <= 1.1x); \
+         then flush {:.3} s; publishes dropped (queue full) over {rounds} rounds: {dropped}",
+        o,
+        t,
+        o / t,
+        median(flushes)
+    );
+}
+
+/// (c) A large publish against a raw multipart put of the same bytes.
+fn large(moto: &Moto, rt: &tokio::runtime::Runtime, raw: &Arc<dyn ObjectStore>, rounds: usize) {
+    let mib: usize = std::env::var("CKPT_BENCH_LARGE_MIB").map_or(256, |v| v.parse().expect("MiB"));
+    let size = mib << 20;
+    let scratch = Scratch::new("remote-large");
+    let team = remote(moto);
+    // Saved with no remote first, so that only the push publishes it.
+    {
+        let alone = Store::open(scratch.file("large.redb")).unwrap();
+        let d = ckpt_decorator(&alone, "large");
+        ckpt_call(&d, 7, ARG, size);
+    }
+    let store = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .publish(PublishMode::Sync)
+        .open(scratch.file("large.redb"))
+        .unwrap();
+    let id = store.entries().unwrap()[0].id;
+    let record = Bytes::from(store.read_record(&id).unwrap().unwrap());
+    let object = ObjectPath::from(format!("{PREFIX}/ckpt-v1/r/{id}"));
+    let copy = ObjectPath::from(format!("{PREFIX}/raw/large"));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        rt.block_on(async { raw.delete(&object).await.unwrap() });
+        let started = Instant::now();
+        let report = store.push(&mut |_, _| {}).unwrap();
+        ours.push(started.elapsed().as_secs_f64());
+        assert_eq!(report.published, 1, "{report:?}");
+
+        rt.block_on(async { raw.delete(&copy).await.unwrap() });
+        let started = Instant::now();
+        rt.block_on(async {
+            let upload = raw.put_multipart(&copy).await.unwrap();
+            let mut w = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+            w.put(record.clone());
+            w.finish().await.unwrap();
+        });
+        theirs.push(started.elapsed().as_secs_f64());
+    }
+    let (o, t) = (median(ours), median(theirs));
+    let mb = record.len() as f64 / (1 << 20) as f64;
+    println!(
+        "large {mib} MiB publish: ckpt push {:.3} s ({:.0} MiB/s)   raw multipart put {:.3} s ({:.0} MiB/s)   throughput ratio {:.2}x (target >= 0.8x)",
+        o,
+        mb / o,
+        t,
+        mb / t,
+        t / o
+    );
+}
+
+fn human_size(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{} KiB", n >> 10)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The moto server (as tests/remote_s3.rs starts it).
+
+fn moto_server() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut venvs: Vec<PathBuf> = Vec::new();
+    if let Some(v) = std::env::var_os("CKPT_MOTO_VENV") {
+        venvs.push(PathBuf::from(v));
+    }
+    venvs.push(here.join("../target/moto/venv"));
+    venvs.push(here.join("target/moto/venv"));
+    for v in &venvs {
+        let bin = v.join("bin").join("moto_server");
+        if bin.exists() {
+            return bin;
+        }
+    }
+    let venv = here.join("target/moto/venv");
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "moto[server]"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(ok, "cannot install moto[server] into {}", venv.display());
+    venv.join("bin").join("moto_server")
+}
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(
+            out.starts_with("HTTP/1.1 200"),
+            "cannot create the bucket: {out}"
+        );
+        moto
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn bucket(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .with_region("us-east-1")
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(true)
+                    .with_timeout(Duration::from_secs(600)),
+            )
+            .build()
+            .unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
