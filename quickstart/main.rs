@@ -2,7 +2,7 @@
 //! `CKPT_DIR`). Run it twice: the second run is served from disk.
 //!
 //! ```text
-//! cargo run --release --example quickstart
+//! cargo run --release --manifest-path quickstart/Cargo.toml
 //! ```
 
 use std::time::{Duration, Instant};
