@@ -123,9 +123,10 @@ fn hit(
     for round in 0..rounds {
         // ckpt: a store with an empty file; each call a local miss the remote answers. Then the
         // same with relaxed durability, which shows the backfill's fsync's share.
-        for (durability, times) in [
-            (Durability::Immediate, &mut ours),
+        for (label, durability, times) in [
+            ("immediate", Durability::Immediate, &mut ours),
             (
+                "relaxed",
                 Durability::Relaxed {
                     within: Duration::from_secs(1),
                 },
@@ -135,7 +136,7 @@ fn hit(
             let b = Store::builder()
                 .durability(durability)
                 .remote(team.clone(), RemoteMode::ReadWrite)
-                .open(scratch.file(&format!("b{round}-{}.redb", times.len())))
+                .open(scratch.file(&format!("b{round}-{label}.redb")))
                 .unwrap();
             let d = ckpt_decorator(&b, name);
             let started = Instant::now();
