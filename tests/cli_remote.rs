@@ -275,6 +275,28 @@ fn push_publishes_the_local_file_and_pull_prefetches_it() {
 }
 
 #[test]
+fn pull_takes_only_the_newest_code_version() {
+    let dir = TempDir::new("cli-remote-pull");
+    let (folder, [v1, v2, _]) = filled(&dir);
+    let fresh = dir.join("fresh.redb");
+    let v = remote_json(Some(&fresh), &folder, &["pull", "--function", EMBED]);
+    assert_eq!(v["objects"], 4, "{v}");
+    assert_eq!(v["pulled"], 4, "{v}");
+    let store = Store::open(&fresh).unwrap();
+    let local: BTreeSet<String> = store
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert!(!e.stale);
+            e.id.to_string()
+        })
+        .collect();
+    assert_eq!(local, v2);
+    assert!(local.is_disjoint(&v1));
+}
+
+#[test]
 fn bad_remotes_and_functions_fail_in_one_line() {
     let dir = TempDir::new("cli-remote-bad");
     fails(

@@ -421,3 +421,68 @@ fn s3_two_processes_with_their_own_files_share_one_bucket() {
         "the second process computed nothing"
     );
 }
+
+/// `ckpt remote ... gc --stale` on the S3 server, through the binary and the AWS_* environment:
+/// it removes exactly the objects it lists (the bucket's keys before and after).
+#[test]
+fn s3_cli_gc_removes_exactly_what_it_lists() {
+    let moto = Moto::start();
+    let dir = TempDir::new("s3-cli-gc");
+    let remote = moto.remote("cli");
+    let store = Store::builder()
+        .remote(remote, RemoteMode::ReadWrite)
+        .publish(ckpt::PublishMode::Sync)
+        .open(dir.store_path())
+        .unwrap();
+    let f = |v: &str| {
+        DecoratorCheckpoint::new(
+            Function::new("s3cli", "f").with_version(v.to_string()),
+            AutoIdentifier,
+            store.clone(),
+        )
+    };
+    for x in 0..3u64 {
+        f("1").call(x, |x| x + 1).unwrap();
+    }
+    let old: Vec<String> = moto.keys("cli/");
+    assert_eq!(old.len(), 3);
+    // S3 times objects to the second or the millisecond: v2's are written later.
+    std::thread::sleep(Duration::from_millis(1100));
+    for x in 0..2u64 {
+        f("2").call(x, |x| x + 2).unwrap();
+    }
+    drop(store);
+    let before = moto.keys("cli/");
+    assert_eq!(before.len(), 5);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+            .args(["remote", "--remote", &format!("s3://{BUCKET}/cli")])
+            .args(args)
+            .arg("--json")
+            .env("AWS_ENDPOINT_URL", moto.endpoint())
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = run(&["ls"]);
+    assert_eq!(listed.matches("\"location\"").count(), 5, "{listed}");
+    let gc = run(&["gc", "--stale"]);
+    assert!(gc.contains("\"removed\": 3"), "{gc}");
+    for key in &old {
+        assert!(gc.contains(key.as_str()), "{key} not listed: {gc}");
+    }
+    let mut after = moto.keys("cli/");
+    let mut expected: Vec<String> = before.into_iter().filter(|k| !old.contains(k)).collect();
+    after.sort();
+    expected.sort();
+    assert_eq!(after, expected);
+}

@@ -191,18 +191,20 @@ impl Remote {
         for o in objects {
             let store = Arc::clone(&self.inner.store);
             let at = Path::from(o.location.as_str());
-            let done = self.run(async move { store.delete(&at).await });
-            match done {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == RemoteErrorKind::BucketNotFound => {}
-                Err(e) => return Err(e),
-            }
+            let gone = self.run(async move {
+                match store.delete(&at).await {
+                    Ok(()) => Ok(true),
+                    // Removed meanwhile (a folder says so; S3 does not).
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })?;
+            removed += u64::from(gone);
         }
         Ok(removed)
     }
 
-    /// Runs a request on the internal runtime within the timeout, its failure a `RemoteError`
-    /// (a missing object's is `BucketNotFound`, which callers may take as "gone").
+    /// Runs a request on the internal runtime within the timeout, its failure a `RemoteError`.
     fn run<T: Send + 'static>(
         &self,
         future: impl Future<Output = object_store::Result<T>> + Send + 'static,

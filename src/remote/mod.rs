@@ -273,9 +273,6 @@ impl RemoteBuilder {
                 let prefix = Path::parse(path).map_err(|e| {
                     RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(Box::new(e)))
                 })?;
-                let client = object_store::ClientOptions::new()
-                    .with_timeout(self.timeout)
-                    .with_connect_timeout(self.connect_timeout);
                 let retry = object_store::RetryConfig {
                     max_retries: self.retries,
                     retry_timeout: self.timeout,
@@ -285,9 +282,20 @@ impl RemoteBuilder {
                         base: 2.0,
                     },
                 };
+                // The timeouts as settings, not as a `ClientOptions`, which would replace every
+                // client setting read from the environment (AWS_ALLOW_HTTP among them).
+                use object_store::ClientConfigKey as C;
+                use object_store::aws::AmazonS3ConfigKey as K;
                 let mut s3 = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url.as_str())
-                    .with_client_options(client)
+                    .with_config(
+                        K::Client(C::Timeout),
+                        format!("{}ms", self.timeout.as_millis()),
+                    )
+                    .with_config(
+                        K::Client(C::ConnectTimeout),
+                        format!("{}ms", self.connect_timeout.as_millis()),
+                    )
                     .with_retry(retry);
                 for (key, value) in &self.options {
                     let key = key.parse().map_err(|e: object_store::Error| {

@@ -53,8 +53,10 @@ a publish failed.
 JSON (--json): {published, already_present, skipped, failed, bytes}";
 
 pub const PULL_HELP: &str = "\
-Fetches the remote's objects of function F (every code version), checks them and writes them \
-into the local store (--store, created if missing), as a local miss would.
+Fetches the remote's objects of function F of its newest code version in the remote (see gc \
+--stale: older code versions are not pulled, so that the local store's newest code version \
+stays the remote's), checks them and writes them into the local store (--store, created if \
+missing), as a local miss would.
 JSON (--json): {function, objects, pulled, already_local, not_pulled, bytes}";
 
 #[derive(Args, Debug)]
@@ -511,9 +513,13 @@ fn push(cx: &mut Context, remote: &Remote) -> Result {
 fn pull(cx: &mut Context, remote: &Remote, args: PullArgs) -> Result {
     let objects = list(remote)?;
     let path = resolve(&objects, &args.function, remote.url())?;
+    let stale: Vec<String> = expired(&objects, &[Expiry::StaleCode], SystemTime::now())
+        .into_iter()
+        .map(|e| e.object.location)
+        .collect();
     let wanted: Vec<RemoteObject> = objects
         .into_iter()
-        .filter(|o| path_of(o).as_deref() == Some(path.as_str()))
+        .filter(|o| path_of(o).as_deref() == Some(path.as_str()) && !stale.contains(&o.location))
         .collect();
     let store = open_store(cx, remote, RemoteMode::ReadOnly, Missing::Create)?;
     let progress = Progress::start("pulling", None);
