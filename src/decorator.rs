@@ -953,6 +953,31 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         r
     }
 
+    /// The span a computation of `id` runs in.
+    fn compute_span(&self, id: &CheckpointId) -> tracing::Span {
+        tracing::debug_span!(
+            target: "ckpt",
+            "compute",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+        )
+    }
+
+    /// Tells the app's subscriber that `id` was computed in `elapsed`; returns that in ns.
+    fn computed(&self, id: &CheckpointId, elapsed: Duration) -> u64 {
+        let spent_nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        tracing::trace!(
+            target: "ckpt",
+            module = self.function.module(),
+            function = self.function.name(),
+            id = %id,
+            outcome = "computed",
+            compute_ns = spent_nanos,
+        );
+        spent_nanos
+    }
+
     /// Runs the function (no lock held) and saves what `keep` picks; says whether it saved.
     fn run_and_save<R, V: Serialize + DeserializeOwned>(
         &self,
@@ -963,26 +988,12 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         let start = Instant::now();
         let r = {
             // The computation as a span: what the function logs nests under it.
-            let span = tracing::debug_span!(
-                target: "ckpt",
-                "compute",
-                module = self.function.module(),
-                function = self.function.name(),
-                id = %id,
-            );
+            let span = self.compute_span(id);
             let _entered = span.enter();
             run()
         };
         let elapsed = start.elapsed();
-        let spent_nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        tracing::trace!(
-            target: "ckpt",
-            module = self.function.module(),
-            function = self.function.name(),
-            id = %id,
-            outcome = "computed",
-            compute_ns = spent_nanos,
-        );
+        let spent_nanos = self.computed(id, elapsed);
         let Some(value) = keep(&r) else {
             self.counters.record(Event::NotSaved { spent_nanos });
             return Ok((r, false));

@@ -271,39 +271,9 @@ macro_rules! __checkpoint_fn {
         $vis mod $name {
             use super::*;
 
-            /// The decorator behind the function.
-            pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
-                static DECORATOR: ::std::sync::LazyLock<
-                    $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
-                > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, {
-                    $crate::__private::decorator(
-                        $crate::__private::function(
-                            ::core::module_path!(),
-                            ::core::stringify!($name),
-                            ::core::stringify!(($($arg: $ty),*) -> $ret { $($body)* }),
-                            $crate::__checkpoint_option!($version, ::core::option::Option::None, |v| ::core::option::Option::Some(v)),
-                            &[$($depends)*],
-                        ),
-                        $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
-                        $crate::__checkpoint_on_error!($on_error),
-                    )
-                    .with_max_age_option($crate::__checkpoint_max_age!($max_age))
-                    .with_refresh($crate::__checkpoint_refresh!($refresh))
-                }));
-                &DECORATOR
-            }
-
-            /// The code version of this function (see [`Function::code_version`]); what a
-            /// `depends = [..]` naming it folds in.
-            ///
-            /// [`Function::code_version`]: $crate::Function::code_version
-            pub fn code_version() -> u64 {
-                decorator().function().code_version()
-            }
-
-            /// This process's call counts.
-            pub fn stats() -> $crate::CallStats {
-                decorator().stats()
+            $crate::__checkpoint_controls! {
+                [$version $cache $ident $key ($on_error) ($results) ($($depends)*) $max_age ($refresh) $compress]
+                $name, ::core::stringify!(($($arg: $ty),*) -> $ret { $($body)* }), ($($arg: $ty),*)
             }
 
             /// Runs the function whatever is stored, and overwrites the stored result.
@@ -312,13 +282,6 @@ macro_rules! __checkpoint_fn {
                 super::$name($($arg),*)
             }
 
-            /// The id of a call.
-            ///
-            /// # Errors
-            /// When the arguments cannot be identified.
-            pub fn id($($arg: $ty),*) -> ::core::result::Result<$crate::CheckpointId, $crate::Error> {
-                $crate::__checkpoint_identify!(decorator(), $ident, $key, ($($arg),*))
-            }
         }
     };
     // async fn, no return type: `()`.
@@ -351,38 +314,9 @@ macro_rules! __checkpoint_fn {
         $vis mod $name {
             use super::*;
 
-            /// The decorator behind the function.
-            pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
-                static DECORATOR: ::std::sync::LazyLock<
-                    $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
-                > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, {
-                    $crate::__private::decorator(
-                        $crate::__private::function(
-                            ::core::module_path!(),
-                            ::core::stringify!($name),
-                            ::core::stringify!(async ($($arg: $ty),*) -> $ret { $($body)* }),
-                            $crate::__checkpoint_option!($version, ::core::option::Option::None, |v| ::core::option::Option::Some(v)),
-                            &[$($depends)*],
-                        ),
-                        $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
-                        $crate::__checkpoint_on_error!($on_error),
-                    )
-                    .with_max_age_option($crate::__checkpoint_max_age!($max_age))
-                }));
-                &DECORATOR
-            }
-
-            /// The code version of this function (see [`Function::code_version`]); what a
-            /// `depends = [..]` naming it folds in.
-            ///
-            /// [`Function::code_version`]: $crate::Function::code_version
-            pub fn code_version() -> u64 {
-                decorator().function().code_version()
-            }
-
-            /// This process's call counts.
-            pub fn stats() -> $crate::CallStats {
-                decorator().stats()
+            $crate::__checkpoint_controls! {
+                [$version $cache $ident $key ($on_error) ($results) ($($depends)*) $max_age (wait) $compress]
+                $name, ::core::stringify!(async ($($arg: $ty),*) -> $ret { $($body)* }), ($($arg: $ty),*)
             }
 
             /// Runs the function whatever is stored, and overwrites the stored result.
@@ -393,13 +327,6 @@ macro_rules! __checkpoint_fn {
                 super::$name($($arg),*).await
             }
 
-            /// The id of a call.
-            ///
-            /// # Errors
-            /// When the arguments cannot be identified.
-            pub fn id($($arg: $ty),*) -> ::core::result::Result<$crate::CheckpointId, $crate::Error> {
-                $crate::__checkpoint_identify!(decorator(), $ident, $key, ($($arg),*))
-            }
         }
     };
     ($cfg:tt $($item:tt)*) => {
@@ -407,6 +334,58 @@ macro_rules! __checkpoint_fn {
             "checkpoint! takes one non-generic fn or async fn with plain argument names (`fn f(a: A, b: B) -> R { .. }`); \
              for methods or generics, use ckpt::DecoratorCheckpoint directly"
         );
+    };
+}
+
+/// The companion module's items shared by `fn` and `async fn`: `decorator`, `code_version`,
+/// `stats`, `id` (each arm adds its own `rerun`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __checkpoint_controls {
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt ($refresh:ident) $compress:tt]
+     $name:ident, $tokens:expr, ($($arg:ident : $ty:ty),*)) => {
+        /// The decorator behind the function.
+        pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
+            static DECORATOR: ::std::sync::LazyLock<
+                $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
+            > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, {
+                $crate::__private::decorator(
+                    $crate::__private::function(
+                        ::core::module_path!(),
+                        ::core::stringify!($name),
+                        $tokens,
+                        $crate::__checkpoint_option!($version, ::core::option::Option::None, |v| ::core::option::Option::Some(v)),
+                        &[$($depends)*],
+                    ),
+                    $crate::__checkpoint_option!($cache, $crate::__private::default_cache(), $crate::__private::shared_cache),
+                    $crate::__checkpoint_on_error!($on_error),
+                )
+                .with_max_age_option($crate::__checkpoint_max_age!($max_age))
+                .with_refresh($crate::__checkpoint_refresh!($refresh))
+            }));
+            &DECORATOR
+        }
+
+        /// The code version of this function (see [`Function::code_version`]); what a
+        /// `depends = [..]` naming it folds in.
+        ///
+        /// [`Function::code_version`]: $crate::Function::code_version
+        pub fn code_version() -> u64 {
+            decorator().function().code_version()
+        }
+
+        /// This process's call counts.
+        pub fn stats() -> $crate::CallStats {
+            decorator().stats()
+        }
+
+        /// The id of a call.
+        ///
+        /// # Errors
+        /// When the arguments cannot be identified.
+        pub fn id($($arg: $ty),*) -> ::core::result::Result<$crate::CheckpointId, $crate::Error> {
+            $crate::__checkpoint_identify!(decorator(), $ident, $key, ($($arg),*))
+        }
     };
 }
 

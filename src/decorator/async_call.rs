@@ -292,13 +292,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         let start = Instant::now();
         // The computation as a span, entered around each poll: what the function logs nests
         // under it (a span entered across an await would be wrong, and not `Send`).
-        let span = tracing::debug_span!(
-            target: "ckpt",
-            "compute",
-            module = self.function.module(),
-            function = self.function.name(),
-            id = %id,
-        );
+        let span = self.compute_span(id);
         let token = leader.as_ref().map(LeaderGuard::token);
         let r = {
             let mut computing = pin!({
@@ -314,15 +308,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             .await
         };
         let elapsed = start.elapsed();
-        let spent_nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        tracing::trace!(
-            target: "ckpt",
-            module = self.function.module(),
-            function = self.function.name(),
-            id = %id,
-            outcome = "computed",
-            compute_ns = spent_nanos,
-        );
+        let spent_nanos = self.computed(id, elapsed);
         let Some(value) = keep(&r) else {
             self.counters.record(Event::NotSaved { spent_nanos });
             if let Some(flight) = leader {
