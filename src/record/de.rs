@@ -10,6 +10,8 @@
 //! (`DeserializeOwned`) only, which is all a cache hands back.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 
@@ -54,21 +56,29 @@ pub(crate) fn record_from_parts<T: DeserializeOwned>(
     if header.compressed {
         return Err(PartsFailure::Compressed);
     }
-    let value = T::deserialize(&mut de);
+    let value = seed_of(&mut de, PhantomData::<T>);
     let input = &mut de.input;
     if input.failure.is_some() {
         return Err(de.failure());
     }
-    let whole = value.is_ok()
-        && input.remaining == 0
-        && input.next == input.count
-        && input.at == input.current_len;
+    let whole = value.is_ok() && input.at_end();
+    input.feed();
     match (value, input.check.take()) {
         (Ok(v), Some(check)) if whole && check.len() == parts.len() && check.finish().is_ok() => {
             Ok((v, header))
         }
         _ => Err(PartsFailure::Corrupt),
     }
+}
+
+/// Decodes the `T` that is all of `bytes` (a record's payload, already checked), as
+/// `postcard::from_bytes` does, with runs of plain numbers and bytes copied as runs (`seed_of`).
+pub(crate) fn value_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let mut de = PartsDeserializer {
+        input: Reader::over(bytes),
+    };
+    let value = seed_of(&mut de, PhantomData::<T>).ok()?;
+    de.input.at_end().then_some(value)
 }
 
 /// Decodes the `T` in the bytes of `parts` after the first `skip`, which must be all of them
@@ -85,12 +95,12 @@ fn from_parts<T: DeserializeOwned>(
         .input
         .take(skip)
         .map(drop)
-        .and_then(|()| T::deserialize(&mut de));
+        .and_then(|()| seed_of(&mut de, PhantomData::<T>));
     if de.input.failure.is_some() {
         return Err(de.failure());
     }
     match value {
-        Ok(v) if de.input.remaining == 0 => Ok(v),
+        Ok(v) if de.input.remaining() == 0 => Ok(v),
         _ => Err(PartsFailure::Corrupt),
     }
 }
@@ -128,33 +138,57 @@ type Result<T> = std::result::Result<T, DeError>;
 
 const END: DeError = DeError("unexpected end of the record");
 
-/// A cursor over the parts of a record.
-/// How many bytes of a part `pop` copies at a time.
-const WINDOW: usize = 4096;
+/// How far the record's checksum may trail the cursor: bytes are hashed soon after they are
+/// decoded or copied, while they are still in the processor's first-level cache, so that a hit
+/// reads the record from memory once (check as you copy), not once to check it and once more to
+/// decode it.
+const FEED: usize = 16 * 1024;
 
+/// A cursor over the parts of a record.
+///
+/// The current part's bytes are read through raw pointers into them (`pos`, `limit`, `end`,
+/// `fed`), taken once when the part is fetched: a part may be an engine guard whose bytes cost
+/// a lookup at every access, and a value of plain bytes or numbers is decoded a byte at a time.
+/// The pointers are valid while `current` holds the part: a part's bytes are a borrowed slice or
+/// are owned by a boxed value (see [`Part`]), which does not move when the part does, and which
+/// nothing mutates while it is shared.
 struct Reader<'p> {
     parts: &'p dyn Parts,
     count: u32,
     next: u32,
     current: Part<'p>,
-    /// `current.len()`, kept: a part may be an engine guard whose bytes cost a lookup at every
-    /// access.
-    current_len: usize,
-    at: usize,
-    /// A copy of the current part's bytes from `window_at`, for `pop`: a value of plain bytes
-    /// or numbers is decoded a byte at a time, and two lookups in the part for each byte made a
-    /// 1 MiB `Vec<u8>` take 5-10 ms. `take`, which reads runs (bytes, strings), reads the part
-    /// itself.
-    window: Box<[u8; WINDOW]>,
-    window_at: usize,
-    window_len: usize,
-    /// Bytes of the record after the cursor (the length the parts declare: reading past it is
-    /// the end, whatever the parts hold).
-    remaining: u64,
+    /// The cursor, in `current`.
+    pos: *const u8,
+    /// Where `pop` stops to look: the end of the part, or sooner where the checksum is due.
+    limit: *const u8,
+    /// The end of the part's bytes.
+    end: *const u8,
+    /// The checksum has been fed the part's bytes up to here.
+    fed: *const u8,
+    /// Bytes of the record after the current part (the length the parts declare, less what the
+    /// parts so far held: a part holding more is a damaged record).
+    after: u64,
     /// A part that could not be read.
     failure: Option<Error>,
-    /// Fed every part as it is read, if the record is to be checked.
+    /// Fed every byte of the record as it is read, if the record is to be checked.
     check: Option<RecordCheck>,
+}
+
+/// No parts: the reader of a whole record has its bytes already.
+struct NoParts;
+
+static NO_PARTS: NoParts = NoParts;
+
+impl Parts for NoParts {
+    fn len(&self) -> u64 {
+        0
+    }
+    fn count(&self) -> u32 {
+        0
+    }
+    fn part(&self, _index: u32) -> std::result::Result<Part<'_>, Error> {
+        Err(Error::corrupted("no part"))
+    }
 }
 
 /// Bytes taken from the reader: borrowed from one part, or joined from several.
@@ -163,38 +197,101 @@ enum Taken<'r> {
     Joined(Vec<u8>),
 }
 
+// The only unsafe code of the decoder: reading the current part through pointers (see `Reader`).
+#[allow(unsafe_code)]
 impl<'p> Reader<'p> {
     fn new(parts: &'p dyn Parts) -> Reader<'p> {
+        let none: &'static [u8] = &[];
+        let at = none.as_ptr();
         Reader {
             parts,
             count: parts.count(),
             next: 0,
-            current: Part::from(&[][..]),
-            current_len: 0,
-            window: Box::new([0; WINDOW]),
-            window_at: 0,
-            window_len: 0,
-            at: 0,
-            remaining: parts.len(),
+            current: Part::from(none),
+            pos: at,
+            limit: at,
+            end: at,
+            fed: at,
+            after: parts.len(),
             failure: None,
             check: None,
         }
     }
 
-    /// Makes the cursor point at an unread byte of the current part.
+    /// A reader of the bytes of `whole`, the whole record (no parts to fetch, nothing to check).
+    fn over(whole: &'p [u8]) -> Reader<'p> {
+        let pos = whole.as_ptr();
+        // SAFETY: one past the end of `whole`.
+        let end = unsafe { pos.add(whole.len()) };
+        Reader {
+            parts: &NO_PARTS,
+            count: 0,
+            next: 0,
+            current: Part::from(whole),
+            pos,
+            limit: end,
+            end,
+            fed: pos,
+            after: 0,
+            failure: None,
+            check: None,
+        }
+    }
+
+    /// Bytes of the record after the cursor.
+    fn remaining(&self) -> u64 {
+        self.after + self.left() as u64
+    }
+
+    /// Bytes of the current part after the cursor.
+    fn left(&self) -> usize {
+        // SAFETY: `pos` and `end` point into (or one past) the same part, `pos <= end`.
+        unsafe { self.end.offset_from(self.pos) as usize }
+    }
+
+    /// Whether the whole record has been read: every part, to its end.
+    fn at_end(&self) -> bool {
+        self.after == 0 && self.next == self.count && self.pos == self.end
+    }
+
+    /// Feeds the checksum the bytes read since it was last fed.
+    fn feed(&mut self) {
+        if let Some(check) = &mut self.check {
+            // SAFETY: `fed <= pos`, both in the current part.
+            let n = unsafe { self.pos.offset_from(self.fed) as usize };
+            check.feed(unsafe { std::slice::from_raw_parts(self.fed, n) });
+        }
+        self.fed = self.pos;
+        self.limit = if self.check.is_some() && self.left() > FEED {
+            // SAFETY: within the part.
+            unsafe { self.pos.add(FEED) }
+        } else {
+            self.end
+        };
+    }
+
+    /// Makes the cursor point at an unread byte of the current part, feeding the checksum on
+    /// the way.
+    #[cold]
     fn fill(&mut self) -> Result<()> {
-        while self.at >= self.current_len {
+        self.feed();
+        while self.pos == self.end {
             if self.next >= self.count {
                 return Err(END);
             }
             match self.parts.part(self.next) {
                 Ok(part) => {
-                    if let Some(check) = &mut self.check {
-                        check.feed(&part);
+                    if part.len() as u64 > self.after {
+                        return Err(DeError("a part runs past the record's length"));
                     }
-                    self.current_len = part.len();
+                    self.after -= part.len() as u64;
                     self.current = part;
-                    self.window_len = 0;
+                    let bytes: &[u8] = &self.current;
+                    self.pos = bytes.as_ptr();
+                    // SAFETY: one past the end of the part's bytes.
+                    self.end = unsafe { self.pos.add(bytes.len()) };
+                    self.fed = self.pos;
+                    self.feed();
                 }
                 Err(e) => {
                     self.failure = Some(e);
@@ -202,73 +299,125 @@ impl<'p> Reader<'p> {
                 }
             }
             self.next += 1;
-            self.at = 0;
         }
         Ok(())
     }
 
     #[inline]
     fn pop(&mut self) -> Result<u8> {
-        if self.remaining == 0 {
-            return Err(END);
-        }
-        if self.at >= self.current_len {
+        if self.pos == self.limit {
             self.fill()?;
         }
-        let i = self.at.wrapping_sub(self.window_at);
-        let b = if i < self.window_len {
-            self.window[i]
-        } else {
-            self.slide_window()
-        };
-        self.at += 1;
-        self.remaining -= 1;
+        // SAFETY: `pos < limit <= end`: a byte of the current part.
+        let b = unsafe { *self.pos };
+        self.pos = unsafe { self.pos.add(1) };
         Ok(b)
-    }
-
-    /// Copies the current part's bytes from the cursor into the window; returns the first.
-    #[cold]
-    fn slide_window(&mut self) -> u8 {
-        let bytes = &self.current[self.at..self.current_len.min(self.at + WINDOW)];
-        self.window[..bytes.len()].copy_from_slice(bytes);
-        self.window_at = self.at;
-        self.window_len = bytes.len();
-        self.window[0]
     }
 
     /// The next `n` bytes. Checked against what is left before anything is allocated, so a
     /// damaged length cannot ask for more memory than the record holds.
     fn take(&mut self, n: usize) -> Result<Taken<'_>> {
-        if n as u64 > self.remaining {
+        if n as u64 > self.remaining() {
             return Err(END);
         }
         if n == 0 {
             return Ok(Taken::Within(&[]));
         }
-        self.fill()?;
-        self.remaining -= n as u64;
-        if self.current_len - self.at >= n {
-            let start = self.at;
-            self.at += n;
-            return Ok(Taken::Within(&self.current[start..start + n]));
+        if self.pos == self.end {
+            self.fill()?;
+        }
+        if self.left() >= n {
+            let start = self.pos;
+            // SAFETY: `n` bytes of the current part from the cursor.
+            self.pos = unsafe { self.pos.add(n) };
+            if self.pos >= self.limit {
+                self.feed();
+            }
+            return Ok(Taken::Within(unsafe {
+                std::slice::from_raw_parts(start, n)
+            }));
         }
         let mut joined = Vec::with_capacity(n);
-        while joined.len() < n {
-            self.fill()?;
-            let k = (n - joined.len()).min(self.current_len - self.at);
-            joined.extend_from_slice(&self.current[self.at..self.at + k]);
-            self.at += k;
-        }
+        self.runs(n, |run| joined.extend_from_slice(run))?;
         Ok(Taken::Joined(joined))
     }
 
+    /// Hands the next `n` bytes to `f` in runs, each within a part and fed to the checksum just
+    /// after `f` read it (while it is in the cache). Checked against what is left first.
+    fn runs(&mut self, mut n: usize, mut f: impl FnMut(&[u8])) -> Result<()> {
+        if n as u64 > self.remaining() {
+            return Err(END);
+        }
+        while n > 0 {
+            if self.pos == self.end {
+                self.fill()?;
+            }
+            self.feed();
+            let k = n.min(self.left()).min(FEED);
+            // SAFETY: `k` bytes of the current part from the cursor.
+            f(unsafe { std::slice::from_raw_parts(self.pos, k) });
+            self.pos = unsafe { self.pos.add(k) };
+            n -= k;
+        }
+        self.feed();
+        Ok(())
+    }
+
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        // SAFETY: `limit <= end`, in the current part.
+        if unsafe { self.limit.offset_from(self.pos) } as usize >= N {
+            let mut out = [0u8; N];
+            // SAFETY: `N` bytes of the current part from the cursor.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.pos, out.as_mut_ptr(), N);
+                self.pos = self.pos.add(N);
+            }
+            return Ok(out);
+        }
         let mut out = [0u8; N];
         for b in &mut out {
             *b = self.pop()?;
         }
         Ok(out)
     }
+}
+
+/// Decodes what `s` reads. A `Vec` of bytes or of floats read by serde's own `Deserialize`
+/// (the seed is `PhantomData<Vec<u8>>`, `PhantomData<Vec<f32>>` or `PhantomData<Vec<f64>>`,
+/// whether the vector is the value or a field, element or entry of it) is copied in runs: the
+/// same bytes, read as postcard lays them out (a length, then the elements), without a call per
+/// element. A value read through a seed of its own (`#[serde(with = ...)]`, ...) is left to it.
+#[inline]
+fn seed_of<'de, S: DeserializeSeed<'de>>(de: &mut PartsDeserializer<'_>, s: S) -> Result<S::Value> {
+    let id = typeid::of::<S>();
+    if id == typeid::of::<PhantomData<Vec<u8>>>() {
+        let n = de.varint_usize()?;
+        let bytes = match de.input.take(n)? {
+            Taken::Within(b) => b.to_vec(),
+            Taken::Joined(v) => v,
+        };
+        return Ok(same_type::<Vec<u8>, S::Value>(bytes));
+    }
+    if id == typeid::of::<PhantomData<Vec<f32>>>() {
+        let v = de.number_run(f32::from_le_bytes)?;
+        return Ok(same_type::<Vec<f32>, S::Value>(v));
+    }
+    if id == typeid::of::<PhantomData<Vec<f64>>>() {
+        let v = de.number_run(f64::from_le_bytes)?;
+        return Ok(same_type::<Vec<f64>, S::Value>(v));
+    }
+    s.deserialize(de)
+}
+
+/// `a` as a `B`, which is `A`: the caller compared their type ids, and `A` holds no lifetimes,
+/// so the two are one type.
+#[allow(unsafe_code)]
+fn same_type<A, B>(a: A) -> B {
+    assert!(size_of::<A>() == size_of::<B>() && typeid::of::<A>() == typeid::of::<B>());
+    let a = ManuallyDrop::new(a);
+    // SAFETY: `B` is `A` (checked above): this moves the value out of `a`, which is not dropped.
+    unsafe { std::ptr::read((&*a as *const A).cast::<B>()) }
 }
 
 struct PartsDeserializer<'p> {
@@ -297,6 +446,43 @@ macro_rules! varint {
             Err(DeError("bad varint"))
         }
     };
+}
+
+impl PartsDeserializer<'_> {
+    /// A length, then that many fixed-width little-endian numbers (`f32`, `f64`), decoded from
+    /// runs of bytes; a number split between two parts is joined in `carry`.
+    fn number_run<const N: usize, F>(&mut self, from: fn([u8; N]) -> F) -> Result<Vec<F>> {
+        let n = self.varint_usize()?;
+        let len = n.checked_mul(N).ok_or(END)?;
+        if len as u64 > self.input.remaining() {
+            return Err(END);
+        }
+        let mut out = Vec::with_capacity(n);
+        let (mut carry, mut held) = ([0u8; N], 0);
+        self.input.runs(len, |mut run| {
+            if held > 0 {
+                let k = (N - held).min(run.len());
+                carry[held..held + k].copy_from_slice(&run[..k]);
+                held += k;
+                run = &run[k..];
+                if held < N {
+                    return;
+                }
+                out.push(from(carry));
+                held = 0;
+            }
+            let chunks = run.chunks_exact(N);
+            let rest = chunks.remainder();
+            out.extend(chunks.map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                from(a)
+            }));
+            carry[..rest.len()].copy_from_slice(rest);
+            held = rest.len();
+        })?;
+        Ok(out)
+    }
 }
 
 impl PartsDeserializer<'_> {
@@ -331,34 +517,34 @@ struct Counted<'a, 'p> {
 impl<'de> de::SeqAccess<'de> for Counted<'_, '_> {
     type Error = DeError;
 
-    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>> {
+    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, s: S) -> Result<Option<S::Value>> {
         if self.len == 0 {
             return Ok(None);
         }
         self.len -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        seed_of(&mut *self.de, s).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
         // As postcard: no hint larger than the bytes left (one byte per element at least), so a
         // damaged count cannot make serde reserve much.
-        (self.de.input.remaining >= self.len as u64).then_some(self.len)
+        (self.de.input.remaining() >= self.len as u64).then_some(self.len)
     }
 }
 
 impl<'de> de::MapAccess<'de> for Counted<'_, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, s: K) -> Result<Option<K::Value>> {
         if self.len == 0 {
             return Ok(None);
         }
         self.len -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        seed_of(&mut *self.de, s).map(Some)
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
-        seed.deserialize(&mut *self.de)
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, s: V) -> Result<V::Value> {
+        seed_of(&mut *self.de, s)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -585,8 +771,8 @@ impl<'de> de::VariantAccess<'de> for &mut PartsDeserializer<'_> {
         Ok(())
     }
 
-    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value> {
-        seed.deserialize(self)
+    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, s: S) -> Result<S::Value> {
+        seed_of(self, s)
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
@@ -701,8 +887,7 @@ mod tests {
     {
         let mut bytes = vec![0xaa; 5];
         bytes.extend(postcard::to_allocvec(value).unwrap());
-        // Sizes around the window `pop` copies (4096), so that it slides inside a part and
-        // across parts.
+        // Cuts of every kind of size: one byte, small, around 4 KiB and larger.
         for size in [
             1,
             2,
@@ -739,6 +924,18 @@ mod tests {
         // Plain bytes and numbers, decoded a byte at a time, with runs (`take`) between them.
         let plain: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
         agree(&plain);
+        // Vectors read in runs, numbers split between parts at every offset.
+        let floats: Vec<f32> = (0..5_001).map(|i| i as f32 / 7.0).collect();
+        let doubles: Vec<f64> = (0..3_001).map(|i| -(i as f64) / 3.0).collect();
+        agree(&floats);
+        agree(&doubles);
+        agree(&(
+            plain.clone(),
+            vec![floats.clone(), vec![]],
+            Some(doubles.clone()),
+        ));
+        agree(&BTreeMap::from([(1u8, floats), (2, Vec::new())]));
+        agree(&Vec::<Vec<u8>>::from([vec![], vec![1], plain.clone()]));
         agree(&(
             plain.clone(),
             "a run between".repeat(100),
@@ -793,6 +990,10 @@ mod tests {
             check_agrees::<Vec<Shape>>(&bytes);
             check_agrees::<(char, u128, bool)>(&bytes);
             check_agrees::<BTreeMap<u8, Vec<u8>>>(&bytes);
+            // Read in runs (`seed_of`): vectors of bytes and floats, alone and nested.
+            check_agrees::<(Vec<f32>, Vec<u8>)>(&bytes);
+            check_agrees::<Vec<Vec<f64>>>(&bytes);
+            check_agrees::<Vec<f32>>(&bytes);
         }
     }
 
@@ -804,6 +1005,7 @@ mod tests {
         let parts = Cut { bytes, size: 3 };
         let ours = from_parts::<T>(&parts, 0).ok();
         assert_eq!(ours, theirs, "{bytes:02x?}");
+        assert_eq!(value_from_slice::<T>(bytes), theirs, "whole: {bytes:02x?}");
     }
 
     #[test]
