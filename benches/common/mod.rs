@@ -210,6 +210,15 @@ impl RawRedb {
         table.get(key).unwrap().map(|v| Blob(v.value().to_vec()))
     }
 
+    /// A hit that hands the stored bytes to `f` while the read guard is alive (`begin_read` +
+    /// `open_table` + `get` + `f`): `f` decodes or copies them.
+    #[inline]
+    pub fn get_with<R>(&self, key: u128, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let txn = self.db.begin_read().unwrap();
+        let table = txn.open_table(RAW).unwrap();
+        table.get(key).unwrap().map(|v| f(v.value()))
+    }
+
     /// One write transaction per save.
     pub fn put(&self, key: u128, value: &[u8], durability: Durability) {
         let mut txn = self.db.begin_write().unwrap();
@@ -348,4 +357,45 @@ pub fn rss() -> (u64, u64) {
             .map_or(0, |kib| kib * 1024)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Resets this process's peak resident memory (VmHWM) to its current resident memory (Linux
+/// 4.0+: `5` into `/proc/self/clear_refs`). False when the kernel refuses.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
+/// A file's size in bytes (0 when missing).
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// The median of `v` (sorted in place); NaN when empty.
+pub fn median_of(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bytes as "256 B", "4 KiB", "1 MiB", "1.5 GiB".
+pub fn bytes_label(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut unit = 0;
+    let mut v = n as f64;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The interleaved benches' round count: `CKPT_BENCH_ROUNDS` if set, else `default`.
+pub fn rounds_or(default: usize) -> usize {
+    std::env::var("CKPT_BENCH_ROUNDS").map_or(default, |v| v.parse().expect("CKPT_BENCH_ROUNDS"))
 }
