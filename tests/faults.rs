@@ -302,3 +302,88 @@ fn a_broken_handle_on_a_file_reopens_under_load() {
     let report = store.verify().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// The default open ([`OpenCheck::Auto`]) trusts a cleanly closed file: a value damaged on disk
+/// while it was closed is found when it is read (its record's checksum: a miss), not at the
+/// open. Once a failure breaks the handle, the store reopens the file with the full check,
+/// which finds the damaged page and repairs (rolls back) or refuses the file, where `Trust`
+/// reopens it as it is. `Full` finds it at the open.
+#[test]
+fn the_default_open_trusts_a_clean_file_and_checks_it_after_a_failure() {
+    use ckpt::OpenCheck;
+    let dir = common::TempDir::new("open-check");
+    let built = dir.join("built.redb");
+    let value = |i: u64| -> Val { (i, format!("value-{i:05}|").repeat(60).into_bytes()) };
+    {
+        let store = Store::open(&built).unwrap();
+        let f = function();
+        let rows: Vec<(CheckpointId, Vec<u8>)> = (0..2_000)
+            .map(|i| {
+                (
+                    id(i),
+                    testing::encode_record(&value(i), Duration::ZERO).unwrap(),
+                )
+            })
+            .collect();
+        let entries: Vec<_> = rows
+            .iter()
+            .map(|(id, bytes)| (*id, testing::entry(&f, bytes, Duration::ZERO)))
+            .collect();
+        store.save_many(&entries).unwrap();
+        store.close().unwrap();
+    }
+    // A byte of entry 1500's value flipped on disk.
+    let mut image = std::fs::read(&built).unwrap();
+    let at = image
+        .windows(12)
+        .position(|w| w == b"value-01500|")
+        .expect("the value is in the file");
+    image[at + 3] ^= 0x20;
+    let open_with = |name: &str, check: Option<OpenCheck>| {
+        let path = dir.join(name);
+        std::fs::write(&path, &image).unwrap();
+        let mut builder = Store::builder();
+        if let Some(check) = check {
+            builder = builder.open_check(check);
+        }
+        builder.open(&path)
+    };
+    let holds = |store: &Store, i: u64| -> Option<bool> {
+        match store.retrieve(&id(i)) {
+            Ok(Some(bytes)) => Some(matches!(
+                testing::decode_record::<Val>(&bytes),
+                Decoded::Value(v, _) if v == value(i)
+            )),
+            Ok(None) => Some(false),
+            Err(_) => None,
+        }
+    };
+    assert_eq!(OpenCheck::default(), OpenCheck::Auto);
+
+    // Default: opens; the damaged value is never returned; the others are.
+    let store = open_with("auto.redb", None).expect("a clean file opens without a check");
+    assert_eq!(holds(&store, 5), Some(true));
+    assert_eq!(holds(&store, 1500), Some(false));
+    // After a failure: the reopen checks every page, finds the damage, and the file is rolled
+    // back to a sound commit or refused: entry 5, committed with the damaged page, is gone.
+    testing::break_engine(&store);
+    assert_ne!(
+        holds(&store, 5),
+        Some(true),
+        "the reopen did not check the file"
+    );
+    drop(store);
+
+    // Trust: the reopen does not check.
+    let store = open_with("trust.redb", Some(OpenCheck::Trust)).unwrap();
+    testing::break_engine(&store);
+    assert_eq!(holds(&store, 5), Some(true));
+    assert_eq!(holds(&store, 1500), Some(false));
+    drop(store);
+
+    // Full: the open finds it.
+    match open_with("full.redb", Some(OpenCheck::Full)) {
+        Err(e) => assert_eq!(*e.kind(), ckpt::OpenErrorKind::Corrupted, "{e}"),
+        Ok(store) => assert_ne!(holds(&store, 5), Some(true)),
+    }
+}

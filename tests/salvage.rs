@@ -482,8 +482,9 @@ fn the_command_line_salvages() {
         bytes[at] ^= 0x20;
     }
     std::fs::write(&damaged, &bytes).unwrap();
-    // (A writable open checks every page; `stats` opens read-only and reads no record.)
-    let out = run(&["--store", old, "compact"]);
+    // (`--open-check full` checks every page at the open; the default trusts a file closed
+    // cleanly. `stats` opens read-only and reads no record.)
+    let out = run(&["--store", old, "--open-check", "full", "compact"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`ckpt salvage`"), "{err}");

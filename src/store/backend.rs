@@ -131,11 +131,11 @@ impl StoreBuilder {
         let label = label.as_ref().to_path_buf();
         let engine = self.engine_options();
         let opener_label = label.clone();
-        let opener = move || {
+        let opener = super::builder::reopened_after_failure(engine, move |engine| {
             let backend = make().map_err(|e| OpenError::from_io(&opener_label, e))?;
-            super::open::open_backend(&opener_label, EngineBackend(backend), &engine)
-        };
-        self.open_with(label, Box::new(opener))
+            super::open::open_backend(&opener_label, EngineBackend(backend), engine)
+        });
+        self.open_with(label, opener)
     }
 }
 

@@ -76,6 +76,30 @@ impl Default for StoreBuilder {
     }
 }
 
+/// An opener calling `open` with `engine` the first time, and after that (a reopen follows a
+/// failure that broke the handle: an engine panic, an I/O error) with the full check if
+/// `engine` asks for [`OpenCheck::Auto`].
+pub(super) fn reopened_after_failure(
+    engine: open::EngineOptions,
+    open: impl Fn(&open::EngineOptions) -> Result<Db, OpenError> + Send + Sync + 'static,
+) -> Opener {
+    let after_failure = open::EngineOptions {
+        check: match engine.check {
+            OpenCheck::Auto => OpenCheck::Full,
+            other => other,
+        },
+        ..engine.clone()
+    };
+    let reopened = std::sync::atomic::AtomicBool::new(false);
+    Box::new(move || {
+        if reopened.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            open(&after_failure)
+        } else {
+            open(&engine)
+        }
+    })
+}
+
 impl StoreBuilder {
     /// Default options.
     pub fn new() -> Self {
@@ -121,7 +145,8 @@ impl StoreBuilder {
         self
     }
 
-    /// What opening checks of the file (default [`OpenCheck::Full`]: every page).
+    /// What opening checks of the file (default [`OpenCheck::Auto`]: constant time for a file
+    /// closed cleanly, every page after a crash or a failure; see [`OpenCheck`]).
     pub fn open_check(mut self, check: OpenCheck) -> Self {
         self.open_check = check;
         self
@@ -252,7 +277,10 @@ impl StoreBuilder {
         let path = path.as_ref().to_path_buf();
         let engine = self.engine_options();
         let at = path.clone();
-        self.open_with(path, Box::new(move || open::open(&at, &engine)))
+        self.open_with(
+            path,
+            reopened_after_failure(engine, move |engine| open::open(&at, engine)),
+        )
     }
 
     /// Opens a store whose database `opener` opens (and opens again after a failure).

@@ -354,22 +354,43 @@ pub(crate) fn duration_ms(d: Duration) -> u64 {
 
 /// What opening a store checks of its file.
 ///
-/// `Full` (the default) reads every page of the file and verifies its checksum, so a file
-/// damaged or altered outside ckpt is repaired (rolled back to its last sound commit) or refused
-/// with [`OpenErrorKind::Corrupted`](crate::OpenErrorKind::Corrupted) instead of being trusted.
-/// Its cost grows with the file: a few hundred milliseconds per GiB.
+/// Whatever the check, ckpt never returns a stored value that fails its record's checksum or
+/// whose type shape differs from the caller's (that is checked at every hit), and an engine
+/// panic on a damaged page is contained and returned as an
+/// [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) error. The modes differ in what they
+/// trust of the file's *structure* (its B-trees and allocator state):
 ///
-/// `Trust` skips that read and opens in constant time. The storage engine then trusts the
-/// file's structure: on a damaged or hostile file, operations can fail, or, in the worst case,
-/// not terminate (ckpt still never returns a stored value that fails its own checksum, and
-/// contains the engine's panics as errors). Use it for large stores that only ckpt writes, on
-/// storage you trust; run [`Store::verify`](crate::Store::verify) from a maintenance task.
+/// - `Auto` (the default) opens a file that was closed cleanly in constant time, trusting the
+///   structure the engine wrote and recorded at its last commit. A file that was not closed
+///   cleanly (a crash, a kill, a power loss, a copy taken while it was open) is recovered by
+///   the engine, which then reads every page and verifies its checksum. And once an operation
+///   on the store fails in a way that breaks the handle (the engine panicked on a damaged page,
+///   or an I/O error), the store reopens the file with the `Full` check before it is used
+///   again: a damage found by using the file is repaired (rolled back to its last sound commit)
+///   or refused, never worked around.
+/// - `Full` reads every page of the file and verifies its checksum at every open, so a file
+///   damaged or altered outside ckpt since it was closed is repaired or refused with
+///   [`OpenErrorKind::Corrupted`](crate::OpenErrorKind::Corrupted) before anything is read
+///   from it. Its cost grows with the file: about a second per GiB. For files on storage you
+///   do not trust, or that other programs may write.
+/// - `Trust` is `Auto` without the full check on reopen (the engine still recovers a file that
+///   was not closed cleanly).
+///
+/// Under `Auto` and `Trust`, a file damaged *while it was closed* (a flipped bit on disk, an
+/// edit by another program) is not looked for until it is used: a damaged value is a miss (the
+/// record's checksum), a damaged page makes an operation fail and, under `Auto`, the file be
+/// checked; in the worst case, a damaged page that the engine does not notice can make a
+/// lookup miss an entry that is there. Run [`Store::verify`](crate::Store::verify) (or `ckpt
+/// verify`) from a maintenance task to check every page of a store without closing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum OpenCheck {
-    /// Verify every page on open.
+    /// Constant time for a cleanly closed file; every page checked after an unclean shutdown
+    /// and before the store is used again after a failure.
     #[default]
+    Auto,
+    /// Verify every page at every open.
     Full,
-    /// Trust the file; open in constant time.
+    /// Trust a cleanly closed file, and reopen without the check after a failure.
     Trust,
 }
