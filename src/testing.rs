@@ -136,6 +136,36 @@ pub fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Decoded<T> {
     }
 }
 
+/// Decodes stored bytes lent in parts of `part_len` bytes (at least 1), as the decorator decodes
+/// a chunked record.
+pub fn decode_record_in_parts<T: DeserializeOwned>(bytes: &[u8], part_len: usize) -> Decoded<T> {
+    struct Cut<'a>(&'a [u8], usize);
+    impl crate::record::Parts for Cut<'_> {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn count(&self) -> u32 {
+            u32::try_from(self.0.len().div_ceil(self.1)).unwrap_or(u32::MAX)
+        }
+        // Owned parts, as the store's engine guards are (the decoder reads a held part through
+        // pointers taken once): not a needless copy.
+        #[allow(clippy::unnecessary_to_owned)]
+        fn part(&self, index: u32) -> Result<crate::record::Part<'_>, Error> {
+            let start = index as usize * self.1;
+            Ok(crate::record::Part::new(
+                self.0[start..(start + self.1).min(self.0.len())].to_vec(),
+            ))
+        }
+    }
+    let parts = Cut(bytes, part_len.max(1));
+    match crate::record::decode_parts::<T>(&parts, crate::record::fingerprint::<T>()) {
+        Ok(Ok((v, h))) => Decoded::Value(v, h.compute_nanos),
+        Ok(Err(crate::record::Rejected::TypeMismatch)) => Decoded::TypeMismatch,
+        Ok(Err(crate::record::Rejected::Unsupported)) => Decoded::Unsupported,
+        _ => Decoded::Corrupt,
+    }
+}
+
 /// Checks a record's header and checksum as `verify` does; returns the payload.
 pub fn parse_record(bytes: &[u8]) -> Option<&[u8]> {
     crate::record::parse(bytes).ok().map(|(_, payload)| payload)

@@ -374,7 +374,23 @@ where
         bytes.to_vec()
     };
     let _ = testing::parse_record(&record);
-    if let Decoded::Value(v, _) = testing::decode_record::<T>(&record) {
+    let whole = testing::decode_record::<T>(&record);
+    // The same record lent in parts (as a chunked one is: the decoder reads each part through
+    // pointers and switches parts mid-value) decodes to the same value, or is refused alike.
+    let part_len = 1 + usize::from(bytes.first().copied().unwrap_or(0) % 40);
+    let in_parts = testing::decode_record_in_parts::<T>(&record, part_len);
+    match (&whole, &in_parts) {
+        (Decoded::Value(a, _), Decoded::Value(b, _)) => assert_eq!(
+            testing::encode_record(a, Duration::ZERO).unwrap(),
+            testing::encode_record(b, Duration::ZERO).unwrap(),
+            "the record decodes to another value in parts of {part_len}"
+        ),
+        (Decoded::Value(..), _) | (_, Decoded::Value(..)) if !compressed => {
+            panic!("the record decodes whole or in parts of {part_len}, not both")
+        }
+        _ => {}
+    }
+    if let Decoded::Value(v, _) = whole {
         // What decodes re-encodes to a record that decodes to the same bytes again.
         let again = testing::encode_record(&v, Duration::ZERO).unwrap();
         match testing::decode_record::<T>(&again) {

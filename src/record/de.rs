@@ -390,6 +390,11 @@ impl<'p> Reader<'p> {
 /// element. A value read through a seed of its own (`#[serde(with = ...)]`, ...) is left to it.
 #[inline]
 fn seed_of<'de, S: DeserializeSeed<'de>>(de: &mut PartsDeserializer<'_>, s: S) -> Result<S::Value> {
+    // Settled at compile time for nearly every seed (numbers, tuples, structs): only a seed of
+    // no size (`PhantomData`) making a value the size of a `Vec` can be one of the three.
+    if size_of::<S>() != 0 || size_of::<S::Value>() != size_of::<Vec<u8>>() {
+        return s.deserialize(de);
+    }
     let id = typeid::of::<S>();
     if id == typeid::of::<PhantomData<Vec<u8>>>() {
         let n = de.varint_usize()?;
