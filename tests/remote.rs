@@ -496,3 +496,51 @@ fn an_async_call_publishes_its_result() {
     assert_eq!(square(&b, 9, &runs), 81);
     assert_eq!(runs.load(Ordering::SeqCst), 0, "served by the remote");
 }
+
+/// A backfill commits without waiting for the disk (the remote keeps the record, so a crash
+/// would cost one fetch): the calls served from the remote make no fsync. The close makes the
+/// backfills durable: the file, reopened without the remote, holds them.
+#[test]
+fn backfills_do_not_wait_for_the_disk_and_the_close_keeps_them() {
+    use ckpt::testing::{FaultOp, Faults, FaultyBackend, FileBytes};
+    let dir = TempDir::new("remote-backfill-sync");
+    let team = Remote::open("memory://").unwrap();
+    let runs = AtomicUsize::new(0);
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    for x in 0..20 {
+        square(&a, x, &runs);
+    }
+    a.flush().unwrap();
+    drop(a);
+
+    let path = dir.join("b.redb");
+    drop(Store::open(&path).unwrap());
+    let faults = Faults::new();
+    let (f, file) = (faults.clone(), path.clone());
+    let b = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .open_backend(&path, move || {
+            Ok(FaultyBackend::new(FileBytes::open(&file)?, f.clone()))
+        })
+        .unwrap();
+    let syncs = faults.count(FaultOp::Sync);
+    for x in 0..20 {
+        assert_eq!(square(&b, x, &runs), x * x);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 20, "b computed nothing");
+    assert_eq!(b.stats().unwrap().remote.unwrap().backfills, 20);
+    assert_eq!(
+        faults.count(FaultOp::Sync),
+        syncs,
+        "a backfill waited for the disk"
+    );
+    b.close().unwrap();
+
+    let reopened = Store::open(&path).unwrap();
+    assert_eq!(reopened.stats().unwrap().entries, 20);
+    let none = AtomicUsize::new(0);
+    for x in 0..20 {
+        assert_eq!(square(&reopened, x, &none), x * x);
+    }
+    assert_eq!(none.load(Ordering::SeqCst), 0);
+}

@@ -294,6 +294,21 @@ pub(crate) struct TableParts<'a, T> {
     pub table: &'a T,
     pub id: [u8; 16],
     pub manifest: Manifest,
+    /// Set when reading a part met an error that breaks the engine's handle (an I/O failure
+    /// it latched). Parts are read by the caller, outside the store's guard, which would mark
+    /// the handle broken: `lend` reports it to the guard after the caller is done.
+    pub broke_handle: std::cell::Cell<bool>,
+}
+
+impl<'a, T> TableParts<'a, T> {
+    pub(crate) fn new(table: &'a T, id: [u8; 16], manifest: Manifest) -> Self {
+        TableParts {
+            table,
+            id,
+            manifest,
+            broke_handle: std::cell::Cell::new(false),
+        }
+    }
 }
 
 /// A chunk's bytes, as the engine lends them.
@@ -333,7 +348,13 @@ impl<T: ReadableTable<&'static [u8; 20], &'static [u8]>> TableParts<'_, T> {
         let chunk = self
             .table
             .get(&chunk_key(&self.id, index))
-            .map_err(|e| engine_error("cannot read a large record", e))?
+            .map_err(|e| {
+                let e = engine_error("cannot read a large record", e);
+                if super::engine::breaks_handle(&e) {
+                    self.broke_handle.set(true);
+                }
+                e
+            })?
             .ok_or_else(|| Error::corrupted("a chunk of a large record is missing"))?;
         let bytes = chunk.value();
         if bytes.len() as u64 != self.manifest.chunk_len_of(index)

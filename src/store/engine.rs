@@ -89,7 +89,7 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Whether `err` means the database handle cannot be used again: redb latched an I/O failure.
-fn breaks_handle(err: &Error) -> bool {
+pub(crate) fn breaks_handle(err: &Error) -> bool {
     let Some(source) = std::error::Error::source(err) else {
         return false;
     };

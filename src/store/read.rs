@@ -195,11 +195,18 @@ pub(super) fn lend(
         None => None,
     };
     match &table {
-        Some((manifest, table)) => read(Lent::parts(&TableParts {
-            table,
-            id: *id.as_bytes(),
-            manifest: *manifest,
-        })),
+        Some((manifest, table)) => {
+            let parts = TableParts::new(table, *id.as_bytes(), *manifest);
+            read(Lent::parts(&parts));
+            if parts.broke_handle.get() {
+                // The caller had the error; the store's guard must see one too, to reopen the
+                // handle before the next operation.
+                return Err(engine_error(
+                    "cannot read a large record",
+                    redb::StorageError::PreviousIo,
+                ));
+            }
+        }
         // A record; or a manifest in a file without chunks, lent as it is: it fails a record's
         // checks.
         None => read(Lent::whole(row)),

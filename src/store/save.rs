@@ -26,6 +26,11 @@ pub(crate) enum Commit {
     Yes,
     /// Commit durably whatever the store's durability.
     Durably,
+    /// Commit without waiting for the disk where the store allows it (one process), whatever
+    /// the store's durability: for what can be fetched again (a backfill from the remote tier),
+    /// which a crash may lose and nothing else. The next durable commit, or the close, makes it
+    /// durable.
+    Relaxed,
 }
 
 impl Shared {
@@ -78,8 +83,11 @@ impl Shared {
             .writable("cannot write")?
             .begin_write()
             .map_err(|e| engine_error("cannot begin a write", e))?;
-        let relaxed =
-            commit == Commit::Yes && matches!(self.durability, Durability::Relaxed { .. });
+        let relaxed = match commit {
+            Commit::Yes => matches!(self.durability, Durability::Relaxed { .. }),
+            Commit::Relaxed => self.concurrency != ConcurrencyMode::MultiProcess,
+            Commit::Durably => false,
+        };
         if relaxed {
             txn.set_durability(redb::Durability::None).map_err(|e| {
                 Error::with_source(ErrorKind::Unsupported, "cannot relax durability", e)
@@ -123,6 +131,9 @@ impl Shared {
             Durability::Relaxed { within } if relaxed => {
                 self.flusher.sync_by(Instant::now() + within);
             }
+            // A relaxed commit in a durable store (a backfill): durable with the next durable
+            // commit or the close.
+            _ if relaxed => {}
             _ => self.flusher.synced(),
         }
         Ok(out)
@@ -195,6 +206,17 @@ impl Shared {
             |batch| self.commit_batch(batch),
             || self.wake_deferred(),
         )
+    }
+
+    /// Writes a record fetched from the remote tier into the file (a backfill), as `save`
+    /// does, in a commit of its own that does not wait for the disk where the store allows it
+    /// ([`Commit::Relaxed`]): the remote keeps the record, so a crash that loses the backfill
+    /// costs one fetch, and the call that found it does not wait for an fsync.
+    #[cfg(feature = "remote")]
+    pub(super) fn save_backfill(&self, id: &CheckpointId, entry: &Entry<'_>) -> Result<(), Error> {
+        self.check_size(entry.bytes().len())?;
+        let op = SaveOp::new(id, entry);
+        self.write(Commit::Relaxed, |tx| tx.put(&op))
     }
 
     /// Queues a save for the group commit and returns without waiting for it: the returned

@@ -78,7 +78,7 @@ impl Shared {
         let mut kept = false;
         if self.access_mode == AccessMode::ReadWrite {
             // The backfill: the same save a computed result gets (same id, same record bytes,
-            // the function's metadata and counts), through the group-commit queue.
+            // the function's metadata and counts), committed without waiting for the disk.
             let mut entry = Entry::new(
                 &fetched.function,
                 &fetched.record,
@@ -88,7 +88,7 @@ impl Shared {
                 entry = entry.with_value_type(name);
             }
             entry.created_ms = Some(fetched.saved_ms);
-            match self.save(id, &entry) {
+            match self.save_backfill(id, &entry) {
                 Ok(()) => {
                     tier.backfilled();
                     kept = true;
@@ -296,7 +296,9 @@ impl Store {
             }
             progress(done as u64 + 1, total);
         }
-        self.flush()?;
+        // The backfills' commits did not wait for the disk: one durable commit for them all
+        // (which writes the buffered bookkeeping too).
+        shared.write(super::save::Commit::Durably, |_| Ok(()))?;
         Ok(report)
     }
 

@@ -287,11 +287,7 @@ fn export_snapshot<W: Write>(
         let bytes = result.value();
         if let (Some(manifest), Some(table)) = (Manifest::decode(bytes), chunks.as_ref()) {
             // A large record: checked in one pass, then written in a second, a chunk at a time.
-            let parts = TableParts {
-                table,
-                id,
-                manifest,
-            };
+            let parts = TableParts::new(table, id, manifest);
             if record::check_parts(&parts)?.is_err() || parts.len() > MAX_ARCHIVE_RECORD {
                 report.skipped_damaged += 1;
                 continue;
