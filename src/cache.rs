@@ -338,6 +338,9 @@ pub struct LargeEntry<'a> {
     compute: Duration,
     record: &'a dyn EncodeRecord,
     value_type: Option<&'static str>,
+    /// When the record was first saved (ms since the epoch), if not now: a backfill keeps the
+    /// remote object's time.
+    pub(crate) created_ms: Option<u64>,
 }
 
 impl<'a> LargeEntry<'a> {
@@ -351,6 +354,7 @@ impl<'a> LargeEntry<'a> {
             compute,
             record,
             value_type: None,
+            created_ms: None,
         }
     }
 
@@ -448,6 +452,12 @@ impl<'a> LargeEntry<'a> {
 
     pub(crate) fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
         self.record.write_unsealed(out)
+    }
+
+    /// The type fingerprint of the record.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn fingerprint(&self) -> u64 {
+        self.record.fingerprint()
     }
 }
 

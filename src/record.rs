@@ -179,6 +179,10 @@ pub(crate) trait EncodeRecord {
     /// Writes the record into `out` with its first 8 bytes (the checksum) zero; returns the
     /// checksum.
     fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error>;
+
+    /// The type fingerprint the record carries.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    fn fingerprint(&self) -> u64;
 }
 
 /// A value and its compute time, to be encoded as a record.
@@ -192,6 +196,10 @@ pub(crate) struct Encoder<'v, T: ?Sized> {
 impl<T: Serialize + ?Sized> EncodeRecord for Encoder<'_, T> {
     fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
         write_unsealed(self.value, self.fingerprint, self.compute, out)
+    }
+
+    fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 }
 

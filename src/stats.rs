@@ -340,6 +340,9 @@ pub struct RemoteStats {
     pub dropped_publishes: u64,
     /// Remote objects that failed their checks (misses; replaced by the next save).
     pub corrupt: u64,
+    /// Remote objects of another type than the caller's (its type changed, its version did
+    /// not): served, decoded as a mismatch, computed again, and replaced by the next publish.
+    pub wrong_type: u64,
     /// Damaged objects replaced.
     pub replaced: u64,
     /// Failed or timed-out requests to fetch.

@@ -544,3 +544,40 @@ fn backfills_do_not_wait_for_the_disk_and_the_close_keeps_them() {
     }
     assert_eq!(none.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn an_object_of_another_type_is_recomputed_and_replaced() {
+    let dir = TempDir::new("remote-wrong-type");
+    let team = Remote::open("memory://").unwrap();
+    let f = Function::new("remote", "typed");
+    // A build whose function returned a number published it...
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    DecoratorCheckpoint::new(f.clone(), AutoIdentifier, a.clone())
+        .call(3u64, |x| x * 2)
+        .unwrap();
+    a.flush().unwrap();
+    // ... and a build whose same function (same version: the same id) returns text asks.
+    let runs = AtomicUsize::new(0);
+    let text = |s: &Store| {
+        DecoratorCheckpoint::new(f.clone(), AutoIdentifier, s.clone())
+            .call(3u64, |x| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                format!("x = {x}")
+            })
+            .unwrap()
+    };
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    assert_eq!(text(&b), "x = 3", "never a value of another type");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    b.flush().unwrap();
+    let rb = b.stats().unwrap().remote.unwrap();
+    assert_eq!((rb.hits, rb.wrong_type, rb.replaced), (1, 1, 1));
+    assert_eq!(b.stats().unwrap().calls.type_mismatches, 1);
+    // The object was replaced: a third store of the new build is served, and computes nothing.
+    let c = store(&dir.join("c.redb"), &team, RemoteMode::ReadWrite);
+    assert_eq!(text(&c), "x = 3");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let rc = c.stats().unwrap().remote.unwrap();
+    assert_eq!((rc.hits, rc.wrong_type), (1, 0));
+    assert_eq!(team.objects().unwrap().len(), 1);
+}

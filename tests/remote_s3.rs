@@ -486,3 +486,45 @@ fn s3_cli_gc_removes_exactly_what_it_lists() {
     expected.sort();
     assert_eq!(after, expected);
 }
+
+#[test]
+fn s3_a_large_value_goes_up_in_parts_and_comes_down_as_a_stream() {
+    let moto = Moto::start();
+    let dir = TempDir::new("s3-large");
+    // Parts of 5 MiB, the least S3 takes: a 12 MiB value is uploaded in three.
+    let remote = || {
+        Remote::builder(&format!("s3://{BUCKET}/big"))
+            .endpoint(&moto.endpoint())
+            .option("aws_access_key_id", "testing")
+            .option("aws_secret_access_key", "testing")
+            .option("aws_region", "us-east-1")
+            .part_size(5 << 20)
+            .open()
+            .unwrap()
+    };
+    let value: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+    let runs = AtomicUsize::new(0);
+    let call = |s: &Store| -> serde_bytes::ByteBuf {
+        DecoratorCheckpoint::new(Function::new("remote_s3", "big"), AutoIdentifier, s.clone())
+            .call(1u8, |_| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                serde_bytes::ByteBuf::from(value.clone())
+            })
+            .unwrap()
+    };
+    {
+        let a = open(&dir.join("a.redb"), &remote(), RemoteMode::ReadWrite);
+        call(&a);
+        a.flush().unwrap();
+        let r = a.stats().unwrap().remote.unwrap();
+        assert_eq!((r.publishes, r.publish_failures), (1, 0), "{r:?}");
+    }
+    let keys = moto.keys("big/ckpt-v1/r/");
+    assert_eq!(keys.len(), 1);
+    let b = open(&dir.join("b.redb"), &remote(), RemoteMode::ReadWrite);
+    assert_eq!(call(&b).into_vec(), value);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "b computed nothing");
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!((r.hits, r.backfills), (1, 1), "{r:?}");
+    assert_eq!(r.bytes_down, moto.get(&keys[0]).len() as u64);
+}

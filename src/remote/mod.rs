@@ -12,6 +12,7 @@ mod error;
 mod object;
 mod queue;
 mod runtime;
+mod stream;
 mod tier;
 
 use std::sync::Arc;
@@ -23,8 +24,8 @@ use object_store::path::Path;
 pub use self::admin::{Expired, Expiry, RemoteObject, expired};
 use self::breaker::Breaker;
 pub use self::error::{RemoteError, RemoteErrorKind};
-pub(crate) use self::tier::Published;
 pub(crate) use self::tier::Tier;
+pub(crate) use self::tier::{Body, Published, RecordSource, RemoteRecord};
 
 /// A shared tier: an object store that several machines' stores read through and write
 /// through. Cheap to clone (an `Arc` inside); two stores given clones of one `Remote` share it
@@ -113,6 +114,7 @@ pub struct RemoteBuilder {
     breaker_failures: u32,
     breaker_pause: Duration,
     queue: usize,
+    part: usize,
     check: RemoteCheck,
     /// S3 settings given here rather than through the environment (they win over it).
     options: Vec<(String, String)>,
@@ -137,6 +139,7 @@ impl Remote {
             breaker_failures: 3,
             breaker_pause: Duration::from_secs(30),
             queue: 1024,
+            part: 8 << 20,
             check: RemoteCheck::Probe,
             options: Vec::new(),
         }
@@ -227,8 +230,26 @@ impl RemoteBuilder {
         self
     }
 
+    /// The part length of large objects (default 8 MiB, at least 64 KiB): a record longer
+    /// than two parts is published as a multipart upload of parts this long, fed from the local
+    /// file, and fetched as a stream into the local file's chunks, so that it never sits in
+    /// memory whole beside the value. S3 refuses parts under 5 MiB (but the last).
+    pub fn part_size(mut self, bytes: usize) -> Self {
+        self.part = bytes.max(64 << 10);
+        self
+    }
+
     pub(crate) fn queue_capacity(&self) -> usize {
         self.queue
+    }
+
+    pub(crate) fn part_size_of(&self) -> usize {
+        self.part
+    }
+
+    /// Objects (and records) longer than this are streamed, not held whole.
+    pub(crate) fn stream_above(&self) -> u64 {
+        2 * self.part as u64
     }
 
     /// Opens the remote: `s3://bucket/prefix` (AWS or any S3-compatible server, configured by

@@ -29,7 +29,7 @@ pub(crate) const MAGIC: [u8; 4] = *b"CKRO";
 pub(crate) const OBJECT_VERSION: u16 = 1;
 /// The folder of this layout's objects under the prefix; a new layout gets a new folder.
 pub(crate) const LAYOUT: &str = "ckpt-v1";
-const FIXED: usize = 72;
+pub(crate) const FIXED: usize = 72;
 /// Bounds that a lying header cannot push past.
 const MAX_HEADER: usize = 64 * 1024;
 const MAX_NAME: usize = 4096;
@@ -142,6 +142,17 @@ pub(crate) enum Damaged {
     Record,
     /// The object of another id or function than its name and header say.
     Mismatch,
+}
+
+/// The header length the start of an object states (at least `FIXED` bytes of it), if it is
+/// one this layout allows.
+pub(crate) fn header_len(start: &[u8]) -> Result<usize, Damaged> {
+    let stated = start.get(8..12).ok_or(Damaged::Truncated)?;
+    let len = u32_at(stated, 0) as usize;
+    if start[..4] != MAGIC || !(FIXED..=MAX_HEADER).contains(&len) {
+        return Err(Damaged::Header);
+    }
+    Ok(len)
 }
 
 /// Checks the header at the start of `object` (which may hold only the header's first bytes:

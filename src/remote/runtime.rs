@@ -42,6 +42,30 @@ pub(crate) fn run<T: Send + 'static>(
     timeout: Duration,
     future: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, RunError> {
+    spawn(timeout, future)?.wait()
+}
+
+/// A future running on the internal runtime: its output, or its timeout, once waited for.
+pub(crate) struct Running<T>(mpsc::Receiver<Result<T, tokio::time::error::Elapsed>>);
+
+impl<T> Running<T> {
+    /// Waits for the future (which has its own timeout, so this does not wait forever).
+    pub(crate) fn wait(self) -> Result<T, RunError> {
+        match self.0.recv() {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(_elapsed)) => Err(RunError::TimedOut),
+            // The task was dropped without answering: the runtime is gone.
+            Err(_) => Err(RunError::NoRuntime("the runtime stopped".into())),
+        }
+    }
+}
+
+/// Starts `future` on the internal runtime, to be waited for later (several requests in
+/// flight at once: the parts of a multipart upload); it is dropped after `timeout`.
+pub(crate) fn spawn<T: Send + 'static>(
+    timeout: Duration,
+    future: impl Future<Output = T> + Send + 'static,
+) -> Result<Running<T>, RunError> {
     let handle = RUNTIME
         .as_ref()
         .map_err(|e| RunError::NoRuntime(e.clone()))?;
@@ -50,12 +74,7 @@ pub(crate) fn run<T: Send + 'static>(
         let out = tokio::time::timeout(timeout, future).await;
         let _ = tx.send(out);
     });
-    match rx.recv() {
-        Ok(Ok(out)) => Ok(out),
-        Ok(Err(_elapsed)) => Err(RunError::TimedOut),
-        // The task was dropped without answering: the runtime is gone.
-        Err(_) => Err(RunError::NoRuntime("the runtime stopped".into())),
-    }
+    Ok(Running(rx))
 }
 
 #[cfg(test)]

@@ -16,11 +16,12 @@ use parking_lot::Mutex;
 use super::error::stable_reason;
 use super::object::{self, Damaged};
 use super::queue::Queue;
-use super::runtime::{self, RunError};
+use super::runtime;
+use super::stream::{Download, Fault, Upload, run_reason};
 use super::{PublishMode, Remote, RemoteMode};
 use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
-use crate::record;
+use crate::record::{self, RecordSink};
 use crate::stats::RemoteStats;
 
 /// A sound object fetched from the remote: the record and what a backfill needs.
@@ -28,11 +29,49 @@ use crate::stats::RemoteStats;
 pub(crate) struct Fetched {
     pub function: Function,
     pub value_type: Option<String>,
-    /// The record bytes, checked (checksum, version, length).
-    pub record: Bytes,
+    pub body: Body,
     pub compute_nanos: u64,
     /// When the object was written (ms since the epoch, the remote's clock).
     pub saved_ms: u64,
+}
+
+/// The record of a fetched object.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// In one buffer, checked (checksum, version, length).
+    Whole(Bytes),
+    /// A large object, its header checked, its record still to be read (and checked as it is).
+    Streamed(Box<RemoteRecord>),
+}
+
+/// The record of a result to publish.
+pub(crate) enum RecordSource {
+    /// In one buffer.
+    Whole(Vec<u8>),
+    /// Read from the local file when it is published, part by part (a large record, never held
+    /// whole): `stream` hands the record's bytes in order to its sink until the sink says stop,
+    /// and says whether the record was there to hand.
+    Streamed {
+        len: u64,
+        /// The record's type fingerprint, when the publisher knows it.
+        fingerprint: Option<u64>,
+        stream: LocalStream,
+    },
+}
+
+/// See [`RecordSource::Streamed`].
+pub(crate) type LocalStream =
+    Box<dyn FnOnce(&mut dyn FnMut(&[u8]) -> bool) -> Result<bool, Error> + Send>;
+
+impl RecordSource {
+    fn fingerprint(&self) -> Option<u64> {
+        match self {
+            RecordSource::Whole(bytes) => bytes
+                .get(16..24)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))),
+            RecordSource::Streamed { fingerprint, .. } => *fingerprint,
+        }
+    }
 }
 
 /// A result to publish.
@@ -40,7 +79,14 @@ struct Job {
     id: CheckpointId,
     function: Function,
     value_type: Option<String>,
-    record: Bytes,
+    record: RecordSource,
+}
+
+/// The result a publish is of.
+struct Named<'a> {
+    id: &'a CheckpointId,
+    function: &'a Function,
+    value_type: Option<&'a str>,
 }
 
 /// What publishing one result did.
@@ -52,6 +98,8 @@ pub(crate) enum Published {
     AlreadyPresent,
     /// The publish failed (counted, and sent to the warning hook), or the breaker is open.
     Failed,
+    /// The local entry was removed before it could be read to publish it.
+    Gone,
 }
 
 /// Damaged objects remembered for replacement (their e-tags), at most this many.
@@ -70,6 +118,10 @@ struct TierShared {
     /// Objects found damaged, by id: the next publish of the id replaces them (conditionally,
     /// on this version) instead of creating.
     replace: Mutex<HashMap<CheckpointId, UpdateVersion>>,
+    /// Objects recently served, by id: their version and the type fingerprint of their record.
+    /// A save of the id that follows (the caller computed after all) with another fingerprint
+    /// means the object was of another type: it is replaced, as a damaged one is.
+    served: Mutex<HashMap<CheckpointId, (UpdateVersion, u64)>>,
     queue: Queue<Job>,
 }
 
@@ -83,6 +135,7 @@ struct Counters {
     publish_failures: AtomicU64,
     dropped_publishes: AtomicU64,
     corrupt: AtomicU64,
+    wrong_type: AtomicU64,
     replaced: AtomicU64,
     errors: AtomicU64,
     skipped: AtomicU64,
@@ -105,6 +158,7 @@ impl Tier {
             publish,
             counters: Counters::default(),
             replace: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
             queue: Queue::new(capacity),
         });
         let worker = (mode == RemoteMode::ReadWrite && publish == PublishMode::Background)
@@ -139,6 +193,7 @@ impl Tier {
             publish_failures: c.publish_failures.load(Relaxed),
             dropped_publishes: c.dropped_publishes.load(Relaxed),
             corrupt: c.corrupt.load(Relaxed),
+            wrong_type: c.wrong_type.load(Relaxed),
             replaced: c.replaced.load(Relaxed),
             errors: c.errors.load(Relaxed),
             skipped: c.skipped.load(Relaxed),
@@ -155,7 +210,8 @@ impl Tier {
     }
 
     /// The sound object stored under `id`, if any (and, with `max_age_ms`, not older). A
-    /// damaged object is a miss, counted and remembered for replacement.
+    /// damaged object is a miss, counted and remembered for replacement. A large object comes
+    /// as a stream ([`Body::Streamed`]), its record checked as it is read.
     ///
     /// # Errors
     /// When the remote fails or does not answer in time (while the breaker is open, no request
@@ -165,12 +221,12 @@ impl Tier {
         id: &CheckpointId,
         max_age_ms: Option<u64>,
     ) -> Result<Option<Fetched>, Error> {
-        let s = &*self.shared;
+        let s = &self.shared;
         let c = &s.counters;
         if s.mode == RemoteMode::Off {
             return Ok(None);
         }
-        if just_missed(self, id) {
+        if just_missed(s, id) {
             return Ok(None);
         }
         if !s.remote.inner.breaker.allow() {
@@ -179,12 +235,18 @@ impl Tier {
         }
         let store = Arc::clone(&s.remote.inner.store);
         let at = object::location(&s.remote.inner.prefix, id);
+        let timeout = s.remote.options().timeout;
+        let stream_above = s.remote.options().stream_above();
         let started = Instant::now();
-        let got = runtime::run(s.remote.options().timeout, async move {
+        let got = runtime::run(timeout, async move {
             match store.get_opts(&at, GetOptions::default()).await {
+                Ok(r) if r.meta.size > stream_above => {
+                    let meta = r.meta.clone();
+                    Ok(Some((meta, Got::Stream(r.into_stream()))))
+                }
                 Ok(r) => {
                     let meta = r.meta.clone();
-                    r.bytes().await.map(|b| Some((meta, b)))
+                    r.bytes().await.map(|b| Some((meta, Got::Whole(b))))
                 }
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
@@ -193,87 +255,115 @@ impl Tier {
         bump(&c.fetches);
         c.fetch_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
-        let (meta, bytes) = match got {
+        let (meta, got) = match got {
             Ok(Ok(Some(found))) => found,
             Ok(Ok(None)) => {
                 s.remote.inner.breaker.succeeded();
                 bump(&c.misses);
-                missed(self, id);
+                missed(s, id);
                 return Ok(None);
             }
             Ok(Err(e)) => return Err(s.failed("cannot fetch a checkpoint", stable_reason(&e))),
             Err(e) => return Err(s.failed("cannot fetch a checkpoint", run_reason(&e))),
         };
         s.remote.inner.breaker.succeeded();
-        c.bytes_down.fetch_add(bytes.len() as u64, Relaxed);
         if let Some(max_age) = max_age_ms {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             if now.saturating_sub(meta.last_modified.timestamp_millis()) > max_age as i64 {
                 bump(&c.misses);
-                missed(self, id);
+                missed(s, id);
                 return Ok(None);
             }
         }
-        match check(&bytes, id) {
-            Ok((header, compute_nanos)) => {
-                bump(&c.hits);
-                Ok(Some(Fetched {
-                    function: header.function,
-                    value_type: header.value_type,
-                    record: bytes.slice(header.header_len..),
-                    compute_nanos,
-                    saved_ms: u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0),
-                }))
-            }
-            Err(damage) => {
-                bump(&c.corrupt);
-                bump(&c.misses);
-                missed(self, id);
-                tracing::warn!(
-                    target: "ckpt",
-                    url = s.remote.url(),
-                    id = %id,
-                    damage = ?damage,
-                    "a remote object failed its checks: a miss; the next save replaces it"
-                );
-                let mut replace = s.replace.lock();
-                if replace.len() >= REPLACE_MAX {
-                    replace.clear();
+        let saved_ms = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
+        let version = UpdateVersion {
+            e_tag: meta.e_tag,
+            version: meta.version,
+        };
+        match got {
+            Got::Whole(bytes) => {
+                c.bytes_down.fetch_add(bytes.len() as u64, Relaxed);
+                match check(&bytes, id) {
+                    Ok((header, record)) => {
+                        bump(&c.hits);
+                        s.served(id, version, record.fingerprint);
+                        Ok(Some(Fetched {
+                            function: header.function,
+                            value_type: header.value_type,
+                            body: Body::Whole(bytes.slice(header.header_len..)),
+                            compute_nanos: record.compute_nanos,
+                            saved_ms,
+                        }))
+                    }
+                    Err(damage) => {
+                        s.damaged(id, damage, version);
+                        Ok(None)
+                    }
                 }
-                replace.insert(
-                    *id,
-                    UpdateVersion {
-                        e_tag: meta.e_tag,
-                        version: meta.version,
-                    },
-                );
-                Ok(None)
             }
+            Got::Stream(stream) => match Download::open(stream, timeout, id, meta.size) {
+                Ok(download) => {
+                    let header = download.header().clone();
+                    Ok(Some(Fetched {
+                        function: header.function,
+                        value_type: header.value_type,
+                        compute_nanos: download.compute_nanos(),
+                        saved_ms,
+                        body: Body::Streamed(Box::new(RemoteRecord {
+                            shared: Arc::clone(s),
+                            id: *id,
+                            version,
+                            download,
+                            damaged: false,
+                        })),
+                    }))
+                }
+                Err(Fault::Damaged(damage)) => {
+                    s.damaged(id, damage, version);
+                    Ok(None)
+                }
+                Err(Fault::Remote(reason)) => Err(s.failed("cannot fetch a checkpoint", reason)),
+                Err(Fault::Local(e)) => Err(e),
+            },
         }
     }
 
     /// Publishes the record just saved locally under `id` (read-write mode only): queued, or
     /// now with [`PublishMode::Sync`]. A failed publish never fails the save: it is counted and
-    /// goes to the warning hook.
+    /// goes to the warning hook. If the remote served this id an object of another type (so
+    /// the caller computed it again), the object is replaced.
     pub(crate) fn publish(
         &self,
         id: &CheckpointId,
         function: &Function,
         value_type: Option<&str>,
-        record: impl FnOnce() -> Option<Vec<u8>>,
+        record: impl FnOnce() -> Option<RecordSource>,
     ) {
         let s = &*self.shared;
         if s.mode != RemoteMode::ReadWrite {
             return;
         }
         let Some(record) = record() else { return };
+        let served = s.served.lock().remove(id);
+        if let Some((version, fingerprint)) = served
+            && record.fingerprint() != Some(fingerprint)
+        {
+            bump(&s.counters.wrong_type);
+            tracing::debug!(
+                target: "ckpt",
+                url = s.remote.url(),
+                id = %id,
+                "the remote's object is of another type than the value computed: replaced"
+            );
+            s.remember_replace(id, version);
+        }
         let job = Job {
             id: *id,
             function: function.clone(),
             value_type: value_type.map(str::to_string),
-            record: Bytes::from(record),
+            record,
         };
         match (s.publish, &self.worker) {
             (PublishMode::Background, Some(_)) => {
@@ -294,13 +384,13 @@ impl Tier {
         id: &CheckpointId,
         function: &Function,
         value_type: Option<&str>,
-        record: Vec<u8>,
+        record: RecordSource,
     ) -> Published {
         self.shared.publish_now(Job {
             id: *id,
             function: function.clone(),
             value_type: value_type.map(str::to_string),
-            record: Bytes::from(record),
+            record,
         })
     }
 
@@ -337,25 +427,127 @@ impl TierShared {
         Error::with_source(ErrorKind::Remote, format!("remote {url}: {what}"), reason)
     }
 
+    /// Remembers an object served under `id`, for [`Tier::publish`] to tell whether it was of
+    /// another type.
+    fn served(&self, id: &CheckpointId, version: UpdateVersion, fingerprint: u64) {
+        let mut served = self.served.lock();
+        if served.len() >= REPLACE_MAX {
+            served.clear();
+        }
+        served.insert(*id, (version, fingerprint));
+    }
+
+    /// Counts a damaged object under `id` (a miss) and remembers it for replacement.
+    fn damaged(&self, id: &CheckpointId, damage: Damaged, version: UpdateVersion) {
+        let c = &self.counters;
+        bump(&c.corrupt);
+        bump(&c.misses);
+        missed(self, id);
+        tracing::warn!(
+            target: "ckpt",
+            url = self.remote.url(),
+            id = %id,
+            damage = ?damage,
+            "a remote object failed its checks: a miss; the next save replaces it"
+        );
+        self.remember_replace(id, version);
+    }
+
+    /// The next publish of `id` replaces the object of `version` instead of creating one.
+    fn remember_replace(&self, id: &CheckpointId, version: UpdateVersion) {
+        let mut replace = self.replace.lock();
+        if replace.len() >= REPLACE_MAX {
+            replace.clear();
+        }
+        replace.insert(*id, version);
+    }
+
     fn publish_now(&self, job: Job) -> Published {
         let c = &self.counters;
         if !self.remote.inner.breaker.allow() {
             bump(&c.publish_failures);
             return Published::Failed;
         }
-        let header = object::encode_header(
-            &job.id,
-            &job.function,
-            job.value_type.as_deref(),
-            job.record.len() as u64,
-        );
-        let len = (header.len() + job.record.len()) as u64;
-        let payload = PutPayload::from_iter([Bytes::from(header), job.record]);
-        let replacing = self.replace.lock().remove(&job.id);
+        let Job {
+            id,
+            function,
+            value_type,
+            record,
+        } = job;
+        let named = Named {
+            id: &id,
+            function: &function,
+            value_type: value_type.as_deref(),
+        };
+        let (len, fingerprint, stream) = match record {
+            RecordSource::Whole(record) => return self.put_whole(&named, Bytes::from(record)),
+            RecordSource::Streamed {
+                len,
+                fingerprint,
+                stream,
+            } => (len, fingerprint, stream),
+        };
+        if len > self.remote.options().stream_above() {
+            return self.put_streamed(&named, len, stream);
+        }
+        // Short enough for one request: read whole.
+        let mut record = Vec::with_capacity(len as usize);
+        let got = stream(&mut |bytes| {
+            record.extend_from_slice(bytes);
+            true
+        });
+        match got {
+            Ok(true)
+                if record.len() as u64 == len
+                    && fingerprint
+                        .is_none_or(|f| record.get(16..24) == Some(&f.to_le_bytes()[..])) =>
+            {
+                self.put_whole(&named, Bytes::from(record))
+            }
+            // Removed, or replaced by another record, since it was saved.
+            Ok(_) => Published::Gone,
+            Err(e) => self.publish_failed(e),
+        }
+    }
+
+    /// A publish that failed on this side (reading the local record): counted and warned.
+    fn publish_failed(&self, e: Error) -> Published {
+        bump(&self.counters.publish_failures);
+        crate::warn::warn(&e);
+        Published::Failed
+    }
+
+    /// Counts a publish that reached the remote and the object it created or replaced.
+    fn published(&self, len: u64, replaced: bool) -> Published {
+        let c = &self.counters;
+        self.remote.inner.breaker.succeeded();
+        bump(&c.publishes);
+        c.bytes_up.fetch_add(len, Relaxed);
+        if replaced {
+            bump(&c.replaced);
+        }
+        Published::Created
+    }
+
+    /// Counts a publish the remote failed (or did not answer in time).
+    fn remote_failed(&self, reason: String) -> Published {
+        bump(&self.counters.publish_failures);
+        let err = self.failed("cannot publish a checkpoint", reason);
+        crate::warn::warn(&err);
+        Published::Failed
+    }
+
+    fn put_whole(&self, job: &Named<'_>, record: Bytes) -> Published {
+        let c = &self.counters;
+        let header =
+            object::encode_header(job.id, job.function, job.value_type, record.len() as u64);
+        let len = (header.len() + record.len()) as u64;
+        let payload = PutPayload::from_iter([Bytes::from(header), record]);
+        let replacing = self.replace.lock().remove(job.id);
         let was_replacing = replacing.is_some();
         let inner = &self.remote.inner;
         let store = Arc::clone(&inner.store);
-        let at = object::location(&inner.prefix, &job.id);
+        let at = object::location(&inner.prefix, job.id);
         let conditional = inner.conditional_update;
         let put = runtime::run(self.remote.options().timeout, async move {
             let mode = match replacing {
@@ -376,15 +568,7 @@ impl TierShared {
             store.put_opts(&at, payload, options).await.map(|_| ())
         });
         match put {
-            Ok(Ok(())) => {
-                inner.breaker.succeeded();
-                bump(&c.publishes);
-                c.bytes_up.fetch_add(len, Relaxed);
-                if was_replacing {
-                    bump(&c.replaced);
-                }
-                Published::Created
-            }
+            Ok(Ok(())) => self.published(len, was_replacing),
             // Results are write-once: someone published this id first (or replaced the damaged
             // object first).
             Ok(Err(object_store::Error::AlreadyExists { .. }))
@@ -393,18 +577,176 @@ impl TierShared {
                 bump(&c.already_present);
                 Published::AlreadyPresent
             }
-            Ok(Err(e)) => {
-                bump(&c.publish_failures);
-                let err = self.failed("cannot publish a checkpoint", stable_reason(&e));
-                crate::warn::warn(&err);
+            Ok(Err(e)) => self.remote_failed(stable_reason(&e)),
+            Err(e) => self.remote_failed(run_reason(&e)),
+        }
+    }
+
+    /// Publishes a large record as a multipart upload fed from the local file, checked as it
+    /// is read. A multipart upload cannot be create-if-absent: the object is looked for first
+    /// (two machines racing may both upload the same record bytes; the last complete wins).
+    fn put_streamed(&self, job: &Named<'_>, len: u64, stream: LocalStream) -> Published {
+        let c = &self.counters;
+        let inner = &self.remote.inner;
+        let options = self.remote.options();
+        let timeout = options.timeout;
+        let at = object::location(&inner.prefix, job.id);
+        let replacing = self.replace.lock().remove(job.id).is_some();
+        if !replacing {
+            let store = Arc::clone(&inner.store);
+            let at = at.clone();
+            match runtime::run(timeout, async move { store.head(&at).await }) {
+                Ok(Ok(_)) => {
+                    inner.breaker.succeeded();
+                    bump(&c.already_present);
+                    return Published::AlreadyPresent;
+                }
+                Ok(Err(object_store::Error::NotFound { .. })) => {}
+                Ok(Err(e)) => return self.remote_failed(stable_reason(&e)),
+                Err(e) => return self.remote_failed(run_reason(&e)),
+            }
+        }
+        let store = Arc::clone(&inner.store);
+        let upload = match runtime::run(timeout, async move { store.put_multipart(&at).await }) {
+            Ok(Ok(upload)) => upload,
+            Ok(Err(e)) => return self.remote_failed(stable_reason(&e)),
+            Err(e) => return self.remote_failed(run_reason(&e)),
+        };
+        let mut upload = Upload::new(upload, options.part_size_of(), timeout);
+        let header = object::encode_header(job.id, job.function, job.value_type, len);
+        let mut fault = upload.write(&header).err();
+        let mut check = record::RecordCheck::new();
+        let streamed = if fault.is_none() {
+            stream(&mut |bytes| {
+                check.feed(bytes);
+                if check.len() > len {
+                    return false;
+                }
+                match upload.write(bytes) {
+                    Ok(()) => true,
+                    Err(f) => {
+                        fault = Some(f);
+                        false
+                    }
+                }
+            })
+        } else {
+            Ok(false)
+        };
+        match (fault, streamed) {
+            (Some(Fault::Remote(reason)), _) => {
+                upload.abort();
+                self.remote_failed(reason)
+            }
+            (Some(Fault::Local(e)), _) | (None, Err(e)) => {
+                upload.abort();
+                self.publish_failed(e)
+            }
+            (Some(Fault::Damaged(_)), _) => {
+                upload.abort();
                 Published::Failed
             }
-            Err(e) => {
-                bump(&c.publish_failures);
-                let err = self.failed("cannot publish a checkpoint", run_reason(&e));
-                crate::warn::warn(&err);
-                Published::Failed
+            (None, Ok(true)) if check.len() == len && check.finish().is_ok() => {
+                match upload.complete() {
+                    Ok(sent) => self.published(sent, replacing),
+                    Err(Fault::Remote(reason)) => self.remote_failed(reason),
+                    Err(Fault::Local(e)) => self.publish_failed(e),
+                    Err(Fault::Damaged(_)) => Published::Failed,
+                }
             }
+            (None, Ok(true)) => {
+                // The local record changed under the read, or fails its checks: not published.
+                upload.abort();
+                Published::Gone
+            }
+            (None, Ok(false)) => {
+                upload.abort();
+                Published::Gone
+            }
+        }
+    }
+}
+
+/// What a get answered with: a small object whole, a large one as a stream.
+enum Got {
+    Whole(Bytes),
+    Stream(futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>),
+}
+
+/// A large object's record, read from the remote as the local file takes it (see
+/// [`Body::Streamed`]).
+pub(crate) struct RemoteRecord {
+    shared: Arc<TierShared>,
+    id: CheckpointId,
+    version: UpdateVersion,
+    download: Download,
+    damaged: bool,
+}
+
+impl std::fmt::Debug for RemoteRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteRecord")
+            .field("id", &self.id)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteRecord {
+    /// The record's length, as the object states it.
+    pub(crate) fn len(&self) -> u64 {
+        self.download.header().record_len
+    }
+
+    /// The type fingerprint the record states (checked with the record).
+    pub(crate) fn fingerprint(&self) -> u64 {
+        self.download.fingerprint()
+    }
+
+    /// Whether the object turned out damaged (counted, and remembered for replacement): a
+    /// miss, not a failure.
+    pub(crate) fn was_damaged(&self) -> bool {
+        self.damaged
+    }
+
+    /// Reads the record into `out`, its checksum zero, checking every byte; returns the
+    /// checksum. Any fault is an error (the writer must abandon what it wrote); a damaged object
+    /// is also counted, and noted ([`was_damaged`](Self::was_damaged)).
+    pub(crate) fn write_unsealed(&mut self, out: &mut dyn RecordSink) -> Result<u64, Error> {
+        let done = self.download.write_unsealed(out);
+        self.settle(done)
+    }
+
+    /// The record in one buffer, checked; `None` when the object is damaged.
+    pub(crate) fn collect(mut self) -> Result<Option<Bytes>, Error> {
+        let collected = self.download.collect();
+        match self.settle(collected) {
+            Ok(record) => Ok(Some(record)),
+            Err(_) if self.damaged => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn settle<T>(&mut self, done: Result<T, Fault>) -> Result<T, Error> {
+        let s = &self.shared;
+        match done {
+            Ok(out) => {
+                let c = &s.counters;
+                bump(&c.hits);
+                c.bytes_down.fetch_add(
+                    self.download.header().header_len as u64 + self.len(),
+                    Relaxed,
+                );
+                s.served(&self.id, self.version.clone(), self.download.fingerprint());
+                Ok(out)
+            }
+            Err(Fault::Damaged(damage)) => {
+                self.damaged = true;
+                s.damaged(&self.id, damage, self.version.clone());
+                Err(Error::corrupted("a remote object failed its checks"))
+            }
+            Err(Fault::Remote(reason)) => Err(s.failed("cannot fetch a checkpoint", reason)),
+            Err(Fault::Local(e)) => Err(e),
         }
     }
 }
@@ -420,13 +762,13 @@ thread_local! {
 /// How long a thread's remote miss answers its own next lookup of the same id.
 const MISS_MEMORY: Duration = Duration::from_secs(1);
 
-fn missed(tier: &Tier, id: &CheckpointId) {
-    let at = Arc::as_ptr(&tier.shared).addr();
+fn missed(tier: &TierShared, id: &CheckpointId) {
+    let at = std::ptr::from_ref(tier).addr();
     LAST_MISS.with(|m| m.set(Some((at, *id, Instant::now()))));
 }
 
-fn just_missed(tier: &Tier, id: &CheckpointId) -> bool {
-    let at = Arc::as_ptr(&tier.shared).addr();
+fn just_missed(tier: &TierShared, id: &CheckpointId) -> bool {
+    let at = std::ptr::from_ref(tier).addr();
     LAST_MISS.with(|m| match m.get() {
         Some((t, last, when)) if t == at && last == *id && when.elapsed() < MISS_MEMORY => {
             m.set(None);
@@ -436,20 +778,16 @@ fn just_missed(tier: &Tier, id: &CheckpointId) -> bool {
     })
 }
 
-fn run_reason(e: &RunError) -> String {
-    match e {
-        RunError::TimedOut => "no answer in time".into(),
-        RunError::NoRuntime(why) => format!("no i/o runtime ({why})"),
-    }
-}
-
 /// Checks an object stored under `id`: its header, its length, its record's checksum.
-fn check(bytes: &[u8], id: &CheckpointId) -> Result<(object::ObjectHeader, u64), Damaged> {
+fn check(
+    bytes: &[u8],
+    id: &CheckpointId,
+) -> Result<(object::ObjectHeader, record::Header), Damaged> {
     let header = object::parse_header(bytes, id)?;
     let record = &bytes[header.header_len..];
     if record.len() as u64 != header.record_len {
         return Err(Damaged::Truncated);
     }
     let (parsed, _) = record::parse(record).map_err(|_| Damaged::Record)?;
-    Ok((header, parsed.compute_nanos))
+    Ok((header, parsed))
 }

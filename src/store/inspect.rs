@@ -7,8 +7,8 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata as _};
 
 use super::engine::Db;
 use super::engine_error::engine_error;
-use super::read::lend;
-use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, RESULTS};
+use super::read::{lend, with_row};
+use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
 use super::write::{Tx, Victim};
 use super::{Commit, Store};
 use crate::error::Error;
@@ -470,21 +470,13 @@ fn remove_where(tx: &mut Tx<'_>, which: impl FnMut(&EntryMeta) -> bool) -> Resul
 /// The record bytes of `id` in a read transaction: its results row lent as every read lends it
 /// ([`lend`]: a record whole; a manifest's chunks, from the same transaction), then joined.
 fn read_record(txn: &ReadTransaction, id: &CheckpointId) -> Result<Option<Vec<u8>>, Error> {
-    let results = txn
-        .open_table(RESULTS)
-        .map_err(|e| engine_error("cannot open the results table", e))?;
-    let Some(row) = results
-        .get(id.as_bytes())
-        .map_err(|e| engine_error("cannot read a result", e))?
-    else {
-        return Ok(None);
-    };
-    let mut record = None;
-    lend(row.value(), id, txn, |lent: Lent<'_>| {
-        record = Some(joined(lent))
+    let record = with_row(txn, id, |row| {
+        let mut record = None;
+        lend(row, id, txn, |lent: Lent<'_>| record = Some(joined(lent)))?;
+        // `lend` hands the row over exactly once: `None` is not reached.
+        record.transpose()
     })?;
-    // `lend` hands the row over exactly once: `None` is not reached.
-    record.transpose()
+    Ok(record.flatten())
 }
 
 /// A lent record in one buffer, grown as its parts are read: a manifest's length is not

@@ -105,6 +105,10 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // A background publish of a large record reads it from the file through this handle's
+        // state: it finishes first.
+        #[cfg(feature = "remote")]
+        self.shared.flush_remote();
         self.shared.flusher.stop();
         if let Some(thread) = self.flusher.take() {
             let _ = thread.join();
@@ -407,9 +411,8 @@ impl Shared {
 
 #[cfg(not(feature = "remote"))]
 impl Store {
-    fn record_to_publish(&self, _: &CheckpointId) -> Option<Vec<u8>> {
-        None
-    }
+    #[inline]
+    fn publish_large(&self, _: &CheckpointId, _: &LargeEntry<'_>) {}
 }
 
 impl Drop for Shared {
@@ -460,11 +463,8 @@ impl Cache for Store {
     }
 
     fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {
-        self.shared().save_large(id, entry)?;
-        self.shared()
-            .publish(id, entry.function(), entry.value_type(), || {
-                self.record_to_publish(id)
-            });
+        self.shared().save_large(id, entry, save::Commit::Yes)?;
+        self.publish_large(id, entry);
         Ok(())
     }
 

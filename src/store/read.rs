@@ -179,6 +179,24 @@ fn saved_ago(
     Ok(meta.map(|m| Duration::from_millis(now.saturating_sub(m.created_ms))))
 }
 
+/// Runs `f` on the results row of `id` in `txn`; `None` when there is none.
+pub(super) fn with_row<T>(
+    txn: &redb::ReadTransaction,
+    id: &CheckpointId,
+    f: impl FnOnce(&[u8]) -> Result<T, Error>,
+) -> Result<Option<T>, Error> {
+    let results = txn
+        .open_table(RESULTS)
+        .map_err(|e| engine_error("cannot open the results table", e))?;
+    let Some(row) = results
+        .get(id.as_bytes())
+        .map_err(|e| engine_error("cannot read a result", e))?
+    else {
+        return Ok(None);
+    };
+    f(row.value()).map(Some)
+}
+
 /// Lends a results row: a record, whole; for a manifest, the record's chunks, read from the
 /// same transaction.
 #[inline]

@@ -30,6 +30,7 @@ pub(crate) enum Commit {
     /// the store's durability: for what can be fetched again (a backfill from the remote tier),
     /// which a crash may lose and nothing else. The next durable commit, or the close, makes it
     /// durable.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     Relaxed,
 }
 
@@ -300,10 +301,11 @@ impl Shared {
         &self,
         id: &CheckpointId,
         entry: &LargeEntry<'_>,
+        commit: Commit,
     ) -> Result<(), Error> {
         let compute_nanos = u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX);
         let cap = self.limits.read().max_bytes_value();
-        self.write(Commit::Yes, |tx| {
+        self.write(commit, |tx| {
             let len = tx.put_large(*id.as_bytes(), entry, compute_nanos)?;
             // Its length is known only now: over the cap, the transaction is abandoned.
             match cap {

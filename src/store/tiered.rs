@@ -2,19 +2,24 @@
 //! sound object is backfilled into the file exactly as a local save would write it, and what
 //! the store saves is published. See ARCHITECTURE.md, "The remote tier".
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::chunks::Manifest;
 use super::options::{AccessMode, to_ms};
+use super::read::{lend, with_row};
+use super::save::Commit;
 use super::{Shared, Store};
-use crate::cache::{Entry, Lent};
+use crate::cache::{Entry, LargeEntry, Lent};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
-use crate::remote::{Published, RemoteMode};
+use crate::record::{EncodeRecord, LentBytes, RecordSink};
+use crate::remote::{Body, Published, RecordSource, RemoteMode, RemoteRecord};
 use crate::stats::RemoteStats;
 
 impl Shared {
@@ -75,16 +80,36 @@ impl Shared {
         let Some(fetched) = tier.fetch(id, (max_age != 0).then_some(max_age))? else {
             return Ok(None);
         };
+        let now = to_ms(self.clock.now());
+        let age = Duration::from_millis(now.saturating_sub(fetched.saved_ms));
+        let value_type = fetched.value_type.as_deref().and_then(intern);
+        let compute = Duration::from_nanos(fetched.compute_nanos);
+        let record = match fetched.body {
+            Body::Whole(record) => record,
+            Body::Streamed(remote) if self.access_mode == AccessMode::ReadWrite => {
+                return self.backfill_streamed(
+                    id,
+                    &fetched.function,
+                    value_type,
+                    compute,
+                    fetched.saved_ms,
+                    remote,
+                    age,
+                    read,
+                );
+            }
+            // A store that cannot keep it: read whole (and checked) to be lent.
+            Body::Streamed(remote) => match remote.collect()? {
+                Some(record) => record,
+                None => return Ok(None),
+            },
+        };
         let mut kept = false;
         if self.access_mode == AccessMode::ReadWrite {
             // The backfill: the same save a computed result gets (same id, same record bytes,
             // the function's metadata and counts), committed without waiting for the disk.
-            let mut entry = Entry::new(
-                &fetched.function,
-                &fetched.record,
-                Duration::from_nanos(fetched.compute_nanos),
-            );
-            if let Some(name) = fetched.value_type.as_deref().and_then(intern) {
+            let mut entry = Entry::new(&fetched.function, &record, compute);
+            if let Some(name) = value_type {
                 entry = entry.with_value_type(name);
             }
             entry.created_ms = Some(fetched.saved_ms);
@@ -95,18 +120,58 @@ impl Shared {
                 }
                 // Still a sound record: returned, not kept (a byte cap it cannot fit, a store
                 // that degraded); the next call asks the remote again.
-                Err(e) => tracing::debug!(
-                    target: "ckpt",
-                    id = %id,
-                    error = %e,
-                    "a remote hit was not written into the local file"
-                ),
+                Err(e) => not_kept(id, &e),
             }
         }
-        let now = to_ms(self.clock.now());
-        let age = Duration::from_millis(now.saturating_sub(fetched.saved_ms));
-        read(Lent::whole(&fetched.record), Some(age));
+        read(Lent::whole(&record), Some(age));
         Ok(Some(kept))
+    }
+
+    /// The backfill of a large object: streamed into the file's chunks as it arrives, checked
+    /// as it is (a damaged object leaves nothing behind), then lent from the file, so that the
+    /// record is never held whole.
+    #[allow(clippy::too_many_arguments)]
+    fn backfill_streamed(
+        &self,
+        id: &CheckpointId,
+        function: &Function,
+        value_type: Option<&'static str>,
+        compute: Duration,
+        saved_ms: u64,
+        remote: Box<RemoteRecord>,
+        age: Duration,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<Option<bool>, Error> {
+        /// The download as the encoder a large save writes from.
+        struct Streamed(RefCell<RemoteRecord>, u64);
+        impl EncodeRecord for Streamed {
+            fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
+                self.0.borrow_mut().write_unsealed(out)
+            }
+            fn fingerprint(&self) -> u64 {
+                self.1
+            }
+        }
+        let fingerprint = remote.fingerprint();
+        let source = Streamed(RefCell::new(*remote), fingerprint);
+        let mut entry = LargeEntry::new(function, &source, compute);
+        if let Some(name) = value_type {
+            entry = entry.with_value_type(name);
+        }
+        entry.created_ms = Some(saved_ms);
+        if let Err(e) = self.save_large(id, &entry, Commit::Relaxed) {
+            if source.0.borrow().was_damaged() {
+                return Ok(None);
+            }
+            // Not kept, and the stream is spent: the next call asks the remote again.
+            not_kept(id, &e);
+            return Err(e);
+        }
+        if let Some(tier) = &self.remote {
+            tier.backfilled();
+        }
+        let found = self.read(id, &mut |lent| read(lent, Some(age)))?;
+        Ok(found.then_some(true))
     }
 
     /// Publishes what was just saved under `id` (read-write remotes only).
@@ -118,8 +183,45 @@ impl Shared {
         record: impl FnOnce() -> Option<Vec<u8>>,
     ) {
         if let Some(tier) = &self.remote {
-            tier.publish(id, function, value_type, record);
+            tier.publish(id, function, value_type, || {
+                record().map(RecordSource::Whole)
+            });
         }
+    }
+
+    /// The length of the record under `id`, from its results row.
+    fn record_len(&self, id: &CheckpointId) -> Result<Option<u64>, Error> {
+        self.engine.guard("cannot read a record", || {
+            let txn = self.engine.begin_read()?;
+            with_row(&txn, id, |row| {
+                Ok(Manifest::decode(row).map_or(row.len() as u64, |m| m.len))
+            })
+        })
+    }
+
+    /// Hands the record under `id` to `sink` in order, part by part, from one read
+    /// transaction, until `sink` says stop; says whether the record was there. Nothing is
+    /// counted as an access.
+    fn stream_record(
+        &self,
+        id: &CheckpointId,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<bool, Error> {
+        self.engine.guard("cannot read a record", || {
+            let txn = self.engine.begin_read()?;
+            let streamed = with_row(&txn, id, |row| {
+                let mut streamed = Ok(true);
+                lend(row, id, &txn, |lent| {
+                    streamed = match lent.bytes() {
+                        LentBytes::Whole(b) | LentBytes::Checked(b) => Ok(sink(b)),
+                        LentBytes::Parts(parts) => (0..parts.count())
+                            .try_fold(true, |go, i| Ok(go && sink(&parts.part(i)?))),
+                    };
+                })?;
+                streamed
+            })?;
+            Ok(streamed.unwrap_or(false))
+        })
     }
 
     /// Waits for the background publishes queued so far.
@@ -229,17 +331,19 @@ impl Store {
                 Some((version, f, value_type))
                     if *version == e.code_version && f.code_version() == e.code_version =>
                 {
-                    // Removed meanwhile: nothing to publish.
-                    if let Some(record) = self.read_record(&e.id)? {
-                        let len = record.len() as u64;
-                        match tier.publish_sync(&e.id, f, value_type.as_deref(), record) {
-                            Published::Created => {
-                                report.published += 1;
-                                report.bytes += len;
-                            }
-                            Published::AlreadyPresent => report.already_present += 1,
-                            Published::Failed => report.failed += 1,
+                    // Read from the file as it is published (a large record part by part).
+                    let Some(len) = shared.record_len(&e.id)? else {
+                        continue; // Removed meanwhile: nothing to publish.
+                    };
+                    let record = self.local_source(&e.id, len, None);
+                    match tier.publish_sync(&e.id, f, value_type.as_deref(), record) {
+                        Published::Created => {
+                            report.published += 1;
+                            report.bytes += len;
                         }
+                        Published::AlreadyPresent => report.already_present += 1,
+                        Published::Failed => report.failed += 1,
+                        Published::Gone => {}
                     }
                 }
                 _ => report.skipped += 1,
@@ -298,14 +402,46 @@ impl Store {
         }
         // The backfills' commits did not wait for the disk: one durable commit for them all
         // (which writes the buffered bookkeeping too).
-        shared.write(super::save::Commit::Durably, |_| Ok(()))?;
+        shared.write(Commit::Durably, |_| Ok(()))?;
         Ok(report)
     }
 
-    /// The record of a large entry just saved, read back to be published.
-    pub(super) fn record_to_publish(&self, id: &CheckpointId) -> Option<Vec<u8>> {
-        self.read_record(id).ok().flatten()
+    /// Publishes a large entry just saved: read back from the file as it is published, part
+    /// by part (in the background by default), never whole.
+    pub(super) fn publish_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) {
+        let Some(tier) = &self.shared().remote else {
+            return;
+        };
+        tier.publish(id, entry.function(), entry.value_type(), || {
+            let len = self.shared().record_len(id).ok().flatten()?;
+            Some(self.local_source(id, len, Some(entry.fingerprint())))
+        });
     }
+
+    /// The record under `id` (`len` bytes, of type `fingerprint` if known), to be read from
+    /// the file when it is published. The publisher holds the store's state weakly: a store
+    /// closing waits for its publishes first (`Drop for Handle`).
+    fn local_source(&self, id: &CheckpointId, len: u64, fingerprint: Option<u64>) -> RecordSource {
+        let shared = Arc::downgrade(&self.handle.shared);
+        let id = *id;
+        RecordSource::Streamed {
+            len,
+            fingerprint,
+            stream: Box::new(move |sink| match shared.upgrade() {
+                Some(shared) => shared.stream_record(&id, sink),
+                None => Ok(false),
+            }),
+        }
+    }
+}
+
+fn not_kept(id: &CheckpointId, e: &Error) {
+    tracing::debug!(
+        target: "ckpt",
+        id = %id,
+        error = %e,
+        "a remote hit was not written into the local file"
+    );
 }
 
 /// A type name from a remote object as the `&'static str` an entry carries. Names are few (one

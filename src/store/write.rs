@@ -307,7 +307,7 @@ impl<'t> Tx<'t> {
             bytes: &[],
             compute_nanos,
             value_type: entry.value_type(),
-            created_ms: None,
+            created_ms: entry.created_ms,
         };
         match writer.finish(checksum)? {
             Written::Whole(record) => {
