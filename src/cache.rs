@@ -201,6 +201,47 @@ pub trait Cache: Send + Sync {
         PendingSave::ready(self.save(id, entry))
     }
 
+    // Async calls and a far tier.
+
+    /// As [`retrieve_parts`](Cache::retrieve_parts), without asking a slow tier behind this
+    /// cache (see [`fetch_far`](Cache::fetch_far)). Async calls look up through this, so that
+    /// their executor's thread never waits for a network. The default is `retrieve_parts`.
+    ///
+    /// # Errors
+    /// As [`retrieve`](Cache::retrieve).
+    fn retrieve_parts_near(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
+        self.retrieve_parts(id, read)
+    }
+
+    /// As [`retrieve_aged`](Cache::retrieve_aged), without asking a slow tier behind this
+    /// cache (see [`fetch_far`](Cache::fetch_far)). The default is `retrieve_aged`.
+    ///
+    /// # Errors
+    /// As [`retrieve`](Cache::retrieve).
+    fn retrieve_aged_near(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        self.retrieve_aged(id, read)
+    }
+
+    /// Asks the slow tier behind this cache (the redb [`Store`](crate::Store)'s remote) for
+    /// `id`, off the caller's thread, after a miss of the `_near` lookups: the returned save
+    /// completes once the far tier answered, and whatever it had is then in this cache (a
+    /// backfill), for the next `_near` lookup to find. `None`, the default: there is no such
+    /// tier, and the `_near` lookups asked everything. An async call awaits it, so its
+    /// executor's thread never blocks on the network; a sync call never calls it (its
+    /// `retrieve_*` read through).
+    fn fetch_far(&self, id: &CheckpointId) -> Option<PendingSave> {
+        let _ = id;
+        None
+    }
+
     // Upkeep.
 
     /// Removes the entry under `id`, saying whether there was one. The decorator calls it to drop
@@ -501,6 +542,23 @@ macro_rules! forward_cache {
                 read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
             ) -> Result<bool, Error> {
                 (**self).retrieve_aged(id, read)
+            }
+            fn retrieve_parts_near(
+                &self,
+                id: &CheckpointId,
+                read: &mut dyn FnMut(Lent<'_>),
+            ) -> Result<bool, Error> {
+                (**self).retrieve_parts_near(id, read)
+            }
+            fn retrieve_aged_near(
+                &self,
+                id: &CheckpointId,
+                read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+            ) -> Result<bool, Error> {
+                (**self).retrieve_aged_near(id, read)
+            }
+            fn fetch_far(&self, id: &CheckpointId) -> Option<PendingSave> {
+                (**self).fetch_far(id)
             }
             fn expire_function(&self, function: &Function, max_age: Duration) -> Result<(), Error> {
                 (**self).expire_function(function, max_age)

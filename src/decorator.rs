@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry};
+use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry, Lent};
 use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, Refreshes};
 use crate::id::{CheckpointId, Function};
@@ -45,6 +45,16 @@ pub enum Mode {
     Call,
     /// Run and overwrite.
     Rerun,
+}
+
+/// Which tiers of the cache a lookup asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Every tier: a sync call, whose cache reads through to a far tier behind it.
+    Through,
+    /// The near tier only: an async call, which awaits the far one (`Cache::fetch_far`) so
+    /// that its executor's thread never waits for a network.
+    Near,
 }
 
 /// What a call does with an entry older than the function's maximum age
@@ -540,7 +550,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// # Errors
     /// Under [`OnError::Raise`], when the cache could not be read.
     pub fn peek<R: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Option<R>, Error> {
-        let (found, decoded, _) = self.lend::<R>(id, Refresh::Wait);
+        let (found, decoded, _) = self.lend::<R>(id, Refresh::Wait, Reach::Through);
         if let Err(e) = found {
             self.fail(e)?;
         }
@@ -565,23 +575,32 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         &self,
         id: &CheckpointId,
         refresh: Refresh,
+        reach: Reach,
     ) -> (Result<bool, Error>, Option<Decoded<V>>, bool) {
         let fingerprint = self.fingerprint::<V>();
         let mut decoded = None;
         let Some(max_age) = self.max_age else {
-            let found = self.cache.retrieve_parts(id, &mut |lent| {
+            let mut read = |lent: Lent<'_>| {
                 decoded = Some(record::decode_lent::<V>(&lent, fingerprint));
-            });
+            };
+            let found = match reach {
+                Reach::Through => self.cache.retrieve_parts(id, &mut read),
+                Reach::Near => self.cache.retrieve_parts_near(id, &mut read),
+            };
             return (found, decoded, false);
         };
         let mut expired = false;
-        let found = self.cache.retrieve_aged(id, &mut |lent, age| {
+        let mut read = |lent: Lent<'_>, age: Option<Duration>| {
             // Of unknown age: expired, so that nothing older than asked is returned as fresh.
             expired = age.is_none_or(|age| age > max_age);
             if !expired || refresh == Refresh::Stale {
                 decoded = Some(record::decode_lent::<V>(&lent, fingerprint));
             }
-        });
+        };
+        let found = match reach {
+            Reach::Through => self.cache.retrieve_aged(id, &mut read),
+            Reach::Near => self.cache.retrieve_aged_near(id, &mut read),
+        };
         (found, decoded, expired)
     }
 
@@ -643,7 +662,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             self.counters.record(Event::Rerun);
             return self.run_and_save(&id, run, &keep).map(|(r, _)| r);
         }
-        if let Fetched::Fresh(v) = self.fetch(&id, Refresh::Wait)? {
+        if let Fetched::Fresh(v) = self.fetch(&id, Refresh::Wait, Reach::Through)? {
             return Ok(lift(v));
         }
         self.compute_missing(id, run, &keep, lift)
@@ -670,7 +689,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             id => return self.execute(id, mode, run, keep, lift),
         };
         self.ensure_registered();
-        match self.fetch(&id, Refresh::Stale)? {
+        match self.fetch(&id, Refresh::Stale, Reach::Through)? {
             Fetched::Fresh(v) => Ok(lift(v)),
             Fetched::Stale(v) => {
                 self.refresh_in_background(id, run, keep);
@@ -699,7 +718,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             Joined::Leader(flight) => {
                 // A leader that finished between our lookup and our join has left the map
                 // already: its result is stored, so look once more before computing again.
-                if let Some(v) = self.fetch_again(&id) {
+                if let Some(v) = self.fetch_again(&id, Reach::Through) {
                     flight.land(Landing::Stored);
                     return Ok(lift(v));
                 }
@@ -715,7 +734,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             }
             Joined::Waiter(flight) => {
                 if flight.wait() == Landing::Stored
-                    && let Some(v) = self.fetch_again(&id)
+                    && let Some(v) = self.fetch_again(&id, Reach::Through)
                 {
                     return Ok(lift(v));
                 }
@@ -845,8 +864,9 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         &self,
         id: &CheckpointId,
         refresh: Refresh,
+        reach: Reach,
     ) -> Result<Fetched<V>, Error> {
-        let (found, decoded, expired) = self.lend::<V>(id, refresh);
+        let (found, decoded, expired) = self.lend::<V>(id, refresh, reach);
         if let Err(e) = found {
             self.fail(e)?;
             return Ok(Fetched::Miss);
@@ -934,8 +954,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
 
     /// A second look after a miss (another thread may have saved meanwhile): counts a hit, but
     /// not again the failures the first look counted.
-    fn fetch_again<V: DeserializeOwned>(&self, id: &CheckpointId) -> Option<V> {
-        match self.lend::<V>(id, Refresh::Wait) {
+    fn fetch_again<V: DeserializeOwned>(&self, id: &CheckpointId, reach: Reach) -> Option<V> {
+        match self.lend::<V>(id, Refresh::Wait, reach) {
             (Ok(true), Some(Ok(Ok((value, header)))), false) => {
                 self.hit(id, header.compute_nanos, "hit");
                 Some(value)

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{DecoratorCheckpoint, Fetched, Mode, Refresh, nanos};
+use super::{DecoratorCheckpoint, Fetched, Mode, Reach, Refresh, nanos};
 use crate::cache::{Cache, Entry, PendingSave};
 use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, LeaderGuard, Leading};
@@ -208,8 +208,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 .await
                 .map(|(r, _)| r);
         }
-        // The hit, inline: a lookup and a decode.
-        if let Fetched::Fresh(v) = self.fetch(&id, Refresh::Wait)? {
+        // The hit, inline: a lookup and a decode (of the near tier only: see `fetch_far`).
+        if let Fetched::Fresh(v) = self.fetch(&id, Refresh::Wait, Reach::Near)? {
             return Ok(lift(v));
         }
         self.compute_missing_async(id, run, &keep, lift).await
@@ -233,15 +233,28 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 Joined::Leader(flight) => {
                     // A leader that finished between our lookup and our join has left the map
                     // already: its result is stored, so look once more before computing again.
-                    if let Some(v) = self.fetch_again(&id) {
+                    if let Some(v) = self.fetch_again(&id, Reach::Near) {
                         flight.land(Landing::Stored);
                         return Ok(lift(v));
+                    }
+                    // The far tier behind the cache (a store's remote), awaited: what it has is
+                    // then in the cache. Dropped meanwhile, the flight lands abandoned.
+                    if let Some(far) = self.cache.fetch_far(&id) {
+                        match far.await {
+                            Ok(()) => {
+                                if let Some(v) = self.fetch_again(&id, Reach::Near) {
+                                    flight.land(Landing::Stored);
+                                    return Ok(lift(v));
+                                }
+                            }
+                            Err(e) => self.fail(e)?,
+                        }
                     }
                     break Some(flight);
                 }
                 Joined::Waiter(flight) => match flight.landed().await {
                     Landing::Stored => {
-                        if let Some(v) = self.fetch_again(&id) {
+                        if let Some(v) = self.fetch_again(&id, Reach::Near) {
                             return Ok(lift(v));
                         }
                         break None;

@@ -24,6 +24,7 @@ use object_store::path::Path;
 pub use self::admin::{Expired, Expiry, RemoteObject, expired};
 use self::breaker::Breaker;
 pub use self::error::{RemoteError, RemoteErrorKind};
+pub(crate) use self::runtime::off_thread;
 pub(crate) use self::tier::Tier;
 pub(crate) use self::tier::{Body, Published, RecordSource, RemoteRecord};
 

@@ -60,6 +60,18 @@ impl<T> Running<T> {
     }
 }
 
+/// Runs `task`, which may block (it waits for the runtime's futures), on the runtime's
+/// blocking pool; `false` if the runtime could not be started.
+pub(crate) fn off_thread(task: impl FnOnce() + Send + 'static) -> bool {
+    match RUNTIME.as_ref() {
+        Ok(handle) => {
+            drop(handle.spawn_blocking(task));
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Starts `future` on the internal runtime, to be waited for later (several requests in
 /// flight at once: the parts of a multipart upload); it is dropped after `timeout`.
 pub(crate) fn spawn<T: Send + 'static>(

@@ -413,6 +413,11 @@ impl Shared {
 impl Store {
     #[inline]
     fn publish_large(&self, _: &CheckpointId, _: &LargeEntry<'_>) {}
+
+    #[inline]
+    fn fetch_remote_off_thread(&self, _: &CheckpointId) -> Option<PendingSave> {
+        None
+    }
 }
 
 impl Drop for Shared {
@@ -491,6 +496,27 @@ impl Cache for Store {
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
         self.shared().read_through_aged(id, read)
+    }
+
+    #[inline]
+    fn retrieve_parts_near(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
+        self.shared().read(id, read)
+    }
+
+    fn retrieve_aged_near(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        self.shared().read_aged(id, read)
+    }
+
+    fn fetch_far(&self, id: &CheckpointId) -> Option<PendingSave> {
+        self.fetch_remote_off_thread(id)
     }
 
     fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {

@@ -15,7 +15,7 @@ use super::options::{AccessMode, to_ms};
 use super::read::{lend, with_row};
 use super::save::Commit;
 use super::{Shared, Store};
-use crate::cache::{Entry, LargeEntry, Lent};
+use crate::cache::{Entry, LargeEntry, Lent, PendingSave};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::record::{EncodeRecord, LentBytes, RecordSink};
@@ -416,6 +416,29 @@ impl Store {
             let len = self.shared().record_len(id).ok().flatten()?;
             Some(self.local_source(id, len, Some(entry.fingerprint())))
         });
+    }
+
+    /// A remote lookup of `id` and its backfill, on a thread of the remote's runtime (its
+    /// blocking pool), for an async call to await (`Cache::fetch_far`); `None` when there is
+    /// no remote, or the file cannot take a backfill (a read-only store: the lookup then reads
+    /// through, on the caller's thread, as a sync call's does).
+    pub(super) fn fetch_remote_off_thread(&self, id: &CheckpointId) -> Option<PendingSave> {
+        let shared = self.shared();
+        match &shared.remote {
+            Some(tier) if tier.mode() != RemoteMode::Off => {}
+            _ => return None,
+        }
+        if shared.access_mode != AccessMode::ReadWrite {
+            return None;
+        }
+        let (done, pending) = PendingSave::channel();
+        let store = self.clone();
+        let id = *id;
+        let started = crate::remote::off_thread(move || {
+            let found = store.shared().fetch_backfill(&id, &mut |_, _| {});
+            done.complete(found.map(|_| ()));
+        });
+        started.then_some(pending)
     }
 
     /// The record under `id` (`len` bytes, of type `fingerprint` if known), to be read from

@@ -1,0 +1,163 @@
+//! Async calls with a remote tier (features `remote`): the remote lookup of a miss is awaited,
+//! off the executor's thread, so a slow or hanging remote never stalls the other tasks of a
+//! current-thread runtime.
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ckpt::remote::RemoteCheck;
+use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Remote, RemoteMode, Store};
+use common::TempDir;
+
+/// An "S3 server" that accepts connections and never answers: every request hangs until the
+/// remote's timeout.
+fn hanging_server() -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let accept = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(64) {
+            match conn {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+    });
+    (endpoint, accept)
+}
+
+fn hanging_remote(endpoint: &str, timeout: Duration) -> Remote {
+    Remote::builder("s3://bucket/team")
+        .endpoint(endpoint)
+        .option("aws_access_key_id", "x")
+        .option("aws_secret_access_key", "x")
+        .option("aws_region", "us-east-1")
+        .timeout(timeout)
+        .retries(0)
+        // Never paused: every miss asks, and waits out the timeout.
+        .breaker(1_000, Duration::from_millis(1))
+        .check(RemoteCheck::Skip)
+        .open()
+        .unwrap()
+}
+
+/// Runs `calls` async misses against a remote that hangs for `timeout` each, on a
+/// current-thread runtime beside a 1 ms ticker task; returns the ticker's worst lateness.
+fn worst_tick_lag_during_misses(dir: &TempDir, timeout: Duration, calls: u64) -> Duration {
+    let (endpoint, _server) = hanging_server();
+    let store = Store::builder()
+        .remote(hanging_remote(&endpoint, timeout), RemoteMode::ReadWrite)
+        .open(dir.join("a.redb"))
+        .unwrap();
+    let deco = DecoratorCheckpoint::new(
+        Function::new("remote_async", "double"),
+        AutoIdentifier,
+        store.clone(),
+    );
+    let computed = AtomicUsize::new(0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let worst = runtime.block_on(async {
+        let ticking = Arc::clone(&done);
+        let ticker = tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            while !ticking.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                worst = worst.max(at.elapsed().saturating_sub(Duration::from_millis(1)));
+            }
+            worst
+        });
+        for x in 0..calls {
+            let got = deco
+                .call_async(x, |x| {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    async move { x * 2 }
+                })
+                .await
+                .unwrap();
+            assert_eq!(got, x * 2);
+        }
+        done.store(true, Ordering::SeqCst);
+        ticker.await.unwrap()
+    });
+    assert_eq!(
+        computed.load(Ordering::SeqCst),
+        calls as usize,
+        "each miss computed"
+    );
+    let remote = store.stats().unwrap().remote.unwrap();
+    assert!(remote.errors >= calls, "each lookup timed out: {remote:?}");
+    worst
+}
+
+#[test]
+fn a_hanging_remote_never_stalls_the_executor_of_an_async_call() {
+    let dir = TempDir::new("remote-async-hang");
+    let timeout = Duration::from_millis(400);
+    let worst = worst_tick_lag_during_misses(&dir, timeout, 3);
+    eprintln!("worst ticker lag {worst:?} while the remote hung for {timeout:?} three times");
+    // Blocking on the lookup would hold the ticker back a whole timeout each time.
+    assert!(
+        worst < Duration::from_millis(150),
+        "a ticker task was {worst:?} late while the remote hung for {timeout:?}"
+    );
+}
+
+#[test]
+fn an_async_call_is_served_by_the_remote_and_backfills_the_file() {
+    let dir = TempDir::new("remote-async-hit");
+    let team = Remote::open("memory://").unwrap();
+    let open = |name: &str| {
+        Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let runs = AtomicUsize::new(0);
+    let call = |store: &Store, x: u64| {
+        let deco = DecoratorCheckpoint::new(
+            Function::new("remote_async", "square"),
+            AutoIdentifier,
+            store.clone(),
+        );
+        let runs = &runs;
+        futures_executor::block_on(async move {
+            deco.call_async(x, |x| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                async move { x * x }
+            })
+            .await
+            .unwrap()
+        })
+    };
+    let a = open("a.redb");
+    for x in 0..4 {
+        assert_eq!(call(&a, x), x * x);
+    }
+    a.flush().unwrap();
+    let b = open("b.redb");
+    for x in 0..4 {
+        assert_eq!(call(&b, x), x * x);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4,
+        "the second store computed nothing"
+    );
+    let remote = b.stats().unwrap().remote.unwrap();
+    assert_eq!((remote.hits, remote.backfills, remote.fetches), (4, 4, 4));
+    // Backfilled: the next calls are local hits, with no request.
+    for x in 0..4 {
+        assert_eq!(call(&b, x), x * x);
+    }
+    assert_eq!(b.stats().unwrap().remote.unwrap().fetches, 4);
+    assert_eq!(b.stats().unwrap().calls.hits, 8);
+}
