@@ -22,6 +22,9 @@ const ROLE: &str = "CKPT_LEASE_ROLE";
 const DIR: &str = "CKPT_LEASE_DIR";
 const INDEX: &str = "CKPT_LEASE_INDEX";
 const TTL: &str = "CKPT_LEASE_TTL_MS";
+/// How long the slow function computes: longer than the four-process test's lease ttl, so that
+/// only renewals keep the others waiting.
+const COMPUTE: Duration = Duration::from_millis(2000);
 
 fn file_url(folder: &Path) -> String {
     format!("file://{}", folder.display())
@@ -88,7 +91,11 @@ fn child(test: &str, role: &str, dir: &Path, index: u32, ttl: Duration) -> Child
 fn wait_for(path: &Path, within: Duration) {
     let deadline = Instant::now() + within;
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -112,7 +119,7 @@ fn child_caller() {
     let compute = if role == "hold" {
         Duration::from_secs(60)
     } else {
-        Duration::from_millis(1500)
+        COMPUTE
     };
     let v = d
         .call(21u64, |x| {
@@ -143,7 +150,7 @@ fn output(child: Child) -> String {
 #[test]
 fn four_processes_call_one_slow_function_at_once_and_it_is_computed_once() {
     let dir = TempDir::new("lease-four");
-    let ttl = Duration::from_secs(2);
+    let ttl = Duration::from_millis(900);
     let children: Vec<_> = (0..4)
         .map(|i| child("child_caller", "call", dir.path(), i, ttl))
         .collect();
@@ -168,7 +175,7 @@ fn four_processes_call_one_slow_function_at_once_and_it_is_computed_once() {
         .filter(|o| o.contains("waits 1 served 1"))
         .count();
     assert_eq!(served, 3, "three waited and were served: {outputs:#?}");
-    eprintln!("4 processes, one computation of 1.5 s: {took:?}");
+    eprintln!("4 processes, one computation of {COMPUTE:?}: {took:?}");
     // The lease is gone; the listing knows only the result.
     let remote_dir = dir.join("remote");
     assert!(files(&remote_dir, "l").is_empty(), "lease released");
@@ -192,7 +199,11 @@ fn a_crashed_owners_lease_lapses_and_another_machine_takes_over() {
         assert!(Instant::now() < deadline, "the owner never computed");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(files(&dir.join("remote"), "l").len(), 1, "the owner's lease");
+    assert_eq!(
+        files(&dir.join("remote"), "l").len(),
+        1,
+        "the owner's lease"
+    );
     // Let it renew a few times, then crash it (SIGKILL: no destructor releases the lease).
     std::thread::sleep(ttl);
     owner.kill().unwrap();
@@ -219,7 +230,11 @@ fn a_crashed_owners_lease_lapses_and_another_machine_takes_over() {
         (1, 1, 1),
         "{r:?}"
     );
-    assert_eq!(computations(dir.path()).len(), 2, "the owner once, the taker once");
+    assert_eq!(
+        computations(dir.path()).len(),
+        2,
+        "the owner once, the taker once"
+    );
     assert!(files(&dir.join("remote"), "l").is_empty(), "released");
 
     // Its result is served: a third machine computes nothing and waits for nobody.
@@ -281,7 +296,11 @@ fn a_panicking_leader_releases_its_lease_and_a_waiter_computes_at_once() {
         "the waiter computed {after:?} after the panic (ttl {ttl:?}): the lease was released"
     );
     let r = b.stats().unwrap().remote.unwrap();
-    assert_eq!((r.lease_waits, r.leases_taken, r.leases_taken_over), (1, 1, 0), "{r:?}");
+    assert_eq!(
+        (r.lease_waits, r.leases_taken, r.leases_taken_over),
+        (1, 1, 0),
+        "{r:?}"
+    );
     let r = a.stats().unwrap().remote.unwrap();
     assert_eq!(r.leases_taken, 1, "{r:?}");
 }
@@ -309,7 +328,11 @@ fn read_only_stores_and_stores_without_dedup_take_no_lease() {
         assert_eq!((r.leases_taken, r.lease_waits), (0, 0), "{r:?}");
     }
     assert!(!folder.join("ckpt-v1").join("l").exists());
-    assert_eq!(files(&folder, "r").len(), 1, "only the read-write store published");
+    assert_eq!(
+        files(&folder, "r").len(),
+        1,
+        "only the read-write store published"
+    );
 }
 
 #[test]
@@ -334,4 +357,30 @@ fn a_remote_that_fails_while_leasing_degrades_to_computing() {
     let r = store.stats().unwrap().remote.unwrap();
     assert_eq!(r.leases_taken, 0, "{r:?}");
     assert!(r.errors >= 1, "{r:?}");
+}
+
+#[test]
+fn the_owner_publishes_before_it_releases_its_lease_whatever_the_publish_mode() {
+    let dir = TempDir::new("lease-publish");
+    let folder = dir.join("remote");
+    let team = Remote::open(&file_url(&folder)).unwrap();
+    // Background publishing (the default): a leased result still goes up before the call
+    // returns, or waiters would find the lease gone and no result, and compute again. Large
+    // values, so that a background upload would still be running when the call returned.
+    let a = leased_store(&dir.join("a.redb"), &team, Duration::from_secs(5));
+    let big = DecoratorCheckpoint::new(
+        Function::new("remote_lease", "big"),
+        AutoIdentifier,
+        a.clone(),
+    )
+    .with_on_error(OnError::Raise);
+    for x in 0..2u8 {
+        let v = big.call(x, |x| vec![x; 24 << 20]).unwrap();
+        assert_eq!(v.len(), 24 << 20);
+        let r = a.stats().unwrap().remote.unwrap();
+        let n = u64::from(x) + 1;
+        assert_eq!((r.publishes, r.leases_taken), (n, n), "{r:?}");
+        assert!(files(&folder, "l").is_empty(), "released");
+    }
+    assert_eq!(team.objects().unwrap().len(), 2);
 }

@@ -266,7 +266,6 @@ impl Renewing {
             timeout,
         })
     }
-
 }
 
 impl Drop for Renewing {
@@ -274,7 +273,9 @@ impl Drop for Renewing {
     /// most the remote's timeout (then the lease lapses by itself).
     fn drop(&mut self) {
         self.control.release.notify_one();
-        let _ = self.done.recv_timeout(self.timeout + Duration::from_secs(1));
+        let _ = self
+            .done
+            .recv_timeout(self.timeout + Duration::from_secs(1));
     }
 }
 
@@ -335,7 +336,13 @@ impl Task {
     async fn renew(&self, bytes: Bytes) -> object_store::Result<Option<UpdateVersion>> {
         let store = &*self.store;
         if self.conditional {
-            return match put(store, &self.at, bytes, PutMode::Update(self.version.clone())).await
+            return match put(
+                store,
+                &self.at,
+                bytes,
+                PutMode::Update(self.version.clone()),
+            )
+            .await
             {
                 Ok(done) => Ok(Some(version_of(done))),
                 Err(

@@ -401,7 +401,9 @@ impl Shared {
     fn flush_remote(&self) {}
 
     fn lease(&self, _: &CheckpointId) -> Result<crate::cache::Lease, Error> {
-        Ok(crate::cache::Lease::Granted(crate::cache::LeaseGuard::none()))
+        Ok(crate::cache::Lease::Granted(
+            crate::cache::LeaseGuard::none(),
+        ))
     }
 
     pub(crate) fn remote_stats(&self) -> Option<crate::stats::RemoteStats> {

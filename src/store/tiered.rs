@@ -67,7 +67,11 @@ impl Shared {
         let Some(tier) = &self.remote else {
             return Ok(Lease::Granted(LeaseGuard::none()));
         };
-        let mut poll = || Ok(self.fetch_backfill(id, Lookup::Poll, &mut |_, _| {})?.is_some());
+        let mut poll = || {
+            Ok(self
+                .fetch_backfill(id, Lookup::Poll, &mut |_, _| {})?
+                .is_some())
+        };
         Ok(match tier.lease(id, &mut poll)? {
             Claimed::Held(held) => Lease::Granted(LeaseGuard::new(held)),
             Claimed::Unleased => Lease::Granted(LeaseGuard::none()),
@@ -299,7 +303,9 @@ impl Store {
                 Some(id) if local.contains(&id) => report.already_local += 1,
                 Some(id) => {
                     let mut len = 0;
-                    match shared.fetch_backfill(&id, Lookup::Miss, &mut |lent, _| len = lent.len())? {
+                    match shared
+                        .fetch_backfill(&id, Lookup::Miss, &mut |lent, _| len = lent.len())?
+                    {
                         Some(true) => {
                             report.pulled += 1;
                             report.bytes += len;
