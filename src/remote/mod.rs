@@ -4,7 +4,10 @@
 //!
 //! [`Remote`] is where (a URL and the usual environment); the store's
 //! [`StoreBuilder::remote`](crate::StoreBuilder::remote) says how ([`RemoteMode`],
-//! [`PublishMode`]). object_store's types stay inside this module.
+//! [`PublishMode`]), and [`StoreBuilder::dedup`](crate::StoreBuilder::dedup) whether a miss is
+//! computed once across machines ([`Dedup`]: a lease object `{prefix}/ckpt-v1/l/{id}` next to
+//! the results `{prefix}/ckpt-v1/r/{id}`; its bytes are in `lease.rs` and ARCHITECTURE.md).
+//! object_store's types stay inside this module.
 
 mod admin;
 mod breaker;
