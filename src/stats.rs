@@ -354,9 +354,11 @@ pub struct RemoteStats {
     pub fetches: u64,
     /// Time spent in them, ns.
     pub fetch_nanos: u64,
-    /// Leases taken before computing a miss (`Dedup::Lease`), take-overs included.
+    /// Leases held to compute a miss (`Dedup::Lease`), take-overs included (a lease taken and
+    /// given back at once because the result had just arrived is counted in `lease_served`).
     pub leases_taken: u64,
-    /// Leases taken over from an owner that stopped renewing them (a crashed machine).
+    /// Of those, leases taken over from an owner that stopped renewing them (a crashed
+    /// machine).
     pub leases_taken_over: u64,
     /// Misses that found another machine's lease and waited.
     pub lease_waits: u64,

@@ -87,6 +87,13 @@ impl Drop for Held {
     }
 }
 
+/// A lease this store took: where, its owner token, its ttl.
+struct Mine {
+    at: object_store::path::Path,
+    token: u64,
+    ttl: Duration,
+}
+
 /// How a lookup is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lookup {
@@ -418,7 +425,7 @@ impl Tier {
                 create = false;
                 if let Some(version) = lease::create(remote, &at, mine.clone()).map_err(fail)? {
                     breaker.succeeded();
-                    return self.held(id, at, token, ttl, version, poll);
+                    return self.held(id, Mine { at, token, ttl }, version, false, poll);
                 }
             }
             let Some(now) = lease::read(remote, &at).map_err(fail)? else {
@@ -440,14 +447,13 @@ impl Tier {
                         if let Some(version) =
                             lease::take_over(remote, &at, &now, mine.clone()).map_err(fail)?
                         {
-                            bump(&c.leases_taken_over);
                             tracing::info!(
                                 target: "ckpt",
                                 url = remote.url(),
                                 id = %id,
                                 "a lapsed lease was taken over: its owner stopped renewing it"
                             );
-                            return self.held(id, at, token, ttl, version, poll);
+                            return self.held(id, Mine { at, token, ttl }, version, true, poll);
                         }
                     } else {
                         seen = Some((before, since));
@@ -469,14 +475,13 @@ impl Tier {
     fn held(
         &self,
         id: &CheckpointId,
-        at: object_store::path::Path,
-        token: u64,
-        ttl: Duration,
+        mine: Mine,
         version: UpdateVersion,
+        taken_over: bool,
         poll: &mut dyn FnMut() -> Result<bool, Error>,
     ) -> Result<Claimed, Error> {
         let s = &self.shared;
-        let renewing = Renewing::start(&s.remote, at, *id, token, ttl, version)
+        let renewing = Renewing::start(&s.remote, mine.at, *id, mine.token, mine.ttl, version)
             .map_err(|reason| s.failed("cannot renew a lease", reason))?;
         *s.leased.lock().entry(*id).or_insert(0) += 1;
         let held = Held {
@@ -484,10 +489,13 @@ impl Tier {
             id: *id,
             _renewing: renewing,
         };
-        bump(&s.counters.leases_taken);
         if poll()? {
             bump(&s.counters.lease_served);
             return Ok(Claimed::Served);
+        }
+        bump(&s.counters.leases_taken);
+        if taken_over {
+            bump(&s.counters.leases_taken_over);
         }
         Ok(Claimed::Held(held))
     }
