@@ -12,7 +12,9 @@ use crate::record::{Compression, EncodeRecord, RecordSink};
 pub use crate::record::{Lent, Part, Parts};
 use crate::stats::Counters;
 
+mod lease;
 mod pending;
+pub use lease::{Lease, LeaseGuard};
 pub use pending::{PendingSave, SaveCompleter};
 
 /// A bulk save ([`Cache::save_many`]) is handed, and the redb store commits, at most this many
@@ -50,6 +52,7 @@ pub(crate) const BATCH_MAX_BYTES: usize = 64 << 20;
 /// | [`register`](Cache::register) | to persist per-function statistics | nothing |
 /// | [`flight_scope`](Cache::flight_scope) | when clones of a handle share storage | the handle's address |
 /// | [`compression`](Cache::compression) | to compress its decorators' records by default | [`Compression::None`] |
+/// | [`lease`](Cache::lease) | when several machines share the cache: one computes a miss, the others wait | granted, nothing held |
 ///
 /// A `HashMap` is a cache in a dozen lines:
 ///
@@ -316,6 +319,23 @@ pub trait Cache: Send + Sync {
     fn compression(&self) -> Compression {
         Compression::None
     }
+
+    /// Called by the decorator on a miss it is about to compute (after its second look, as the
+    /// single flight's leader: once per process and id at a time), so that a cache shared by
+    /// several machines can have one of them compute and the others wait for its result. It
+    /// answers [`Lease::Granted`] (compute; the guard is dropped once the result is saved, or
+    /// the computation failed) or [`Lease::Served`] (another machine's result arrived while
+    /// this one waited; the decorator looks it up again). The default grants at once and holds
+    /// nothing; the redb [`Store`](crate::Store) takes a lease object in its remote tier with
+    /// `StoreBuilder::dedup(Dedup::Lease { .. })` (feature `remote`).
+    ///
+    /// # Errors
+    /// When the cache could not coordinate (a shared store that fails): the decorator applies
+    /// its [`OnError`](crate::OnError) policy, and under the default computes without a lease.
+    fn lease(&self, id: &CheckpointId) -> Result<Lease, Error> {
+        let _ = id;
+        Ok(Lease::Granted(LeaseGuard::none()))
+    }
 }
 
 /// One result to save: its encoded bytes, and what they are the result of.
@@ -574,6 +594,9 @@ macro_rules! forward_cache {
             }
             fn compression(&self) -> Compression {
                 (**self).compression()
+            }
+            fn lease(&self, id: &CheckpointId) -> Result<Lease, Error> {
+                (**self).lease(id)
             }
         }
     )*};

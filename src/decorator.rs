@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry, Lent};
+use crate::cache::{
+    BATCH_MAX_BYTES, BATCH_MAX_SAVES, Cache, Entry, LargeEntry, Lease, LeaseGuard, Lent,
+};
 use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, Refreshes};
 use crate::id::{CheckpointId, Function};
@@ -81,6 +83,14 @@ pub enum Refresh {
     /// [`call`]: DecoratorCheckpoint::call
     /// [`call_ok`]: DecoratorCheckpoint::call_ok
     Stale,
+}
+
+/// What the cache said before a miss was computed ([`Cache::lease`]).
+enum Leased<V> {
+    /// Compute, holding the guard until the result is saved (and published).
+    Compute(LeaseGuard),
+    /// Another machine computed it meanwhile.
+    Served(V),
 }
 
 /// What a lookup found.
@@ -722,14 +732,25 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                     flight.land(Landing::Stored);
                     return Ok(lift(v));
                 }
+                // Another machine may be computing it: wait for its result, or lease it.
+                let lease = match self.lease(&id)? {
+                    Leased::Served(v) => {
+                        flight.land(Landing::Stored);
+                        return Ok(lift(v));
+                    }
+                    Leased::Compute(lease) => lease,
+                };
                 self.counters.record(Event::Miss);
-                // On an error or a panic the guard drops unlanded and lands as Abandoned.
+                // On an error or a panic the guards drop: the flight lands as Abandoned, the
+                // lease is released.
                 let (r, stored) = self.run_and_save(&id, run, keep)?;
                 flight.land(if stored {
                     Landing::Stored
                 } else {
                     Landing::NotStored
                 });
+                // Released after the save, which published the result while it was held.
+                drop(lease);
                 Ok(r)
             }
             Joined::Waiter(flight) => {
@@ -738,12 +759,34 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 {
                     return Ok(lift(v));
                 }
+                let _lease = match self.lease(&id)? {
+                    Leased::Served(v) => return Ok(lift(v)),
+                    Leased::Compute(lease) => lease,
+                };
                 self.counters.record(Event::Miss);
                 self.run_and_save(&id, run, keep).map(|(r, _)| r)
             }
             Joined::Reentrant => {
                 self.counters.record(Event::Miss);
                 Ok(self.run_unsaved(run))
+            }
+        }
+    }
+
+    /// Asks the cache before computing a miss of `id` ([`Cache::lease`]): a cache shared by
+    /// several machines lets one compute and the others wait for its result. A failure to
+    /// coordinate falls under the error policy, and the call computes without a lease.
+    fn lease<V: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Leased<V>, Error> {
+        match self.cache.lease(id) {
+            Ok(Lease::Granted(lease)) => Ok(Leased::Compute(lease)),
+            // Served into the cache: read as any hit (a value of another type: computed).
+            Ok(Lease::Served) => Ok(match self.fetch_again(id, Reach::Through) {
+                Some(v) => Leased::Served(v),
+                None => Leased::Compute(LeaseGuard::none()),
+            }),
+            Err(e) => {
+                self.fail(e)?;
+                Ok(Leased::Compute(LeaseGuard::none()))
             }
         }
     }

@@ -124,6 +124,10 @@ impl Cache for DefaultStore {
         store()?.register(function, counters)
     }
 
+    fn lease(&self, id: &CheckpointId) -> Result<crate::cache::Lease, Error> {
+        store()?.lease(id)
+    }
+
     fn compression(&self) -> crate::record::Compression {
         // The default store is opened with default options: its default is `None` until open.
         DEFAULT

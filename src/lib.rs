@@ -81,7 +81,7 @@ pub use macros::__private;
 pub use record::Compression;
 pub use record_view::{Record, type_fingerprint};
 #[cfg(feature = "remote")]
-pub use remote::{PublishMode, Remote, RemoteMode};
+pub use remote::{Dedup, PublishMode, Remote, RemoteMode};
 pub use stats::CallStats;
 pub use store::{
     AccessMode, ConcurrencyMode, Durability, EvictionPolicy, Limits, OpenCheck, Store, StoreBuilder,

@@ -357,6 +357,17 @@ pub struct RemoteStats {
     pub fetches: u64,
     /// Time spent in them, ns.
     pub fetch_nanos: u64,
+    /// Leases held to compute a miss (`Dedup::Lease`), take-overs included (a lease taken and
+    /// given back at once because the result had just arrived is counted in `lease_served`).
+    pub leases_taken: u64,
+    /// Of those, leases taken over from an owner that stopped renewing them (a crashed
+    /// machine).
+    pub leases_taken_over: u64,
+    /// Misses that found another machine's lease and waited.
+    pub lease_waits: u64,
+    /// Misses served another machine's result while (or just after) taking a lease: computed
+    /// once, elsewhere.
+    pub lease_served: u64,
 }
 
 impl RemoteStats {

@@ -528,3 +528,50 @@ fn s3_a_large_value_goes_up_in_parts_and_comes_down_as_a_stream() {
     assert_eq!((r.hits, r.backfills), (1, 1), "{r:?}");
     assert_eq!(r.bytes_down, moto.get(&keys[0]).len() as u64);
 }
+
+/// `Dedup::Lease` on S3 (create with `If-None-Match`, renewals with `If-Match`): four stores,
+/// each with its own file and its own client, call one function at once that computes longer
+/// than the lease's ttl; it is computed once, and the lease is gone afterwards.
+#[test]
+fn s3_four_stores_with_leases_compute_once() {
+    let moto = Moto::start();
+    let dir = TempDir::new("s3-lease");
+    let ttl = Duration::from_millis(900);
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            let store = Store::builder()
+                .remote(moto.remote("lease"), RemoteMode::ReadWrite)
+                .dedup(ckpt::Dedup::Lease { ttl })
+                .open(dir.join(&format!("{i}.redb")))
+                .unwrap();
+            let (runs, start) = (runs.clone(), start.clone());
+            std::thread::spawn(move || {
+                let d = DecoratorCheckpoint::new(
+                    Function::new("remote_s3", "slow"),
+                    AutoIdentifier,
+                    store.clone(),
+                )
+                .with_on_error(ckpt::OnError::Raise);
+                start.wait();
+                let v = d
+                    .call(21u64, |x| {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_secs(2));
+                        x * 2
+                    })
+                    .unwrap();
+                (v, store.stats().unwrap().remote.unwrap())
+            })
+        })
+        .collect();
+    let stats: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(stats.iter().all(|(v, _)| *v == 42));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "computed once: {stats:#?}");
+    let taken: u64 = stats.iter().map(|(_, r)| r.leases_taken).sum();
+    let served: u64 = stats.iter().map(|(_, r)| r.lease_served).sum();
+    assert_eq!((taken, served), (1, 3), "{stats:#?}");
+    assert!(moto.keys("lease/ckpt-v1/l/").is_empty(), "released");
+    assert_eq!(moto.keys("lease/ckpt-v1/r/").len(), 1);
+}

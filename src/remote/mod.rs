@@ -4,11 +4,15 @@
 //!
 //! [`Remote`] is where (a URL and the usual environment); the store's
 //! [`StoreBuilder::remote`](crate::StoreBuilder::remote) says how ([`RemoteMode`],
-//! [`PublishMode`]). object_store's types stay inside this module.
+//! [`PublishMode`]), and [`StoreBuilder::dedup`](crate::StoreBuilder::dedup) whether a miss is
+//! computed once across machines ([`Dedup`]: a lease object `{prefix}/ckpt-v1/l/{id}` next to
+//! the results `{prefix}/ckpt-v1/r/{id}`; its bytes are in `lease.rs` and ARCHITECTURE.md).
+//! object_store's types stay inside this module.
 
 mod admin;
 mod breaker;
 mod error;
+mod lease;
 mod object;
 mod queue;
 mod runtime;
@@ -25,8 +29,7 @@ pub use self::admin::{Expired, Expiry, RemoteObject, expired};
 use self::breaker::Breaker;
 pub use self::error::{RemoteError, RemoteErrorKind};
 pub(crate) use self::runtime::off_thread;
-pub(crate) use self::tier::Tier;
-pub(crate) use self::tier::{Body, Published, RecordSource, RemoteRecord};
+pub(crate) use self::tier::{Body, Claimed, Lookup, Published, RecordSource, RemoteRecord, Tier};
 
 /// A shared tier: an object store that several machines' stores read through and write
 /// through. Cheap to clone (an `Arc` inside); two stores given clones of one `Remote` share it
@@ -91,6 +94,53 @@ pub enum PublishMode {
     Background,
     /// Before the save returns (the call waits for the upload).
     Sync,
+}
+
+/// Whether a missing result is computed once across the machines sharing a remote
+/// ([`StoreBuilder::dedup`](crate::StoreBuilder::dedup)).
+///
+/// With [`Dedup::Lease`], the first store to miss an id takes a lease on it in the remote (an
+/// object of its own, next to the results, created if absent) and renews it while it computes;
+/// stores on other machines that miss the same id meanwhile wait for its result (polling, 50 ms
+/// doubling to 1 s) and are served it from the remote, or take over once the lease lapses (not
+/// renewed for `ttl`, by the waiter's own clock: a crashed owner). The owner publishes its
+/// result before it releases the lease (synchronously, whatever the [`PublishMode`]); a
+/// computation that fails or panics releases it at once. A remote that fails, or a breaker that
+/// is open, is never waited for: the call computes (and warns under its
+/// [`OnError`](crate::OnError)). Only [`RemoteMode::ReadWrite`] stores take or wait for leases;
+/// a read-only store computes a miss at once, as before. Without leases two machines may both
+/// compute; the second publish is a harmless "already present". Within one process, concurrent
+/// calls compute once anyway (single flight).
+///
+/// ```
+/// use std::time::Duration;
+/// use ckpt::{AutoIdentifier, Dedup, DecoratorCheckpoint, Function, Remote, RemoteMode, Store};
+/// # let dir = std::env::temp_dir().join(format!("ckpt-doc-dedup-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let team = Remote::open("memory://")?; // s3://bucket/prefix across machines
+/// let store = Store::builder()
+///     .remote(team, RemoteMode::ReadWrite)
+///     .dedup(Dedup::Lease { ttl: Duration::from_secs(30) })
+///     .open(dir.join("checkpoints.redb"))?;
+/// let train = DecoratorCheckpoint::new(Function::new("doc", "train"), AutoIdentifier, store.clone());
+/// assert_eq!(train.call(3u64, |x| x + 1)?, 4); // leased, computed, published, released
+/// assert_eq!(store.stats()?.remote.unwrap().leases_taken, 1);
+/// # drop((train, store)); std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Dedup {
+    /// No coordination: each machine that misses an id computes it (the default).
+    #[default]
+    None,
+    /// One machine computes a missing result, the others wait for it. `ttl` is how long a
+    /// lease lives without renewal (its owner renews it every `ttl / 3`): how long waiters wait
+    /// for a crashed owner, at least. A few seconds to a minute; at least 30 ms.
+    Lease {
+        /// How long a lease lives without renewal.
+        ttl: Duration,
+    },
 }
 
 /// Whether opening a remote contacts it.

@@ -89,6 +89,15 @@ pub(crate) fn spawn<T: Send + 'static>(
     Ok(Running(rx))
 }
 
+/// Runs `future` on the internal runtime without waiting for it (a lease's renewals).
+pub(crate) fn detach(future: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let handle = RUNTIME
+        .as_ref()
+        .map_err(|e| RunError::NoRuntime(e.clone()))?;
+    handle.spawn(future);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

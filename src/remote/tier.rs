@@ -2,6 +2,7 @@
 //! background or synchronously), replacing damaged objects, and the tier's counters.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -14,11 +15,12 @@ use object_store::{
 use parking_lot::Mutex;
 
 use super::error::stable_reason;
+use super::lease::{self, Renewing};
 use super::object::{self, Damaged};
 use super::queue::Queue;
 use super::runtime;
 use super::stream::{Download, Fault, Upload, run_reason};
-use super::{PublishMode, Remote, RemoteMode};
+use super::{Dedup, PublishMode, Remote, RemoteMode};
 use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
 use crate::record::{self, RecordSink};
@@ -102,6 +104,59 @@ pub(crate) enum Published {
     Gone,
 }
 
+/// What [`Tier::lease`] decided about a miss about to be computed.
+pub(crate) enum Claimed {
+    /// This store holds the lease: compute, publish, then drop it (which deletes the lease).
+    Held(Held),
+    /// Another machine's result arrived while waiting (and was backfilled by the poll).
+    Served,
+    /// No lease: none is configured, the store is not read-write, or the breaker is open.
+    Unleased,
+}
+
+/// A lease this store holds: renewed until dropped. While it is held, the id's result is
+/// published synchronously, so that it is in the remote before the lease goes.
+pub(crate) struct Held {
+    shared: Arc<TierShared>,
+    id: CheckpointId,
+    _renewing: Renewing,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut leased = self.shared.leased.lock();
+        if let Slot::Occupied(mut held) = leased.entry(self.id) {
+            *held.get_mut() -= 1;
+            if *held.get() == 0 {
+                held.remove();
+            }
+        }
+        // Then `_renewing` drops: the renewals stop and the lease is deleted.
+    }
+}
+
+/// A lease this store took: where, its owner token, its ttl.
+struct Mine {
+    at: object_store::path::Path,
+    token: u64,
+    ttl: Duration,
+}
+
+/// How a lookup is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// A local miss: a remote miss is counted and remembered (the decorator's second look).
+    Miss,
+    /// A waiter polling for another machine's result: a miss is neither counted nor remembered.
+    Poll,
+}
+
+/// The shortest lease ttl (renewals every third of it).
+const MIN_TTL: Duration = Duration::from_millis(30);
+/// How often a waiter polls: from the first delay, doubling to the last.
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_LAST: Duration = Duration::from_secs(1);
+
 /// Damaged objects remembered for replacement (their e-tags), at most this many.
 const REPLACE_MAX: usize = 4096;
 
@@ -114,7 +169,10 @@ struct TierShared {
     remote: Remote,
     mode: RemoteMode,
     publish: PublishMode,
+    dedup: Dedup,
     counters: Counters,
+    /// Ids whose lease this store holds (a count: one per holder), published synchronously.
+    leased: Mutex<HashMap<CheckpointId, u32>>,
     /// Objects found damaged, by id: the next publish of the id replaces them (conditionally,
     /// on this version) instead of creating.
     replace: Mutex<HashMap<CheckpointId, UpdateVersion>>,
@@ -143,6 +201,10 @@ struct Counters {
     bytes_up: AtomicU64,
     fetches: AtomicU64,
     fetch_nanos: AtomicU64,
+    leases_taken: AtomicU64,
+    leases_taken_over: AtomicU64,
+    lease_waits: AtomicU64,
+    lease_served: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -150,13 +212,20 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Tier {
-    pub(crate) fn new(remote: Remote, mode: RemoteMode, publish: PublishMode) -> Tier {
+    pub(crate) fn new(
+        remote: Remote,
+        mode: RemoteMode,
+        publish: PublishMode,
+        dedup: Dedup,
+    ) -> Tier {
         let capacity = remote.options().queue_capacity();
         let shared = Arc::new(TierShared {
             remote,
             mode,
             publish,
+            dedup,
             counters: Counters::default(),
+            leased: Mutex::new(HashMap::new()),
             replace: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
             queue: Queue::new(capacity),
@@ -201,6 +270,10 @@ impl Tier {
             bytes_up: c.bytes_up.load(Relaxed),
             fetches: c.fetches.load(Relaxed),
             fetch_nanos: c.fetch_nanos.load(Relaxed),
+            leases_taken: c.leases_taken.load(Relaxed),
+            leases_taken_over: c.leases_taken_over.load(Relaxed),
+            lease_waits: c.lease_waits.load(Relaxed),
+            lease_served: c.lease_served.load(Relaxed),
         }
     }
 
@@ -220,15 +293,22 @@ impl Tier {
         &self,
         id: &CheckpointId,
         max_age_ms: Option<u64>,
+        lookup: Lookup,
     ) -> Result<Option<Fetched>, Error> {
         let s = &self.shared;
         let c = &s.counters;
         if s.mode == RemoteMode::Off {
             return Ok(None);
         }
-        if just_missed(s, id) {
+        if lookup == Lookup::Miss && just_missed(s, id) {
             return Ok(None);
         }
+        let miss = || {
+            if lookup == Lookup::Miss {
+                bump(&c.misses);
+                missed(s, id);
+            }
+        };
         if !s.remote.inner.breaker.allow() {
             bump(&c.skipped);
             return Ok(None);
@@ -259,8 +339,7 @@ impl Tier {
             Ok(Ok(Some(found))) => found,
             Ok(Ok(None)) => {
                 s.remote.inner.breaker.succeeded();
-                bump(&c.misses);
-                missed(s, id);
+                miss();
                 return Ok(None);
             }
             Ok(Err(e)) => return Err(s.failed("cannot fetch a checkpoint", stable_reason(&e))),
@@ -272,8 +351,7 @@ impl Tier {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             if now.saturating_sub(meta.last_modified.timestamp_millis()) > max_age as i64 {
-                bump(&c.misses);
-                missed(s, id);
+                miss();
                 return Ok(None);
             }
         }
@@ -365,8 +443,11 @@ impl Tier {
             value_type: value_type.map(str::to_string),
             record,
         };
+        let leased = matches!(s.dedup, Dedup::Lease { .. }) && s.leased.lock().contains_key(id);
         match (s.publish, &self.worker) {
-            (PublishMode::Background, Some(_)) => {
+            // With its lease held, a result is published before the call returns: the lease
+            // is released after, and waiters must find the result then.
+            (PublishMode::Background, Some(_)) if !leased => {
                 if s.queue.push(job) {
                     bump(&s.counters.dropped_publishes);
                 }
@@ -392,6 +473,122 @@ impl Tier {
             value_type: value_type.map(str::to_string),
             record,
         })
+    }
+
+    /// Before computing a miss of `id` (`Dedup::Lease`, read-write only): takes the id's lease,
+    /// or waits while another machine holds it, calling `poll` (a lookup of the result that
+    /// backfills it; `true` when found) between waits, until the result appears
+    /// ([`Claimed::Served`]) or the lease lapses and is taken over.
+    ///
+    /// # Errors
+    /// When the remote fails (counted; the breaker may open): the caller computes unleased.
+    pub(crate) fn lease(
+        &self,
+        id: &CheckpointId,
+        poll: &mut dyn FnMut() -> Result<bool, Error>,
+    ) -> Result<Claimed, Error> {
+        let s = &*self.shared;
+        let c = &s.counters;
+        let Dedup::Lease { ttl } = s.dedup else {
+            return Ok(Claimed::Unleased);
+        };
+        if s.mode != RemoteMode::ReadWrite {
+            return Ok(Claimed::Unleased);
+        }
+        let ttl = ttl.max(MIN_TTL);
+        let remote = &s.remote;
+        let breaker = &remote.inner.breaker;
+        let at = lease::location(&remote.inner.prefix, id);
+        let token = lease::new_token();
+        let mine = lease::encode(token, ttl, 0, id);
+        let fail = |reason| s.failed("cannot take a lease", reason);
+        // The lease as last seen, and since when (this machine's clock) it has not changed.
+        let mut seen: Option<(lease::Seen, Instant)> = None;
+        let mut delay = POLL_FIRST;
+        let mut create = true;
+        let mut waited = false;
+        loop {
+            if !breaker.allow() {
+                bump(&c.skipped);
+                return Ok(Claimed::Unleased);
+            }
+            if create {
+                create = false;
+                if let Some(version) = lease::create(remote, &at, mine.clone()).map_err(fail)? {
+                    breaker.succeeded();
+                    return self.held(id, Mine { at, token, ttl }, version, false, poll);
+                }
+            }
+            let Some(now) = lease::read(remote, &at).map_err(fail)? else {
+                // Released (or taken over and released) since: try again at once.
+                create = true;
+                continue;
+            };
+            breaker.succeeded();
+            if !waited {
+                waited = true;
+                bump(&c.lease_waits);
+            }
+            // Lapse is judged by this machine's clock: the bytes unchanged for the lease's ttl
+            // (its owner renews it every third of that, changing them).
+            let lease_ttl = lease::parse(&now.bytes).map_or(ttl, |(_, t)| t.max(MIN_TTL));
+            match seen.take() {
+                Some((before, since)) if before.bytes == now.bytes => {
+                    if since.elapsed() > lease_ttl {
+                        if let Some(version) =
+                            lease::take_over(remote, &at, &now, mine.clone()).map_err(fail)?
+                        {
+                            tracing::info!(
+                                target: "ckpt",
+                                url = remote.url(),
+                                id = %id,
+                                "a lapsed lease was taken over: its owner stopped renewing it"
+                            );
+                            return self.held(id, Mine { at, token, ttl }, version, true, poll);
+                        }
+                    } else {
+                        seen = Some((before, since));
+                    }
+                }
+                _ => seen = Some((now, Instant::now())),
+            }
+            if poll()? {
+                bump(&c.lease_served);
+                return Ok(Claimed::Served);
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(POLL_LAST).min(ttl / 2);
+        }
+    }
+
+    /// A lease just taken: renewed from now on; unless the result arrived meanwhile (an owner
+    /// that published and released between this store's lookup and its lease), then released.
+    fn held(
+        &self,
+        id: &CheckpointId,
+        mine: Mine,
+        version: UpdateVersion,
+        taken_over: bool,
+        poll: &mut dyn FnMut() -> Result<bool, Error>,
+    ) -> Result<Claimed, Error> {
+        let s = &self.shared;
+        let renewing = Renewing::start(&s.remote, mine.at, *id, mine.token, mine.ttl, version)
+            .map_err(|reason| s.failed("cannot renew a lease", reason))?;
+        *s.leased.lock().entry(*id).or_insert(0) += 1;
+        let held = Held {
+            shared: Arc::clone(s),
+            id: *id,
+            _renewing: renewing,
+        };
+        if poll()? {
+            bump(&s.counters.lease_served);
+            return Ok(Claimed::Served);
+        }
+        bump(&s.counters.leases_taken);
+        if taken_over {
+            bump(&s.counters.leases_taken_over);
+        }
+        Ok(Claimed::Held(held))
     }
 
     /// Waits for the background publishes queued so far.

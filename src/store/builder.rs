@@ -51,6 +51,8 @@ pub struct StoreBuilder {
     remote: Option<(crate::remote::Remote, crate::remote::RemoteMode)>,
     #[cfg(feature = "remote")]
     publish: crate::remote::PublishMode,
+    #[cfg(feature = "remote")]
+    dedup: crate::remote::Dedup,
     compression: Compression,
 }
 
@@ -71,6 +73,8 @@ impl Default for StoreBuilder {
             remote: None,
             #[cfg(feature = "remote")]
             publish: crate::remote::PublishMode::default(),
+            #[cfg(feature = "remote")]
+            dedup: crate::remote::Dedup::default(),
             compression: Compression::None,
         }
     }
@@ -257,6 +261,17 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether a missing result is computed once across the machines sharing the remote
+    /// (default [`Dedup::None`](crate::Dedup::None); see [`Dedup`](crate::Dedup) for an
+    /// example). With [`Dedup::Lease`](crate::Dedup::Lease), a read-write store leases an id
+    /// in the remote before computing it, and waits for another machine's result while that
+    /// machine holds the lease.
+    #[cfg(feature = "remote")]
+    pub fn dedup(mut self, dedup: crate::remote::Dedup) -> Self {
+        self.dedup = dedup;
+        self
+    }
+
     pub(super) fn engine_options(&self) -> open::EngineOptions {
         open::EngineOptions {
             cache_bytes: self.cache_bytes,
@@ -336,7 +351,7 @@ impl StoreBuilder {
             access_mode: self.access,
             #[cfg(feature = "remote")]
             remote: self.remote.as_ref().map(|(remote, mode)| {
-                crate::remote::Tier::new(remote.clone(), *mode, self.publish)
+                crate::remote::Tier::new(remote.clone(), *mode, self.publish, self.dedup)
             }),
             compression: self.compression,
             _registration: open::registry::register(&path),

@@ -404,6 +404,12 @@ impl Shared {
     #[inline]
     fn flush_remote(&self) {}
 
+    fn lease(&self, _: &CheckpointId) -> Result<crate::cache::Lease, Error> {
+        Ok(crate::cache::Lease::Granted(
+            crate::cache::LeaseGuard::none(),
+        ))
+    }
+
     pub(crate) fn remote_stats(&self) -> Option<crate::stats::RemoteStats> {
         None
     }
@@ -543,6 +549,13 @@ impl Cache for Store {
 
     fn compression(&self) -> crate::record::Compression {
         self.shared().compression
+    }
+
+    /// With a read-write remote and `Dedup::Lease`: takes the id's lease in the remote, or
+    /// waits for the machine holding it (see [`Dedup`](crate::Dedup)). Otherwise granted at
+    /// once.
+    fn lease(&self, id: &CheckpointId) -> Result<crate::cache::Lease, Error> {
+        self.shared().lease(id)
     }
 }
 

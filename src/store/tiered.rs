@@ -15,11 +15,11 @@ use super::options::{AccessMode, to_ms};
 use super::read::{lend, with_row};
 use super::save::Commit;
 use super::{Shared, Store};
-use crate::cache::{Entry, LargeEntry, Lent, PendingSave};
+use crate::cache::{Entry, LargeEntry, Lease, LeaseGuard, Lent, PendingSave};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::record::{EncodeRecord, LentBytes, RecordSink};
-use crate::remote::{Body, Published, RecordSource, RemoteMode, RemoteRecord};
+use crate::remote::{Body, Claimed, Lookup, Published, RecordSource, RemoteMode, RemoteRecord};
 use crate::stats::RemoteStats;
 
 impl Shared {
@@ -63,7 +63,25 @@ impl Shared {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
-        Ok(self.fetch_backfill(id, read)?.is_some())
+        Ok(self.fetch_backfill(id, Lookup::Miss, read)?.is_some())
+    }
+
+    /// Before the decorator computes a miss of `id`: the id's lease in the remote
+    /// (`Dedup::Lease`), or another machine's result, backfilled, if it arrives while waiting.
+    pub(super) fn lease(&self, id: &CheckpointId) -> Result<Lease, Error> {
+        let Some(tier) = &self.remote else {
+            return Ok(Lease::Granted(LeaseGuard::none()));
+        };
+        let mut poll = || {
+            Ok(self
+                .fetch_backfill(id, Lookup::Poll, &mut |_, _| {})?
+                .is_some())
+        };
+        Ok(match tier.lease(id, &mut poll)? {
+            Claimed::Held(held) => Lease::Granted(LeaseGuard::new(held)),
+            Claimed::Unleased => Lease::Granted(LeaseGuard::none()),
+            Claimed::Served => Lease::Served,
+        })
     }
 
     /// A remote lookup of `id` and its backfill: `None` on a remote miss, else whether the
@@ -71,13 +89,14 @@ impl Shared {
     fn fetch_backfill(
         &self,
         id: &CheckpointId,
+        lookup: Lookup,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<Option<bool>, Error> {
         let Some(tier) = &self.remote else {
             return Ok(None);
         };
         let max_age = self.max_age_ms.load(Ordering::Relaxed);
-        let Some(fetched) = tier.fetch(id, (max_age != 0).then_some(max_age))? else {
+        let Some(fetched) = tier.fetch(id, (max_age != 0).then_some(max_age), lookup)? else {
             return Ok(None);
         };
         let now = to_ms(self.clock.now());
@@ -388,7 +407,9 @@ impl Store {
                 Some(id) if local.contains(&id) => report.already_local += 1,
                 Some(id) => {
                     let mut len = 0;
-                    match shared.fetch_backfill(&id, &mut |lent, _| len = lent.len())? {
+                    match shared
+                        .fetch_backfill(&id, Lookup::Miss, &mut |lent, _| len = lent.len())?
+                    {
                         Some(true) => {
                             report.pulled += 1;
                             report.bytes += len;
@@ -435,7 +456,9 @@ impl Store {
         let store = self.clone();
         let id = *id;
         let started = crate::remote::off_thread(move || {
-            let found = store.shared().fetch_backfill(&id, &mut |_, _| {});
+            let found = store
+                .shared()
+                .fetch_backfill(&id, Lookup::Miss, &mut |_, _| {});
             done.complete(found.map(|_| ()));
         });
         started.then_some(pending)
