@@ -531,7 +531,10 @@ impl Tier {
             }
             // Lapse is judged by this machine's clock: the bytes unchanged for the lease's ttl
             // (its owner renews it every third of that, changing them).
-            let lease_ttl = lease::parse(&now.bytes).map_or(ttl, |(_, t)| t.max(MIN_TTL));
+            // The ttl the lease carries (its owner's), at most four times this store's: a
+            // lease claiming years is not waited for years.
+            let lease_ttl =
+                lease::parse(&now.bytes).map_or(ttl, |(_, t)| t.clamp(MIN_TTL, ttl * 4));
             match seen.take() {
                 Some((before, since)) if before.bytes == now.bytes => {
                     if since.elapsed() > lease_ttl {
