@@ -444,17 +444,10 @@ impl<'a> LargeEntry<'a> {
     /// # Errors
     /// When the value cannot be encoded.
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
-        struct Buffer(Vec<u8>);
-        impl RecordSink for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-                self.0.extend_from_slice(bytes);
-                Ok(())
-            }
-        }
-        let mut out = Buffer(Vec::new());
+        let mut out = Vec::new();
         let sum = self.record.write_unsealed(&mut out)?;
-        out.0[..8].copy_from_slice(&sum.to_le_bytes());
-        Ok(out.0)
+        out[..8].copy_from_slice(&sum.to_le_bytes());
+        Ok(out)
     }
 
     /// Writes the record to `out` in order, without holding it in memory, and returns its

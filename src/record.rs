@@ -174,6 +174,14 @@ pub(crate) trait RecordSink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error>;
 }
 
+/// A record written into one buffer.
+impl RecordSink for Vec<u8> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// A value ready to be encoded as a record, piece by piece.
 pub(crate) trait EncodeRecord {
     /// Writes the record into `out` with its first 8 bytes (the checksum) zero; returns the

@@ -31,9 +31,8 @@ use object_store::{
 use tokio::sync::Notify;
 
 use super::Remote;
-use super::error::stable_reason;
 use super::object::LAYOUT;
-use super::runtime::{self, RunError};
+use super::runtime;
 use crate::id::CheckpointId;
 
 const MAGIC: [u8; 4] = *b"CKRL";
@@ -94,12 +93,7 @@ fn request<T: Send + 'static>(
     remote: &Remote,
     future: impl Future<Output = object_store::Result<T>> + Send + 'static,
 ) -> Result<T, String> {
-    match runtime::run(remote.options().timeout, future) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(stable_reason(&e)),
-        Err(RunError::TimedOut) => Err("no answer in time".into()),
-        Err(RunError::NoRuntime(why)) => Err(format!("no i/o runtime ({why})")),
-    }
+    runtime::request(remote.options().timeout, future)
 }
 
 fn version_of(put: object_store::PutResult) -> UpdateVersion {
@@ -256,10 +250,7 @@ impl Renewing {
             task.run(&c).await;
             let _ = tx.send(());
         })
-        .map_err(|e| match e {
-            RunError::NoRuntime(why) => format!("no i/o runtime ({why})"),
-            RunError::TimedOut => "no answer in time".into(),
-        })?;
+        .map_err(|e| e.reason())?;
         Ok(Renewing {
             control,
             done,

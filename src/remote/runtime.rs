@@ -37,6 +37,34 @@ pub(crate) enum RunError {
     NoRuntime(String),
 }
 
+impl RunError {
+    /// Why, in words that are the same for every request (the warning hook says each once).
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            RunError::TimedOut => "no answer in time".into(),
+            RunError::NoRuntime(why) => format!("no i/o runtime ({why})"),
+        }
+    }
+}
+
+/// A request's value, or a stable reason why there is none (the request failed, or it did not
+/// run in time).
+pub(crate) fn reason<T>(ran: Result<object_store::Result<T>, RunError>) -> Result<T, String> {
+    match ran {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(super::error::stable_reason(&e)),
+        Err(e) => Err(e.reason()),
+    }
+}
+
+/// Runs one request within `timeout` and waits for it (see [`reason`]).
+pub(crate) fn request<T: Send + 'static>(
+    timeout: Duration,
+    future: impl Future<Output = object_store::Result<T>> + Send + 'static,
+) -> Result<T, String> {
+    reason(run(timeout, future))
+}
+
 /// Runs `future` on the internal runtime and waits for it, at most `timeout`.
 pub(crate) fn run<T: Send + 'static>(
     timeout: Duration,

@@ -14,7 +14,7 @@ use futures_util::stream::BoxStream;
 use object_store::{MultipartUpload, PutPayload};
 
 use super::object::{self, Damaged, ObjectHeader};
-use super::runtime::{self, RunError, Running};
+use super::runtime::{self, Running};
 use crate::error::Error;
 use crate::id::CheckpointId;
 use crate::record::{self, RecordCheck, RecordSink};
@@ -31,17 +31,6 @@ pub(crate) enum Fault {
     Remote(String),
     /// The local side failed (the file the record goes into or comes from).
     Local(Error),
-}
-
-pub(crate) fn run_reason(e: &RunError) -> String {
-    match e {
-        RunError::TimedOut => "no answer in time".into(),
-        RunError::NoRuntime(why) => format!("no i/o runtime ({why})"),
-    }
-}
-
-fn remote_fault(e: &object_store::Error) -> Fault {
-    Fault::Remote(super::error::stable_reason(e))
 }
 
 /// An object's pieces as they arrive.
@@ -67,8 +56,8 @@ impl Pieces {
                 Ok(Some(piece))
             }
             Ok((_, None)) => Ok(None),
-            Ok((_, Some(Err(e)))) => Err(remote_fault(&e)),
-            Err(e) => Err(Fault::Remote(run_reason(&e))),
+            Ok((_, Some(Err(e)))) => Err(Fault::Remote(super::error::stable_reason(&e))),
+            Err(e) => Err(Fault::Remote(e.reason())),
         }
     }
 }
@@ -181,23 +170,16 @@ impl Download {
 
     /// The record in one buffer, checked (for a store that cannot keep it: read-only).
     pub(crate) fn collect(&mut self) -> Result<Bytes, Fault> {
-        struct Buffer(Vec<u8>);
-        impl RecordSink for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-                self.0.extend_from_slice(bytes);
-                Ok(())
-            }
-        }
         let claim = usize::try_from(self.header.record_len).unwrap_or(usize::MAX);
-        let mut out = Buffer(Vec::with_capacity(claim.min(64 << 20)));
+        let mut out = Vec::with_capacity(claim.min(64 << 20));
         let sum = self.write_unsealed(&mut out)?;
-        out.0[..8].copy_from_slice(&sum.to_le_bytes());
-        Ok(Bytes::from(out.0))
+        out[..8].copy_from_slice(&sum.to_le_bytes());
+        Ok(Bytes::from(out))
     }
 }
 
 /// A multipart upload fed in order: bytes are gathered into parts of `part` bytes, up to
-/// `IN_FLIGHT` of which are sent at once.
+/// `IN_FLIGHT` of which are sent at once. Its errors are the remote's, as stable reasons.
 pub(crate) struct Upload {
     upload: Box<dyn MultipartUpload>,
     part: usize,
@@ -220,7 +202,7 @@ impl Upload {
     }
 
     /// The next bytes of the object.
-    pub(crate) fn write(&mut self, mut bytes: &[u8]) -> Result<(), Fault> {
+    pub(crate) fn write(&mut self, mut bytes: &[u8]) -> Result<(), String> {
         while !bytes.is_empty() {
             let n = (self.part - self.buffer.len()).min(bytes.len());
             self.buffer.extend_from_slice(&bytes[..n]);
@@ -232,12 +214,11 @@ impl Upload {
         Ok(())
     }
 
-    fn send(&mut self) -> Result<(), Fault> {
+    fn send(&mut self) -> Result<(), String> {
         let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part));
         self.sent += full.len() as u64;
         let put = self.upload.put_part(PutPayload::from(Bytes::from(full)));
-        let running =
-            runtime::spawn(self.timeout, put).map_err(|e| Fault::Remote(run_reason(&e)))?;
+        let running = runtime::spawn(self.timeout, put).map_err(|e| e.reason())?;
         self.running.push_back(running);
         while self.running.len() >= IN_FLIGHT {
             self.wait_oldest()?;
@@ -245,16 +226,15 @@ impl Upload {
         Ok(())
     }
 
-    fn wait_oldest(&mut self) -> Result<(), Fault> {
-        match self.running.pop_front().map(Running::wait) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(remote_fault(&e)),
-            Some(Err(e)) => Err(Fault::Remote(run_reason(&e))),
+    fn wait_oldest(&mut self) -> Result<(), String> {
+        match self.running.pop_front() {
+            Some(running) => runtime::reason(running.wait()),
+            None => Ok(()),
         }
     }
 
     /// Sends what is left and completes the object; returns its length.
-    pub(crate) fn complete(mut self) -> Result<u64, Fault> {
+    pub(crate) fn complete(mut self) -> Result<u64, String> {
         let finished = (|| {
             if !self.buffer.is_empty() {
                 self.send()?;
@@ -270,20 +250,15 @@ impl Upload {
         }
         let sent = self.sent;
         let mut upload = self.upload;
-        let done = runtime::run(self.timeout, async move {
+        runtime::request(self.timeout, async move {
             match upload.complete().await {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(sent),
                 Err(e) => {
                     let _ = upload.abort().await;
                     Err(e)
                 }
             }
-        });
-        match done {
-            Ok(Ok(())) => Ok(sent),
-            Ok(Err(e)) => Err(remote_fault(&e)),
-            Err(e) => Err(Fault::Remote(run_reason(&e))),
-        }
+        })
     }
 
     /// Gives the upload up: the parts sent are discarded (best effort).

@@ -19,7 +19,7 @@ use super::lease::{self, Renewing};
 use super::object::{self, Damaged};
 use super::queue::Queue;
 use super::runtime;
-use super::stream::{Download, Fault, Upload, run_reason};
+use super::stream::{Download, Fault, Upload};
 use super::{Dedup, PublishMode, Remote, RemoteMode};
 use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
@@ -343,7 +343,7 @@ impl Tier {
                 return Ok(None);
             }
             Ok(Err(e)) => return Err(s.failed("cannot fetch a checkpoint", stable_reason(&e))),
-            Err(e) => return Err(s.failed("cannot fetch a checkpoint", run_reason(&e))),
+            Err(e) => return Err(s.failed("cannot fetch a checkpoint", e.reason())),
         };
         s.remote.inner.breaker.succeeded();
         if let Some(max_age) = max_age_ms {
@@ -630,11 +630,7 @@ impl TierShared {
     /// Remembers an object served under `id`, for [`Tier::publish`] to tell whether it was of
     /// another type.
     fn served(&self, id: &CheckpointId, version: UpdateVersion, fingerprint: u64) {
-        let mut served = self.served.lock();
-        if served.len() >= REPLACE_MAX {
-            served.clear();
-        }
-        served.insert(*id, (version, fingerprint));
+        remember(&mut self.served.lock(), id, (version, fingerprint));
     }
 
     /// Counts a damaged object under `id` (a miss) and remembers it for replacement.
@@ -655,11 +651,7 @@ impl TierShared {
 
     /// The next publish of `id` replaces the object of `version` instead of creating one.
     fn remember_replace(&self, id: &CheckpointId, version: UpdateVersion) {
-        let mut replace = self.replace.lock();
-        if replace.len() >= REPLACE_MAX {
-            replace.clear();
-        }
-        replace.insert(*id, version);
+        remember(&mut self.replace.lock(), id, version);
     }
 
     fn publish_now(&self, job: Job) -> Published {
@@ -778,7 +770,7 @@ impl TierShared {
                 Published::AlreadyPresent
             }
             Ok(Err(e)) => self.remote_failed(stable_reason(&e)),
-            Err(e) => self.remote_failed(run_reason(&e)),
+            Err(e) => self.remote_failed(e.reason()),
         }
     }
 
@@ -803,20 +795,20 @@ impl TierShared {
                 }
                 Ok(Err(object_store::Error::NotFound { .. })) => {}
                 Ok(Err(e)) => return self.remote_failed(stable_reason(&e)),
-                Err(e) => return self.remote_failed(run_reason(&e)),
+                Err(e) => return self.remote_failed(e.reason()),
             }
         }
         let store = Arc::clone(&inner.store);
-        let upload = match runtime::run(timeout, async move { store.put_multipart(&at).await }) {
-            Ok(Ok(upload)) => upload,
-            Ok(Err(e)) => return self.remote_failed(stable_reason(&e)),
-            Err(e) => return self.remote_failed(run_reason(&e)),
+        let upload = match runtime::request(timeout, async move { store.put_multipart(&at).await })
+        {
+            Ok(upload) => upload,
+            Err(reason) => return self.remote_failed(reason),
         };
         let mut upload = Upload::new(upload, options.part_size_of(), timeout);
         let header = object::encode_header(job.id, job.function, job.value_type, len);
-        let mut fault = upload.write(&header).err();
+        let mut failed = upload.write(&header).err();
         let mut check = record::RecordCheck::new();
-        let streamed = if fault.is_none() {
+        let streamed = if failed.is_none() {
             stream(&mut |bytes| {
                 check.feed(bytes);
                 if check.len() > len {
@@ -824,8 +816,8 @@ impl TierShared {
                 }
                 match upload.write(bytes) {
                     Ok(()) => true,
-                    Err(f) => {
-                        fault = Some(f);
+                    Err(reason) => {
+                        failed = Some(reason);
                         false
                     }
                 }
@@ -833,38 +825,38 @@ impl TierShared {
         } else {
             Ok(false)
         };
-        match (fault, streamed) {
-            (Some(Fault::Remote(reason)), _) => {
+        match (failed, streamed) {
+            (Some(reason), _) => {
                 upload.abort();
                 self.remote_failed(reason)
             }
-            (Some(Fault::Local(e)), _) | (None, Err(e)) => {
+            (None, Err(e)) => {
                 upload.abort();
                 self.publish_failed(e)
-            }
-            (Some(Fault::Damaged(_)), _) => {
-                upload.abort();
-                Published::Failed
             }
             (None, Ok(true)) if check.len() == len && check.finish().is_ok() => {
                 match upload.complete() {
                     Ok(sent) => self.published(sent, replacing),
-                    Err(Fault::Remote(reason)) => self.remote_failed(reason),
-                    Err(Fault::Local(e)) => self.publish_failed(e),
-                    Err(Fault::Damaged(_)) => Published::Failed,
+                    Err(reason) => self.remote_failed(reason),
                 }
             }
-            (None, Ok(true)) => {
-                // The local record changed under the read, or fails its checks: not published.
-                upload.abort();
-                Published::Gone
-            }
-            (None, Ok(false)) => {
+            // Removed since it was saved, or changed under the read, or failing its checks:
+            // not published.
+            (None, Ok(_)) => {
                 upload.abort();
                 Published::Gone
             }
         }
     }
+}
+
+/// Inserts into one of the tier's memories of objects, which hold at most `REPLACE_MAX` ids
+/// (past that, they start over: a forgotten object is only not replaced this time).
+fn remember<V>(map: &mut HashMap<CheckpointId, V>, id: &CheckpointId, value: V) {
+    if map.len() >= REPLACE_MAX {
+        map.clear();
+    }
+    map.insert(*id, value);
 }
 
 /// What a get answered with: a small object whole, a large one as a stream.
