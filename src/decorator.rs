@@ -2,6 +2,9 @@
 
 mod async_call;
 
+use self::async_call::Spawner;
+pub use self::async_call::{RefreshTask, run_on_thread};
+
 use std::any::TypeId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -76,12 +79,17 @@ pub enum Refresh {
     /// (a panic, or a result not stored) keeps the expired value and warns under the error
     /// policy. Expired entries are kept (the cache's own limits still apply). [`call`] and
     /// [`call_ok`], whose function need not be `Send`, recompute an expired entry as under
-    /// [`Wait`](Refresh::Wait), and so do the async calls
-    /// ([`call_async`](DecoratorCheckpoint::call_async) and the others): a refresh runs on a
-    /// thread, which has no executor to run a future on.
+    /// [`Wait`](Refresh::Wait).
+    ///
+    /// For async functions, [`call_async_or_stale`] and [`call_ok_async_or_stale`] do the same
+    /// with the refresh as a task, handed to the decorator's spawner
+    /// ([`with_spawner`](DecoratorCheckpoint::with_spawner): `tokio::spawn`, say); without one
+    /// they recompute as under [`Wait`](Refresh::Wait), as the other async calls always do.
     ///
     /// [`call`]: DecoratorCheckpoint::call
     /// [`call_ok`]: DecoratorCheckpoint::call_ok
+    /// [`call_async_or_stale`]: DecoratorCheckpoint::call_async_or_stale
+    /// [`call_ok_async_or_stale`]: DecoratorCheckpoint::call_ok_async_or_stale
     Stale,
 }
 
@@ -143,6 +151,9 @@ pub struct DecoratorCheckpoint<I = AutoIdentifier, C = crate::Store> {
     refresh: Refresh,
     /// Background refreshes in flight (shared with them).
     refreshes: Arc<Refreshes>,
+    /// Runs an async function's background refresh (`with_spawner`); `None`: async calls
+    /// recompute an expired entry as under `Refresh::Wait`.
+    spawner: Option<Spawner>,
     /// `None`: the cache's default (`Cache::compression`), asked at each save.
     compression: Option<Compression>,
 }
@@ -162,6 +173,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             max_age: None,
             refresh: Refresh::Wait,
             refreshes: Arc::default(),
+            spawner: None,
             compression: None,
         }
     }
@@ -806,24 +818,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         let Joined::Leader(flight) = FLIGHTS.join(self.cache.flight_scope(), id) else {
             return;
         };
-        // What the thread needs of this decorator: it may outlive the call, and the decorator.
-        let worker = DecoratorCheckpoint {
-            function: self.function.clone(),
-            identifier: (),
-            cache: self.cache.clone(),
-            // The thread has no caller to return an error to.
-            on_error: match self.on_error {
-                OnError::Ignore => OnError::Ignore,
-                _ => OnError::Warn,
-            },
-            counters: Arc::clone(&self.counters),
-            registered: AtomicBool::new(true),
-            fingerprint: OnceLock::new(),
-            max_age: self.max_age,
-            refresh: self.refresh,
-            refreshes: Arc::clone(&self.refreshes),
-            compression: self.compression,
-        };
+        let worker = self.refresh_worker();
         let pending = self.refreshes.start();
         let spawned = thread::Builder::new()
             .name("ckpt-refresh".into())
@@ -855,6 +850,32 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 "cannot start a background refresh",
                 e,
             ));
+        }
+    }
+
+    /// What a background refresh needs of this decorator: it may outlive the call, and the
+    /// decorator.
+    fn refresh_worker(&self) -> DecoratorCheckpoint<(), C>
+    where
+        C: Clone,
+    {
+        DecoratorCheckpoint {
+            function: self.function.clone(),
+            identifier: (),
+            cache: self.cache.clone(),
+            // A refresh has no caller to return an error to.
+            on_error: match self.on_error {
+                OnError::Ignore => OnError::Ignore,
+                _ => OnError::Warn,
+            },
+            counters: Arc::clone(&self.counters),
+            registered: AtomicBool::new(true),
+            fingerprint: OnceLock::new(),
+            max_age: self.max_age,
+            refresh: self.refresh,
+            refreshes: Arc::clone(&self.refreshes),
+            spawner: self.spawner.clone(),
+            compression: self.compression,
         }
     }
 

@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -256,34 +256,62 @@ impl Drop for LeaderGuard<'_> {
 /// Background refreshes in flight (see `Refresh::Stale`), to wait for.
 #[derive(Default)]
 pub(crate) struct Refreshes {
-    running: Mutex<usize>,
+    running: Mutex<Running>,
     done: Condvar,
 }
 
-/// One refresh in flight: counted until dropped (by its thread, however it ends).
+#[derive(Default)]
+struct Running {
+    count: usize,
+    /// Tasks awaiting `idle`, woken when the count falls to zero.
+    wakers: Vec<Waker>,
+}
+
+/// One refresh in flight: counted until dropped (by its thread or task, however it ends).
 pub(crate) struct Pending(Arc<Refreshes>);
 
 impl Refreshes {
     pub(crate) fn start(self: &Arc<Self>) -> Pending {
-        *self.running.lock() += 1;
+        self.running.lock().count += 1;
         Pending(Arc::clone(self))
     }
 
     /// Blocks until no refresh is in flight.
     pub(crate) fn wait(&self) {
         let mut running = self.running.lock();
-        while *running > 0 {
+        while running.count > 0 {
             self.done.wait(&mut running);
         }
+    }
+
+    /// Completes when no refresh is in flight.
+    pub(crate) fn idle(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            let mut running = self.running.lock();
+            if running.count == 0 {
+                return Poll::Ready(());
+            }
+            if !running.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                running.wakers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let mut running = self.0.running.lock();
-        *running -= 1;
-        if *running == 0 {
+        let wakers = {
+            let mut running = self.0.running.lock();
+            running.count -= 1;
+            if running.count > 0 {
+                return;
+            }
             self.0.done.notify_all();
+            std::mem::take(&mut running.wakers)
+        };
+        for waker in wakers {
+            waker.wake();
         }
     }
 }

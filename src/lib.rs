@@ -71,7 +71,7 @@ mod warn;
 // What a user needs first; the rest lives in the modules named after it (`cache`, `store`,
 // `identifier`, `stats`, `archive`, `defaults`).
 pub use cache::{Cache, MemoryCache};
-pub use decorator::{DecoratorCheckpoint, OnError, Refresh};
+pub use decorator::{DecoratorCheckpoint, OnError, Refresh, RefreshTask, run_on_thread};
 pub use default_store::{DefaultStore, default_store};
 pub use error::{Error, ErrorKind, OpenError, OpenErrorKind};
 pub use id::{CheckpointId, Function, code_hash};

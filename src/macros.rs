@@ -61,10 +61,12 @@
 /// * `max_age = "7d"`: a stored result older than this (`ms`, `s`, `m`, `h` or `d`; checked at
 ///   compile time) is not returned as fresh, whatever the store's own limits (see
 ///   [`DecoratorCheckpoint::with_max_age`]);
-/// * `refresh = wait | stale`: what a call does with an expired result (see [`Refresh`]):
-///   recompute it and wait (the default), or return it at once and recompute it on a background
-///   thread (stale while revalidate). With `stale` the arguments must be owned and `Send`, as
-///   they move to that thread; `name::decorator().wait_refreshes()` waits for refreshes in flight;
+/// * `refresh = wait | stale | stale(spawn)`: what a call does with an expired result (see
+///   [`Refresh`]): recompute it and wait (the default), or return it at once and recompute it
+///   in the background (stale while revalidate): on a thread for a `fn`, as a task given to
+///   `spawn` for an `async fn` (below). With `stale` the arguments must be owned and `Send`, as
+///   they move to that thread or task; `name::decorator().wait_refreshes()` (or
+///   `wait_refreshes_async().await`) waits for refreshes in flight;
 /// * `compress = zstd | zstd(level) | none` (feature `zstd`): store this function's results
 ///   compressed with zstd (level 3, or `level`) when that makes them smaller, or plain whatever
 ///   the store's default ([`StoreBuilder::compression`](crate::StoreBuilder::compression));
@@ -119,7 +121,7 @@
 ///
 /// # Async functions
 ///
-/// An `async fn` takes every option but `refresh = stale`; `name::rerun(..)` is `async` too.
+/// An `async fn` takes every option; `name::rerun(..)` is `async` too.
 /// Concurrent calls of one id compute once, and the others wait as tasks, holding no thread;
 /// the result's durable save is awaited, not blocked on (see
 /// [`DecoratorCheckpoint::call_async`]). The arguments move into the computation, as for a sync
@@ -144,7 +146,44 @@
 /// # }
 /// ```
 ///
-/// Stale while revalidate is sync-only for now, and refused on an `async fn` at compile time:
+/// Stale while revalidate on an `async fn` names what runs the refresh task:
+/// `refresh = stale(tokio::spawn)` inside a tokio runtime (the refresh can use its timers and
+/// sockets), `stale(|task| smol::spawn(task).detach())`, or `stale(ckpt::run_on_thread)` for a
+/// future that needs no runtime (a thread of its own). See
+/// [`DecoratorCheckpoint::call_async_or_stale`].
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use std::time::{Duration, SystemTime};
+/// use ckpt::store::ManualClock;
+///
+/// static CLOCK: LazyLock<ManualClock> = LazyLock::new(|| ManualClock::new(SystemTime::now()));
+/// static STORE: LazyLock<ckpt::Store> = LazyLock::new(|| {
+///     let dir = std::env::temp_dir().join(format!("ckpt-doc-macro-stale-{}", std::process::id()));
+///     let _ = std::fs::remove_dir_all(&dir);
+///     ckpt::Store::builder().clock(CLOCK.clone()).open(dir.join("c.redb")).unwrap()
+/// });
+///
+/// ckpt::checkpoint! {
+///     #[checkpoint(cache = STORE.clone(), max_age = "1h", refresh = stale(ckpt::run_on_thread))]
+///     async fn rate(currency: String) -> f64 {
+///         if currency == "EUR" { 1.08 } else { 1.0 } // an HTTP request, awaited, in real life
+///     }
+/// }
+///
+/// fn main() {
+///     futures_executor::block_on(async {
+///         assert_eq!(rate("EUR".into()).await, 1.08); // computed
+///         CLOCK.advance(Duration::from_secs(2 * 3600));
+///         assert_eq!(rate("EUR".into()).await, 1.08); // expired: served at once, refreshed meanwhile
+///         rate::decorator().wait_refreshes_async().await;
+///         assert_eq!(rate::stats().hits, 1);
+///     });
+/// }
+/// ```
+///
+/// An `async fn` with `refresh = stale` and nothing to spawn its refresh is refused at compile
+/// time, and so is a spawner on a `fn`:
 ///
 /// ```compile_fail
 /// ckpt::checkpoint! {
@@ -154,9 +193,17 @@
 /// # fn main() {}
 /// ```
 ///
+/// ```compile_fail
+/// ckpt::checkpoint! {
+///     #[checkpoint(max_age = "1h", refresh = stale(ckpt::run_on_thread))]
+///     fn rate(currency: String) -> f64 { 1.0 }
+/// }
+/// # fn main() {}
+/// ```
+///
 /// # Not supported
 ///
-/// Generic functions, methods (`self` receivers), `refresh = stale` on an `async fn`, argument patterns other than plain
+/// Generic functions, methods (`self` receivers), argument patterns other than plain
 /// names (`mut x`, destructuring: bind inside the body instead), and functions defined inside
 /// another function's body: invoke the macro at module level, since the generated module reaches
 /// the function and its argument types through `super::`. For these, build
@@ -166,6 +213,7 @@
 /// [`AutoIdentifier`]: crate::AutoIdentifier
 /// [`DecoratorCheckpoint`]: crate::DecoratorCheckpoint
 /// [`DecoratorCheckpoint::call_async`]: crate::DecoratorCheckpoint::call_async
+/// [`DecoratorCheckpoint::call_async_or_stale`]: crate::DecoratorCheckpoint::call_async_or_stale
 /// [`DecoratorCheckpoint::with_max_age`]: crate::DecoratorCheckpoint::with_max_age
 /// [`OnError`]: crate::OnError
 /// [`Refresh`]: crate::Refresh
@@ -220,6 +268,9 @@ macro_rules! __checkpoint_options {
     ([max_age = $m:literal $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $_m:tt $f:tt $z:tt] $($item:tt)*) => {
         $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d ($m) $f $z] $($item)* }
     };
+    ([refresh = stale($spawn:expr) $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt $z:tt] $($item:tt)*) => {
+        $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (stale $spawn) $z] $($item)* }
+    };
     ([refresh = stale $(, $($rest:tt)*)?] [$v:tt $c:tt $i:tt $k:tt $o:tt $r:tt $d:tt $m:tt $_f:tt $z:tt] $($item:tt)*) => {
         $crate::__checkpoint_options! { [$($($rest)*)?] [$v $c $i $k $o $r $d $m (stale) $z] $($item)* }
     };
@@ -240,7 +291,7 @@ macro_rules! __checkpoint_options {
             "unknown or malformed checkpoint option: `", ::core::stringify!($($bad)*), "`; expected \
              version = \"..\", cache = expr, identifier = expr, key = expr, \
              on_error = raise|warn|ignore, results = ok_only|all, depends = [f, module::g], \
-             max_age = \"7d\", refresh = stale|wait, or compress = zstd|zstd(level)|none"
+             max_age = \"7d\", refresh = stale|stale(spawn)|wait, or compress = zstd|zstd(level)|none"
         ));
     };
 }
@@ -252,6 +303,13 @@ macro_rules! __checkpoint_fn {
     // No return type: `()`.
     ($cfg:tt $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) { $($body:tt)* }) => {
         $crate::__checkpoint_fn! { $cfg $(#[$attr])* $vis fn $name($($arg: $ty),*) -> () { $($body)* } }
+    };
+    ([$version:tt $cache:tt $ident:tt $key:tt $on_error:tt $results:tt $depends:tt $max_age:tt (stale $spawn:expr) $compress:tt]
+     $(#[$attr:meta])* $vis:vis fn $($rest:tt)*) => {
+        ::core::compile_error!(
+            "checkpoint!: refresh = stale(spawn) is for an async fn; a fn's refresh runs on a \
+             thread of its own: use refresh = stale"
+        );
     };
     ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt ($refresh:ident) $compress:tt]
      $(#[$attr:meta])* $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
@@ -291,11 +349,12 @@ macro_rules! __checkpoint_fn {
     ([$version:tt $cache:tt $ident:tt $key:tt $on_error:tt $results:tt $depends:tt $max_age:tt (stale) $compress:tt]
      $(#[$attr:meta])* $vis:vis async fn $($rest:tt)*) => {
         ::core::compile_error!(
-            "checkpoint!: refresh = stale is not supported on an async fn (its refresh runs on a \
-             background thread, which has no executor); use refresh = wait"
+            "checkpoint!: refresh = stale on an async fn needs what runs its refresh task: \
+             refresh = stale(tokio::spawn), say, or refresh = stale(ckpt::run_on_thread) for a \
+             future that needs no runtime"
         );
     };
-    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt (wait) $compress:tt]
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt $refresh:tt $compress:tt]
      $(#[$attr:meta])* $vis:vis async fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty { $($body:tt)* }) => {
         $(#[$attr])*
         $vis async fn $name($($arg: $ty),*) -> $ret {
@@ -304,7 +363,7 @@ macro_rules! __checkpoint_fn {
             let __ckpt_decorator = $name::decorator();
             let __ckpt_id = $crate::__checkpoint_identify!(__ckpt_decorator, $ident, $key, ($($arg),*));
             $crate::__checkpoint_run_async!(
-                ($on_error $results) __ckpt_decorator, __ckpt_id, __ckpt_mode, $ret,
+                ($on_error $results $refresh) __ckpt_decorator, __ckpt_id, __ckpt_mode, $ret,
                 move || $crate::__private::returning::<$ret, _>(async move { $($body)* })
             )
         }
@@ -315,7 +374,7 @@ macro_rules! __checkpoint_fn {
             use super::*;
 
             $crate::__checkpoint_controls! {
-                [$version $cache $ident $key ($on_error) ($results) ($($depends)*) $max_age (wait) $compress]
+                [$version $cache $ident $key ($on_error) ($results) ($($depends)*) $max_age $refresh $compress]
                 $name, ::core::stringify!(async ($($arg: $ty),*) -> $ret { $($body)* }), ($($arg: $ty),*)
             }
 
@@ -342,13 +401,13 @@ macro_rules! __checkpoint_fn {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __checkpoint_controls {
-    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt ($refresh:ident) $compress:tt]
+    ([$version:tt $cache:tt $ident:tt $key:tt ($on_error:ident) ($results:ident) ($($depends:tt)*) $max_age:tt $refresh:tt $compress:tt]
      $name:ident, $tokens:expr, ($($arg:ident : $ty:ty),*)) => {
         /// The decorator behind the function.
         pub fn decorator() -> &'static $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache> {
             static DECORATOR: ::std::sync::LazyLock<
                 $crate::DecoratorCheckpoint<$crate::AutoIdentifier, $crate::__private::SharedCache>,
-            > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, {
+            > = ::std::sync::LazyLock::new(|| $crate::__checkpoint_compress!($compress, $crate::__checkpoint_refresh!($refresh, {
                 $crate::__private::decorator(
                     $crate::__private::function(
                         ::core::module_path!(),
@@ -361,8 +420,7 @@ macro_rules! __checkpoint_controls {
                     $crate::__checkpoint_on_error!($on_error),
                 )
                 .with_max_age_option($crate::__checkpoint_max_age!($max_age))
-                .with_refresh($crate::__checkpoint_refresh!($refresh))
-            }));
+            })));
             &DECORATOR
         }
 
@@ -510,17 +568,18 @@ macro_rules! __checkpoint_run {
     };
 }
 
-/// Runs an async call under the chosen error policy and result policy (`refresh = wait`).
+/// Runs an async call under the chosen error policy and result policy; with
+/// `refresh = stale(spawn)`, serving an expired result while a task refreshes it.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __checkpoint_run_async {
-    ((raise ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+    ((raise ok_only (wait)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
         $crate::__private::raise_ok_async($d, $id, $mode, $f).await
     };
-    ((raise all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+    ((raise all (wait)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
         $crate::__private::raise_all_async($d, $id, $mode, $f).await
     };
-    (($tolerant:ident ok_only) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
+    (($tolerant:ident ok_only (wait)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
         #[allow(unused_imports)]
         use $crate::__private::{KeepAll as _, KeepOk as _};
         let (__ckpt_keep, __ckpt_lift) = (&$crate::__private::Tag::<$ret>::NEW).policy();
@@ -529,8 +588,29 @@ macro_rules! __checkpoint_run_async {
                 .await,
         )
     }};
-    (($tolerant:ident all) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+    (($tolerant:ident all (wait)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
         $crate::__private::tolerated($crate::__private::run_all_async($d, $id, $mode, $f).await)
+    };
+    ((raise ok_only (stale $_s:expr)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_ok_async_stale($d, $id, $mode, $f).await
+    };
+    ((raise all (stale $_s:expr)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::raise_all_async_stale($d, $id, $mode, $f).await
+    };
+    (($tolerant:ident ok_only (stale $_s:expr)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{KeepAll as _, KeepOk as _};
+        let (__ckpt_keep, __ckpt_lift) = (&$crate::__private::Tag::<$ret>::NEW).policy();
+        $crate::__private::tolerated(
+            $d.execute_async_or_stale($id, $mode, $f, __ckpt_keep, __ckpt_lift)
+                .await,
+        )
+    }};
+    (($tolerant:ident all (stale $_s:expr)) $d:expr, $id:expr, $mode:expr, $ret:ty, $f:expr) => {
+        $crate::__private::tolerated(
+            $d.execute_async_or_stale($id, $mode, $f, |r| ::core::option::Option::Some(r), |v| v)
+                .await,
+        )
     };
 }
 
@@ -552,14 +632,18 @@ macro_rules! __checkpoint_max_age {
     }};
 }
 
+/// `refresh = ..`: the decorator `$d` in that mode (and with that spawner).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __checkpoint_refresh {
-    (wait) => {
-        $crate::Refresh::Wait
+    ((wait), $d:expr) => {
+        $d.with_refresh($crate::Refresh::Wait)
     };
-    (stale) => {
-        $crate::Refresh::Stale
+    ((stale), $d:expr) => {
+        $d.with_refresh($crate::Refresh::Stale)
+    };
+    ((stale $spawn:expr), $d:expr) => {
+        $d.with_refresh($crate::Refresh::Stale).with_spawner($spawn)
     };
 }
 
@@ -809,6 +893,36 @@ pub mod __private {
         Fut: Future<Output = Result<T, E>>,
     {
         d.execute_async(id, mode, f, |r| Some(r), |v| v).await?
+    }
+
+    pub async fn raise_ok_async_stale<T, E, Fut>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: From<Error> + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        d.execute_async_or_stale(id, mode, f, |r| r.as_ref().ok(), Ok)
+            .await?
+    }
+
+    pub async fn raise_all_async_stale<T, E, Fut>(
+        d: &Deco,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> Result<T, E>
+    where
+        Result<T, E>: Serialize + DeserializeOwned + Send + 'static,
+        E: From<Error>,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        d.execute_async_or_stale(id, mode, f, |r| Some(r), |v| v)
+            .await?
     }
 
     /// What to store and how to read it back, picked at compile time as `RunOk`/`RunAll` pick

@@ -15,9 +15,13 @@
 //!
 //! No runtime is used: only `Waker`s, so any executor drives these futures.
 
+use std::fmt;
 use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -177,6 +181,192 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             .await
     }
 
+    /// The same decorator with `spawn` running its async functions' background refreshes
+    /// ([`Refresh::Stale`], through [`call_async_or_stale`](Self::call_async_or_stale)): your
+    /// runtime's spawn, such as `tokio::spawn`, or `|task| smol::spawn(task).detach()` (a
+    /// task handle that cancels on drop must be detached). [`run_on_thread`](crate::run_on_thread)
+    /// runs each refresh on a thread of its own instead, for futures that need no runtime.
+    /// Whatever `spawn` returns is dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, MemoryCache, Refresh};
+    ///
+    /// let rates = DecoratorCheckpoint::new(Function::new("doc", "rates"), AutoIdentifier, MemoryCache::new())
+    ///     .with_max_age(Duration::from_secs(3600))
+    ///     .with_refresh(Refresh::Stale)
+    ///     .with_spawner(ckpt::run_on_thread); // or tokio::spawn, inside a tokio runtime
+    /// assert_eq!(rates.refresh(), Refresh::Stale);
+    /// ```
+    pub fn with_spawner<T>(
+        mut self,
+        spawn: impl Fn(RefreshTask) -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.spawner = Some(Spawner(Arc::new(move |task| drop(spawn(task)))));
+        self
+    }
+
+    /// As [`call_async`](Self::call_async), serving an expired entry at once under
+    /// [`Refresh::Stale`] while a task, handed to the [spawner](Self::with_spawner), computes
+    /// the fresh one (once however many calls find it expired meanwhile); the calls after it
+    /// get the fresh value. A refresh that fails (a panic, a result not stored) keeps the
+    /// expired value and warns under the error policy. Without a maximum age, without
+    /// [`Refresh::Stale`] or without a spawner, it is [`call_async`](Self::call_async). The
+    /// function, its arguments and its future move into the task: they must be `Send` and
+    /// `'static`.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use ckpt::store::ManualClock;
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Refresh, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-async-stale-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let clock = ManualClock::new(SystemTime::now()); // the system clock in real use
+    /// let store = Store::builder().clock(clock.clone()).open(dir.join("checkpoints.redb"))?;
+    /// let price = DecoratorCheckpoint::new(Function::new("doc", "price"), AutoIdentifier, store)
+    ///     .with_max_age(Duration::from_secs(60))
+    ///     .with_refresh(Refresh::Stale)
+    ///     .with_spawner(ckpt::run_on_thread);
+    ///
+    /// futures_executor::block_on(async {
+    ///     assert_eq!(price.call_async_or_stale(7u32, |x| async move { x + 1 }).await?, 8);
+    ///     clock.advance(Duration::from_secs(61));
+    ///     // Expired: the old value at once, while the refresh computes x + 100.
+    ///     assert_eq!(price.call_async_or_stale(7u32, |x| async move { x + 100 }).await?, 8);
+    ///     price.wait_refreshes_async().await;
+    ///     assert_eq!(price.call_async_or_stale(7u32, |x| async move { x + 1000 }).await?, 107); // a hit
+    ///     Ok::<(), ckpt::Error>(())
+    /// })?;
+    /// # drop(price); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call). A failed background refresh is not an error of any call: it goes
+    /// through the error policy's warning ([`ErrorKind::Refresh`](crate::ErrorKind::Refresh)).
+    pub async fn call_async_or_stale<A, R, F, Fut>(&self, args: A, f: F) -> Result<R, Error>
+    where
+        I: Identifier<A>,
+        A: Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce(A) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let id = self.identify(&args);
+        self.execute_async_or_stale(id, Mode::Call, move || f(args), |r| Some(r), |v| v)
+            .await
+    }
+
+    /// As [`call_async_or_stale`](Self::call_async_or_stale), storing only `Ok` values: a
+    /// refresh that returns `Err` keeps the expired value (and warns).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn call_ok_async_or_stale<A, T, E, F, Fut>(
+        &self,
+        args: A,
+        f: F,
+    ) -> Result<Result<T, E>, Error>
+    where
+        I: Identifier<A>,
+        A: Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(A) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let id = self.identify(&args);
+        self.execute_async_or_stale(id, Mode::Call, move || f(args), |r| r.as_ref().ok(), Ok)
+            .await
+    }
+
+    /// Completes when no background refresh this decorator started is in flight: the async
+    /// counterpart of [`wait_refreshes`](Self::wait_refreshes), which would hold the thread a
+    /// refresh task may need.
+    pub async fn wait_refreshes_async(&self) {
+        self.refreshes.idle().await;
+    }
+
+    /// As [`execute_async`](Self::execute_async), serving an expired entry while a spawned
+    /// task recomputes it, under [`Refresh::Stale`] with a maximum age and a spawner.
+    #[doc(hidden)]
+    pub async fn execute_async_or_stale<R, V, Fut>(
+        &self,
+        id: Result<CheckpointId, Error>,
+        mode: Mode,
+        run: impl FnOnce() -> Fut + Send + 'static,
+        keep: fn(&R) -> Option<&V>,
+        lift: impl FnOnce(V) -> R,
+    ) -> Result<R, Error>
+    where
+        V: Serialize + DeserializeOwned + 'static,
+        R: Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let id = match id {
+            Ok(id) if mode == Mode::Call && self.serves_stale() && self.spawner.is_some() => id,
+            id => return self.execute_async(id, mode, run, keep, lift).await,
+        };
+        self.ensure_registered();
+        match self.fetch(&id, Refresh::Stale, Reach::Near)? {
+            Fetched::Fresh(v) => Ok(lift(v)),
+            Fetched::Stale(v) => {
+                self.refresh_task(id, run, keep);
+                Ok(lift(v))
+            }
+            Fetched::Miss => self.compute_missing_async(id, run, &keep, lift).await,
+        }
+    }
+
+    /// Hands the spawner a task that recomputes `id` and saves the result, unless one is
+    /// computing it already (single flight: the expired value is served meanwhile).
+    fn refresh_task<R, V, Fut>(
+        &self,
+        id: CheckpointId,
+        run: impl FnOnce() -> Fut + Send + 'static,
+        keep: fn(&R) -> Option<&V>,
+    ) where
+        V: Serialize + DeserializeOwned + 'static,
+        R: Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let Some(spawner) = self.spawner.clone() else {
+            return;
+        };
+        let Joined::Leader(flight) = FLIGHTS.join_task(self.cache.flight_scope(), id) else {
+            return;
+        };
+        let worker = self.refresh_worker();
+        let pending = self.refreshes.start();
+        (spawner.0)(Box::pin(async move {
+            let _pending = pending;
+            // The task leads the flight: its polls are marked, so a recursive call of the same
+            // id from it runs uncached, and the flight lands with the save (or, on a panic or
+            // a cancelled task, as abandoned when the guard drops).
+            let mut refresh = pin!(worker.run_and_save_async(&id, run, &keep, Some(flight)));
+            let ran =
+                poll_fn(
+                    |cx| match catch_unwind(AssertUnwindSafe(|| refresh.as_mut().poll(cx))) {
+                        Ok(Poll::Pending) => Poll::Pending,
+                        Ok(Poll::Ready(ran)) => Poll::Ready(Some(ran)),
+                        Err(_) => Poll::Ready(None),
+                    },
+                )
+                .await;
+            match ran {
+                Some(Ok((_, true))) => {}
+                Some(Ok((_, false))) => worker.refresh_failed(&id, "its result was not stored"),
+                // Reported by `run_and_save_async` under the (warning) policy already.
+                Some(Err(_)) => {}
+                None => worker.refresh_failed(&id, "the function panicked"),
+            }
+        }));
+    }
+
     /// The async engine behind every async call: as `execute`, with `run` giving the future
     /// to await.
     #[doc(hidden)]
@@ -322,14 +512,17 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         };
         let elapsed = start.elapsed();
         let spent_nanos = self.computed(id, elapsed);
-        let Some(value) = keep(&r) else {
+        // The borrow of `r` ends here, before any await: a refresh's future stays `Send` for
+        // a value that is not `Sync`.
+        let started = keep(&r).map(|value| self.start_save(id, value, elapsed));
+        let Some(started) = started else {
             self.counters.record(Event::NotSaved { spent_nanos });
             if let Some(flight) = leader {
                 flight.land(Landing::NotStored);
             }
             return Ok((r, false));
         };
-        let saved = match self.start_save(id, value, elapsed) {
+        let saved = match started {
             Ok(pending) => {
                 SaveThenLand {
                     pending: Some(pending),
@@ -422,5 +615,66 @@ impl Drop for SaveThenLand {
                 });
             });
         }
+    }
+}
+
+/// An async function's background refresh ([`Refresh::Stale`]), as handed to the spawner of
+/// [`DecoratorCheckpoint::with_spawner`]: a boxed future to run to completion.
+pub type RefreshTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What `with_spawner` keeps.
+#[derive(Clone)]
+pub(super) struct Spawner(Arc<dyn Fn(RefreshTask) + Send + Sync>);
+
+impl fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Spawner")
+    }
+}
+
+/// A spawner for [`DecoratorCheckpoint::with_spawner`] and `refresh = stale(..)` that needs no
+/// runtime: runs `task` on a thread of its own (named `ckpt-refresh`), which sleeps between
+/// polls until woken. For futures that need their runtime (tokio's timers or sockets, say),
+/// pass the runtime's spawn instead.
+///
+/// ```
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// ckpt::run_on_thread(Box::pin(async move { tx.send(42).unwrap() }));
+/// assert_eq!(rx.recv().unwrap(), 42);
+/// ```
+pub fn run_on_thread(task: RefreshTask) {
+    let spawned = thread::Builder::new()
+        .name("ckpt-refresh".into())
+        .spawn(move || block_on(task));
+    if let Err(e) = spawned {
+        // The task (and the flight it leads) is dropped: the flight lands abandoned, and the
+        // next call that finds the entry expired tries again.
+        crate::warn::warn(&Error::with_source(
+            ErrorKind::Refresh,
+            "cannot start a background refresh",
+            e,
+        ));
+    }
+}
+
+/// Runs `future` on this thread, parked between polls until woken.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        thread::park();
     }
 }
