@@ -15,6 +15,7 @@ use crate::stats::Counters;
 mod lease;
 mod pending;
 pub use lease::{Lease, LeaseGuard};
+pub(crate) use pending::block_on;
 pub use pending::{PendingSave, SaveCompleter};
 
 /// A bulk save ([`Cache::save_many`]) is handed, and the redb store commits, at most this many

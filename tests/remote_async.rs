@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ckpt::remote::RemoteCheck;
-use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, Remote, RemoteMode, Store};
+use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, PublishMode, Remote, RemoteMode, Store};
 use common::TempDir;
 
 /// An "S3 server" that accepts connections and never answers: every request hangs until the
@@ -47,10 +47,16 @@ fn hanging_remote(endpoint: &str, timeout: Duration) -> Remote {
 
 /// Runs `calls` async misses against a remote that hangs for `timeout` each, on a
 /// current-thread runtime beside a 1 ms ticker task; returns the ticker's worst lateness.
-fn worst_tick_lag_during_misses(dir: &TempDir, timeout: Duration, calls: u64) -> Duration {
+fn worst_tick_lag_during_misses(
+    dir: &TempDir,
+    timeout: Duration,
+    calls: u64,
+    publish: PublishMode,
+) -> Duration {
     let (endpoint, _server) = hanging_server();
     let store = Store::builder()
         .remote(hanging_remote(&endpoint, timeout), RemoteMode::ReadWrite)
+        .publish(publish)
         .open(dir.join("a.redb"))
         .unwrap();
     let deco = DecoratorCheckpoint::new(
@@ -95,6 +101,12 @@ fn worst_tick_lag_during_misses(dir: &TempDir, timeout: Duration, calls: u64) ->
     );
     let remote = store.stats().unwrap().remote.unwrap();
     assert!(remote.errors >= calls, "each lookup timed out: {remote:?}");
+    if publish == PublishMode::Sync {
+        assert_eq!(
+            remote.publish_failures, calls,
+            "each publish timed out: {remote:?}"
+        );
+    }
     worst
 }
 
@@ -102,7 +114,7 @@ fn worst_tick_lag_during_misses(dir: &TempDir, timeout: Duration, calls: u64) ->
 fn a_hanging_remote_never_stalls_the_executor_of_an_async_call() {
     let dir = TempDir::new("remote-async-hang");
     let timeout = Duration::from_millis(400);
-    let worst = worst_tick_lag_during_misses(&dir, timeout, 3);
+    let worst = worst_tick_lag_during_misses(&dir, timeout, 3, PublishMode::Background);
     eprintln!("worst ticker lag {worst:?} while the remote hung for {timeout:?} three times");
     // Blocking on the lookup would hold the ticker back a whole timeout each time.
     assert!(
@@ -160,4 +172,70 @@ fn an_async_call_is_served_by_the_remote_and_backfills_the_file() {
     }
     assert_eq!(b.stats().unwrap().remote.unwrap().fetches, 4);
     assert_eq!(b.stats().unwrap().calls.hits, 8);
+}
+
+#[test]
+fn a_synchronous_publish_is_awaited_off_the_executor_thread() {
+    let dir = TempDir::new("remote-async-sync-publish");
+    let timeout = Duration::from_millis(400);
+    let worst = worst_tick_lag_during_misses(&dir, timeout, 3, PublishMode::Sync);
+    eprintln!(
+        "worst ticker lag {worst:?} while the remote hung for {timeout:?} on each lookup and each publish"
+    );
+    // Uploading on the executor's thread would hold the ticker back a whole timeout each time.
+    assert!(
+        worst < Duration::from_millis(150),
+        "a ticker task was {worst:?} late while synchronous publishes hung for {timeout:?}"
+    );
+}
+
+#[test]
+fn an_async_call_returns_after_its_synchronous_publish() {
+    let dir = TempDir::new("remote-async-sync-published");
+    let team = Remote::open("memory://").unwrap();
+    let a = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .publish(PublishMode::Sync)
+        .open(dir.join("a.redb"))
+        .unwrap();
+    let deco = DecoratorCheckpoint::new(
+        Function::new("remote_async", "cube"),
+        AutoIdentifier,
+        a.clone(),
+    );
+    futures_executor::block_on(async {
+        for x in 0..3u64 {
+            assert_eq!(
+                deco.call_async(x, |x| async move { x * x * x })
+                    .await
+                    .unwrap(),
+                x * x * x
+            );
+        }
+    });
+    // No flush: each call returned after its object was in the remote.
+    let remote = a.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (remote.publishes, remote.publish_failures),
+        (3, 0),
+        "{remote:?}"
+    );
+    let b = Store::builder()
+        .remote(team, RemoteMode::ReadOnly)
+        .open(dir.join("b.redb"))
+        .unwrap();
+    let reader = DecoratorCheckpoint::new(
+        Function::new("remote_async", "cube"),
+        AutoIdentifier,
+        b.clone(),
+    );
+    for x in 0..3u64 {
+        assert_eq!(
+            reader
+                .call(x, |_| -> u64 { unreachable!("published") })
+                .unwrap(),
+            x * x * x
+        );
+    }
+    assert_eq!(b.stats().unwrap().remote.unwrap().hits, 3);
 }

@@ -20,15 +20,15 @@ use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::task::{Context, Poll};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{DecoratorCheckpoint, Fetched, Mode, Reach, Refresh, nanos};
-use crate::cache::{Cache, Entry, PendingSave};
+use crate::cache::{Cache, Entry, PendingSave, block_on};
 use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, LeaderGuard, Leading};
 use crate::id::CheckpointId;
@@ -654,27 +654,5 @@ pub fn run_on_thread(task: RefreshTask) {
             "cannot start a background refresh",
             e,
         ));
-    }
-}
-
-/// Runs `future` on this thread, parked between polls until woken.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
     }
 }

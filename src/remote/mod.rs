@@ -28,7 +28,7 @@ use object_store::path::Path;
 pub use self::admin::{Expired, Expiry, RemoteObject, expired};
 use self::breaker::Breaker;
 pub use self::error::{RemoteError, RemoteErrorKind};
-pub(crate) use self::runtime::off_thread;
+pub(crate) use self::runtime::{available as runtime_available, off_thread};
 pub(crate) use self::tier::{Body, Claimed, Lookup, Published, RecordSource, RemoteRecord, Tier};
 
 /// A shared tier: an object store that several machines' stores read through and write
@@ -92,7 +92,8 @@ pub enum PublishMode {
     /// store wait for the queue.
     #[default]
     Background,
-    /// Before the save returns (the call waits for the upload).
+    /// Before the save returns (the call waits for the upload). An async call awaits it: the
+    /// upload runs on a thread of the remote's own runtime, not on the executor's.
     Sync,
 }
 

@@ -88,6 +88,12 @@ impl<T> Running<T> {
     }
 }
 
+/// Whether the internal runtime runs (it starts on first use): when it cannot, nothing
+/// remote can be done, and `off_thread` refuses.
+pub(crate) fn available() -> bool {
+    RUNTIME.is_ok()
+}
+
 /// Runs `task`, which may block (it waits for the runtime's futures), on the runtime's
 /// blocking pool; `false` if the runtime could not be started.
 pub(crate) fn off_thread(task: impl FnOnce() + Send + 'static) -> bool {

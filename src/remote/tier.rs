@@ -443,19 +443,24 @@ impl Tier {
             value_type: value_type.map(str::to_string),
             record,
         };
-        let leased = matches!(s.dedup, Dedup::Lease { .. }) && s.leased.lock().contains_key(id);
-        match (s.publish, &self.worker) {
-            // With its lease held, a result is published before the call returns: the lease
-            // is released after, and waiters must find the result then.
-            (PublishMode::Background, Some(_)) if !leased => {
-                if s.queue.push(job) {
-                    bump(&s.counters.dropped_publishes);
-                }
-            }
-            _ => {
-                let _ = s.publish_now(job);
-            }
+        if self.publishes_inline(id) {
+            let _ = s.publish_now(job);
+        } else if s.queue.push(job) {
+            bump(&s.counters.dropped_publishes);
         }
+    }
+
+    /// Whether a publish of `id` uploads on the calling thread instead of queueing:
+    /// [`PublishMode::Sync`], or, whatever the mode, while the id's lease is held (the result
+    /// is published before the call returns: the lease is released after, and waiters must
+    /// find the result then). `false` in any mode but read-write, where nothing is published.
+    pub(crate) fn publishes_inline(&self, id: &CheckpointId) -> bool {
+        let s = &*self.shared;
+        if s.mode != RemoteMode::ReadWrite {
+            return false;
+        }
+        let leased = matches!(s.dedup, Dedup::Lease { .. }) && s.leased.lock().contains_key(id);
+        s.publish == PublishMode::Sync || self.worker.is_none() || leased
     }
 
     /// Publishes one result now, whatever the store's [`PublishMode`] (`ckpt remote push`):

@@ -424,6 +424,16 @@ impl Store {
     fn fetch_remote_off_thread(&self, _: &CheckpointId) -> Option<PendingSave> {
         None
     }
+
+    #[inline]
+    fn publish_deferred(
+        &self,
+        _: &CheckpointId,
+        _: &Entry<'_>,
+        committed: PendingSave,
+    ) -> PendingSave {
+        committed
+    }
 }
 
 impl Drop for Shared {
@@ -463,14 +473,10 @@ impl Cache for Store {
     /// Queued for the group commit, which the store's background thread leads when no saver
     /// does; completes after the commit (durable under `Durability::Immediate`).
     fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
-        let pending = self.shared().save_deferred(id, entry);
-        // Published as it is queued, not after its commit: the bytes are the result either way,
-        // and a background publish only queues (`PublishMode::Sync` waits here: see README).
-        self.shared()
-            .publish(id, entry.function(), entry.value_type(), || {
-                Some(entry.bytes().to_vec())
-            });
-        pending
+        let committed = self.shared().save_deferred(id, entry);
+        // Published as it is queued, not after its commit: the bytes are the result either way.
+        // A background publish only queues; a synchronous one is awaited with the commit.
+        self.publish_deferred(id, entry, committed)
     }
 
     fn save_large(&self, id: &CheckpointId, entry: &LargeEntry<'_>) -> Result<(), Error> {

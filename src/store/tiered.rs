@@ -15,7 +15,7 @@ use super::options::{AccessMode, to_ms};
 use super::read::{lend, with_row};
 use super::save::Commit;
 use super::{Shared, Store};
-use crate::cache::{Entry, LargeEntry, Lease, LeaseGuard, Lent, PendingSave};
+use crate::cache::{Entry, LargeEntry, Lease, LeaseGuard, Lent, PendingSave, block_on};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::record::{EncodeRecord, LentBytes, RecordSink};
@@ -437,6 +437,46 @@ impl Store {
             let len = self.shared().record_len(id).ok().flatten()?;
             Some(self.local_source(id, len, Some(entry.fingerprint())))
         });
+    }
+
+    /// Publishes the record of a deferred save ([`Cache::save_deferred`]) and returns the save
+    /// to await. A publish that would upload on this thread ([`PublishMode::Sync`]) runs on a
+    /// thread of the remote's runtime (its blocking pool) instead, and the save returned
+    /// completes when both its commit and the upload are done: an async caller awaits the
+    /// upload, and its executor's thread never waits for the network.
+    ///
+    /// [`Cache::save_deferred`]: crate::Cache::save_deferred
+    /// [`PublishMode::Sync`]: crate::PublishMode::Sync
+    pub(super) fn publish_deferred(
+        &self,
+        id: &CheckpointId,
+        entry: &Entry<'_>,
+        committed: PendingSave,
+    ) -> PendingSave {
+        let shared = self.shared();
+        let Some(tier) = &shared.remote else {
+            return committed;
+        };
+        if !tier.publishes_inline(id) || !crate::remote::runtime_available() {
+            shared.publish(id, entry.function(), entry.value_type(), || {
+                Some(entry.bytes().to_vec())
+            });
+            return committed;
+        }
+        let (done, pending) = PendingSave::channel();
+        let store = self.clone();
+        let (id, function) = (*id, entry.function().clone());
+        let value_type = entry.value_type().map(str::to_string);
+        let record = entry.bytes().to_vec();
+        // invariant: the runtime is available (checked above), so the task is started; were it
+        // not, the completer would drop with it, and the save end as an error, not hang.
+        let _ = crate::remote::off_thread(move || {
+            store
+                .shared()
+                .publish(&id, &function, value_type.as_deref(), || Some(record));
+            done.complete(block_on(committed));
+        });
+        pending
     }
 
     /// A remote lookup of `id` and its backfill, on a thread of the remote's runtime (its
