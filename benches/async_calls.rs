@@ -12,7 +12,9 @@
 //!   and fsyncs) against `call_async` (the save queued, committed by the store's background
 //!   thread, awaited), fresh ids each;
 //! * ticker: 1,000 awaited misses with durable saves on a current-thread runtime, beside a task
-//!   ticking every 1 ms; its worst lateness (tick time to the moment it ran).
+//!   ticking every 1 ms; its worst lateness (tick time to the moment it ran), the same ticker's
+//!   alone for as long, and the longest single poll of a call's future (how long ckpt, and the
+//!   function's synchronous work, held the executor's thread at once).
 //!
 //! Each round runs every system for the same number of calls back to back, in alternating
 //! order; the table gives each system's median ns per call and the median per-round ratio.
@@ -97,19 +99,24 @@ fn main() {
     };
     row("miss + durable save", rounds, miss_sync, miss_async);
 
-    let (mut lags, mut alone) = (Vec::new(), Vec::new());
+    let (mut lags, mut alone, mut polls) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
-        let (lag, took) = ticker(&rt, Some(&deco), size, Duration::ZERO);
+        let (lag, took, poll) = ticker(&rt, Some(&deco), size, Duration::ZERO);
         lags.push(lag);
+        polls.push(poll);
         // The control: the ticker as long on its own, for what the machine and the timer add.
         alone.push(ticker(&rt, None, size, took).0);
     }
     lags.sort();
     alone.sort();
+    polls.sort();
     println!();
     println!(
         "ticker: a 1 ms interval task beside {TICKER_SAVES} awaited durable saves, 3 runs: worst lag {:?} (runs: {:?}); alone for as long: {:?}",
         lags[2], lags, alone
+    );
+    println!(
+        "longest single poll of a call (the executor's thread held by ckpt and the function's own synchronous work), 3 runs: {polls:?}"
     );
 }
 
@@ -151,13 +158,13 @@ fn row(name: &str, rounds: u64, sync: impl Fn(u64) -> f64, asynch: impl Fn(u64) 
 
 /// The worst lateness of a 1 ms ticker task while [`TICKER_SAVES`] awaited durable saves run
 /// on the same current-thread runtime (without a decorator: while the main task sleeps for
-/// `idle`), and how long the saves took.
+/// `idle`), how long the saves took, and the longest single poll of a call's future.
 fn ticker(
     rt: &tokio::runtime::Runtime,
     deco: Option<&Ckpt>,
     size: usize,
     idle: Duration,
-) -> (Duration, Duration) {
+) -> (Duration, Duration, Duration) {
     rt.block_on(async {
         let worst = Arc::new(Mutex::new(Duration::ZERO));
         let ticking = {
@@ -175,13 +182,22 @@ fn ticker(
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         let started = Instant::now();
+        let mut longest = Duration::ZERO;
         match deco {
             Some(deco) => {
                 for _ in 0..TICKER_SAVES {
-                    let v = deco
-                        .call_async((fresh(), ARG), |(n, s)| async move { compute(n, s, size) })
-                        .await
-                        .expect("async miss");
+                    let mut call =
+                        std::pin::pin!(deco.call_async((fresh(), ARG), |(n, s)| async move {
+                            compute(n, s, size)
+                        }));
+                    let v = std::future::poll_fn(|cx| {
+                        let polled = Instant::now();
+                        let poll = call.as_mut().poll(cx);
+                        longest = longest.max(polled.elapsed());
+                        poll
+                    })
+                    .await
+                    .expect("async miss");
                     black_box(v);
                 }
             }
@@ -191,6 +207,6 @@ fn ticker(
         // The ticker records a late tick when it runs again.
         tokio::time::sleep(Duration::from_millis(5)).await;
         ticking.abort();
-        (*worst.lock().expect("lag"), took)
+        (*worst.lock().expect("lag"), took, longest)
     })
 }

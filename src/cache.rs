@@ -16,7 +16,7 @@ mod lease;
 mod pending;
 pub use lease::{Lease, LeaseGuard};
 pub(crate) use pending::block_on;
-pub use pending::{PendingSave, SaveCompleter};
+pub use pending::{LeaseCompleter, PendingLease, PendingSave, SaveCompleter};
 
 /// A bulk save ([`Cache::save_many`]) is handed, and the redb store commits, at most this many
 /// entries at a time, and at most [`BATCH_MAX_BYTES`] of records (but always at least one
@@ -337,6 +337,18 @@ pub trait Cache: Send + Sync {
         let _ = id;
         Ok(Lease::Granted(LeaseGuard::none()))
     }
+
+    /// [`lease`](Cache::lease) for an async caller: a lease that may take a while (a wait for
+    /// another machine) taken elsewhere, to be awaited, so that the executor's thread never
+    /// blocks on it. `None` (the default) means the async caller calls `lease` itself, right
+    /// for every cache whose `lease` answers at once (a cache of your own that coordinates
+    /// through a slow service should override both). The redb [`Store`](crate::Store) with
+    /// `Dedup::Lease` takes and waits for its lease on a thread of its remote's runtime, and
+    /// its guard, dropped on the caller's thread, releases the lease from there too.
+    fn lease_far(&self, id: &CheckpointId) -> Option<PendingLease> {
+        let _ = id;
+        None
+    }
 }
 
 /// One result to save: its encoded bytes, and what they are the result of.
@@ -591,6 +603,9 @@ macro_rules! forward_cache {
             }
             fn lease(&self, id: &CheckpointId) -> Result<Lease, Error> {
                 (**self).lease(id)
+            }
+            fn lease_far(&self, id: &CheckpointId) -> Option<PendingLease> {
+                (**self).lease_far(id)
             }
         }
     )*};

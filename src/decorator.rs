@@ -789,10 +789,20 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// several machines lets one compute and the others wait for its result. A failure to
     /// coordinate falls under the error policy, and the call computes without a lease.
     fn lease<V: DeserializeOwned>(&self, id: &CheckpointId) -> Result<Leased<V>, Error> {
-        match self.cache.lease(id) {
+        self.leased(id, self.cache.lease(id), Reach::Through)
+    }
+
+    /// What the decorator does with the cache's answer about a lease.
+    fn leased<V: DeserializeOwned>(
+        &self,
+        id: &CheckpointId,
+        lease: Result<Lease, Error>,
+        reach: Reach,
+    ) -> Result<Leased<V>, Error> {
+        match lease {
             Ok(Lease::Granted(lease)) => Ok(Leased::Compute(lease)),
             // Served into the cache: read as any hit (a value of another type: computed).
-            Ok(Lease::Served) => Ok(match self.fetch_again(id, Reach::Through) {
+            Ok(Lease::Served) => Ok(match self.fetch_again(id, reach) {
                 Some(v) => Leased::Served(v),
                 None => Leased::Compute(LeaseGuard::none()),
             }),

@@ -128,6 +128,10 @@ impl Cache for DefaultStore {
         store()?.lease(id)
     }
 
+    fn lease_far(&self, id: &CheckpointId) -> Option<crate::cache::PendingLease> {
+        store().ok()?.lease_far(id)
+    }
+
     fn compression(&self) -> crate::record::Compression {
         // The default store is opened with default options: its default is `None` until open.
         DEFAULT

@@ -371,8 +371,81 @@ pub struct RemoteStats {
 }
 
 impl RemoteStats {
+    /// How many counts a `RemoteStats` has, in the order of [`counts`](Self::counts): the
+    /// order they are recorded in the file (`ckpt_info`, key `remote`), new ones at the end.
+    pub(crate) const COUNTS: usize = 20;
+
     /// Mean latency of a fetch; `None` before the first.
     pub fn mean_fetch_time(&self) -> Option<Duration> {
         (self.fetches > 0).then(|| Duration::from_nanos(self.fetch_nanos / self.fetches))
+    }
+
+    /// Every count, in recording order.
+    pub(crate) fn counts(&self) -> [u64; Self::COUNTS] {
+        [
+            self.hits,
+            self.misses,
+            self.backfills,
+            self.publishes,
+            self.already_present,
+            self.publish_failures,
+            self.dropped_publishes,
+            self.corrupt,
+            self.wrong_type,
+            self.replaced,
+            self.errors,
+            self.skipped,
+            self.bytes_down,
+            self.bytes_up,
+            self.fetches,
+            self.fetch_nanos,
+            self.leases_taken,
+            self.leases_taken_over,
+            self.lease_waits,
+            self.lease_served,
+        ]
+    }
+
+    /// The counts back from [`counts`](Self::counts) order; counts missing from the end (a
+    /// file recorded by an older version) are zero.
+    pub(crate) fn from_counts(counts: &[u64]) -> Self {
+        let at = |i: usize| counts.get(i).copied().unwrap_or(0);
+        RemoteStats {
+            hits: at(0),
+            misses: at(1),
+            backfills: at(2),
+            publishes: at(3),
+            already_present: at(4),
+            publish_failures: at(5),
+            dropped_publishes: at(6),
+            corrupt: at(7),
+            wrong_type: at(8),
+            replaced: at(9),
+            errors: at(10),
+            skipped: at(11),
+            bytes_down: at(12),
+            bytes_up: at(13),
+            fetches: at(14),
+            fetch_nanos: at(15),
+            leases_taken: at(16),
+            leases_taken_over: at(17),
+            lease_waits: at(18),
+            lease_served: at(19),
+        }
+    }
+
+    pub(crate) fn plus(&self, other: &RemoteStats) -> RemoteStats {
+        let (a, b) = (self.counts(), other.counts());
+        RemoteStats::from_counts(&std::array::from_fn::<u64, { Self::COUNTS }, _>(|i| {
+            a[i].saturating_add(b[i])
+        }))
+    }
+
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub(crate) fn minus(&self, other: &RemoteStats) -> RemoteStats {
+        let (a, b) = (self.counts(), other.counts());
+        RemoteStats::from_counts(&std::array::from_fn::<u64, { Self::COUNTS }, _>(|i| {
+            a[i].saturating_sub(b[i])
+        }))
     }
 }

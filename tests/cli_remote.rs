@@ -330,3 +330,71 @@ fn bad_remotes_and_functions_fail_in_one_line() {
         "does not exist",
     );
 }
+
+#[test]
+fn ckpt_stats_shows_the_remote_counts_the_file_recorded() {
+    let dir = TempDir::new("cli-remote-recorded");
+    let (folder, sets) = filled(&dir);
+    // Two processes' worth of use of one file: each opens it with the remote, is served,
+    // and closes. The counts add up in the file.
+    let path = dir.join("reader.redb");
+    for (round, expect_hits) in [(0u64, 3u64), (1, 7)] {
+        let remote = Remote::open(&url(&folder)).unwrap();
+        let store = Store::builder()
+            .remote(remote, RemoteMode::ReadOnly)
+            .open(&path)
+            .unwrap();
+        let d = deco(&store, embed(if round == 0 { "1" } else { "2" }));
+        let calls = if round == 0 { 3 } else { 4 };
+        for i in 0..calls {
+            d.call(i, |_| -> Vec<f32> { unreachable!("served by the remote") })
+                .unwrap();
+        }
+        let s = store.stats().unwrap();
+        assert_eq!(s.remote.unwrap().hits, calls, "this process's");
+        assert_eq!(
+            s.remote_recorded.unwrap().hits,
+            expect_hits,
+            "the file's life"
+        );
+        drop(d);
+        store.close().unwrap();
+    }
+    // Opened without the remote, read-only, by the CLI: the recorded counts, unchanged.
+    let v = json(ckpt(&path, &["stats", "--json"]));
+    assert_eq!(v["remote"]["hits"], 7, "{v}");
+    assert_eq!(v["remote"]["backfills"], 7, "{v}");
+    assert_eq!(v["remote"]["publishes"], 0, "{v}");
+    assert!(v["remote"]["bytes_down"].as_u64().unwrap() > 0, "{v}");
+    let human = ok(ckpt(&path, &["stats"]));
+    let line = human
+        .lines()
+        .find(|l| l.starts_with("remote"))
+        .unwrap_or_else(|| panic!("no remote line in:\n{human}"));
+    assert!(line.contains("7 hits, 0 misses, 7 backfilled"), "{line}");
+    let prom = ok(ckpt(&path, &["stats", "--format", "prometheus"]));
+    assert!(prom.contains("ckpt_remote_hits_total{store="), "{prom}");
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("ckpt_remote_hits_total") && l.ends_with(" 7")),
+        "{prom}"
+    );
+    // The filler store published every object, and recorded it.
+    let filler = json(ckpt(&dir.join("filler.redb"), &["stats", "--json"]));
+    let published: usize = sets.iter().map(BTreeSet::len).sum();
+    assert_eq!(filler["remote"]["publishes"], published as u64, "{filler}");
+    // A store that never had a remote shows none.
+    let plain = dir.join("plain.redb");
+    let store = Store::open(&plain).unwrap();
+    deco(&store, resize())
+        .call(1u32, |i| vec![i as u8; 3])
+        .unwrap();
+    store.close().unwrap();
+    let v = json(ckpt(&plain, &["stats", "--json"]));
+    assert!(v["remote"].is_null(), "{v}");
+    assert!(
+        !ok(ckpt(&plain, &["stats"]))
+            .lines()
+            .any(|l| l.starts_with("remote"))
+    );
+}

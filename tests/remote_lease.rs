@@ -384,3 +384,90 @@ fn the_owner_publishes_before_it_releases_its_lease_whatever_the_publish_mode() 
     }
     assert_eq!(team.objects().unwrap().len(), 2);
 }
+
+#[test]
+fn an_async_call_waits_for_another_machines_lease_without_holding_its_executor() {
+    let dir = TempDir::new("lease-async");
+    let folder = dir.join("remote");
+    let team = Remote::open(&file_url(&folder)).unwrap();
+    // Long enough that no waiter takes over: b is served by a's result, or computes.
+    let ttl = Duration::from_secs(20);
+    let a = leased_store(&dir.join("a.redb"), &team, ttl);
+    let b = leased_store(&dir.join("b.redb"), &team, ttl);
+    let (computing, started) = std::sync::mpsc::channel();
+    let leader = {
+        let (a, b) = (a.clone(), b.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            runtime.block_on(slow(&a).call_async(5u64, |x| async move {
+                computing.send(()).unwrap();
+                // Until the other store waits for this lease, then a while longer.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
+                    assert!(Instant::now() < deadline, "b never waited");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                x + 1
+            }))
+        })
+    };
+    started.recv().unwrap();
+    let runs_b = AtomicUsize::new(0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (got, worst) = runtime.block_on(async {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticking = Arc::clone(&done);
+        let ticker = tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            while !ticking.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                worst = worst.max(at.elapsed().saturating_sub(Duration::from_millis(1)));
+            }
+            worst
+        });
+        let got = slow(&b)
+            .call_async(5u64, |x| {
+                runs_b.fetch_add(1, Ordering::SeqCst);
+                async move { x + 100 }
+            })
+            .await
+            .unwrap();
+        done.store(true, Ordering::SeqCst);
+        (got, ticker.await.unwrap())
+    });
+    assert_eq!(leader.join().unwrap().unwrap(), 6);
+    assert_eq!(got, 6, "served by the lease holder's result");
+    assert_eq!(
+        runs_b.load(Ordering::SeqCst),
+        0,
+        "the waiter computed nothing"
+    );
+    eprintln!("worst ticker lag {worst:?} while the async call waited for a lease");
+    // Waiting on the executor's thread would hold the ticker back for the whole wait (400 ms+).
+    assert!(
+        worst < Duration::from_millis(150),
+        "a ticker task was {worst:?} late while an async call waited for a lease"
+    );
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (r.lease_waits, r.lease_served, r.leases_taken),
+        (1, 1, 0),
+        "{r:?}"
+    );
+    let r = a.stats().unwrap().remote.unwrap();
+    assert_eq!((r.leases_taken, r.publishes), (1, 1), "{r:?}");
+    // Released (from the remote's runtime) once the call returned.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !files(&folder, "l").is_empty() {
+        assert!(Instant::now() < deadline, "the lease was never released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,7 +1,8 @@
 //! A save that completes later: what [`Cache::save_deferred`](crate::Cache::save_deferred)
 //! returns, so that an async caller awaits a durable write instead of blocking its executor
-//! thread on it. A one-shot channel with a `Waker`, std and `parking_lot` only: ckpt depends on
-//! no async runtime.
+//! thread on it; and a lease taken later ([`Cache::lease_far`](crate::Cache::lease_far)), alike.
+//! Both are a one-shot channel with a `Waker`, std and `parking_lot` only: ckpt depends on no
+//! async runtime.
 
 use std::fmt;
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::thread::{self, Thread};
 
 use parking_lot::Mutex;
 
+use super::Lease;
 use crate::error::{Error, ErrorKind};
 
 /// A save handed to a cache, finished by the cache later: a future of its result.
@@ -40,58 +42,132 @@ use crate::error::{Error, ErrorKind};
 /// }
 /// ```
 #[must_use = "a save's result is known only by awaiting it"]
-pub struct PendingSave(State);
-
-enum State {
-    /// Finished when made; `None` once its result was taken.
-    Done(Option<Result<(), Error>>),
-    Waiting(Arc<Slot>),
-}
-
-/// What the completer and the pending save share.
-#[derive(Default)]
-struct Slot(Mutex<SlotState>);
-
-#[derive(Default)]
-struct SlotState {
-    result: Option<Result<(), Error>>,
-    waker: Option<Waker>,
-    /// Set when the `PendingSave` was dropped with something to do once the save ends (see
-    /// `then`): run by the completer instead of storing the result.
-    then: Option<Box<dyn FnOnce(bool) + Send>>,
-}
+pub struct PendingSave(Pending<()>);
 
 /// Finishes a [`PendingSave`]: the cache's half of [`PendingSave::channel`]. Dropping it
 /// without [`complete`](Self::complete) finishes the save with an error
 /// ([`ErrorKind::Closed`]), so an awaiting caller is never left waiting forever.
-pub struct SaveCompleter(Option<Arc<Slot>>);
+pub struct SaveCompleter(Completer<()>);
 
 impl PendingSave {
     /// A save that is already done, with this result.
     pub fn ready(result: Result<(), Error>) -> PendingSave {
-        PendingSave(State::Done(Some(result)))
+        PendingSave(Pending::ready(result))
     }
 
     /// A pending save and the completer that finishes it.
     pub fn channel() -> (SaveCompleter, PendingSave) {
-        let slot = Arc::new(Slot::default());
-        (
-            SaveCompleter(Some(Arc::clone(&slot))),
-            PendingSave(State::Waiting(slot)),
-        )
+        let (done, pending) = channel();
+        (SaveCompleter(done), PendingSave(pending))
     }
 
     /// Runs `then(saved)` when the save ends (at once if it has), instead of anyone awaiting
     /// it: a leader dropped while its save is in flight lands its flight from here.
     pub(crate) fn then(self, then: impl FnOnce(bool) + Send + 'static) {
+        self.0.then(move |result| then(result.is_ok()));
+    }
+}
+
+impl Future for PendingSave {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
+}
+
+impl SaveCompleter {
+    /// Finishes the save with `result`, waking whoever awaits it.
+    pub fn complete(self, result: Result<(), Error>) {
+        self.0.complete(result);
+    }
+}
+
+/// A [`Lease`] a cache takes later: what [`Cache::lease_far`](crate::Cache::lease_far)
+/// returns, so that an async caller awaits another machine's computation instead of blocking
+/// its executor thread on it. Dropped before it completes, it releases whatever lease it was
+/// granted.
+#[must_use = "a lease is known only by awaiting it"]
+pub struct PendingLease(Pending<Lease>);
+
+/// Finishes a [`PendingLease`]: the cache's half of [`PendingLease::channel`]. Dropping it
+/// without [`complete`](Self::complete) finishes the lease with an error
+/// ([`ErrorKind::Closed`]).
+pub struct LeaseCompleter(Completer<Lease>);
+
+impl PendingLease {
+    /// A pending lease and the completer that finishes it.
+    pub fn channel() -> (LeaseCompleter, PendingLease) {
+        let (done, pending) = channel();
+        (LeaseCompleter(done), PendingLease(pending))
+    }
+}
+
+impl Future for PendingLease {
+    type Output = Result<Lease, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
+}
+
+impl LeaseCompleter {
+    /// Finishes the lease with `result`, waking whoever awaits it.
+    pub fn complete(self, result: Result<Lease, Error>) {
+        self.0.complete(result);
+    }
+}
+
+/// A one-shot result of `Result<T, Error>`, finished by a [`Completer`]: the core of
+/// [`PendingSave`] and [`PendingLease`].
+struct Pending<T>(State<T>);
+
+enum State<T> {
+    /// Finished when made; `None` once its result was taken.
+    Done(Option<Result<T, Error>>),
+    Waiting(Arc<Slot<T>>),
+}
+
+/// What the completer and the pending result share.
+struct Slot<T>(Mutex<SlotState<T>>);
+
+#[allow(clippy::type_complexity)]
+struct SlotState<T> {
+    result: Option<Result<T, Error>>,
+    waker: Option<Waker>,
+    /// Set when the pending result was dropped with something to do once it ends (see
+    /// `then`): run by the completer instead of storing the result.
+    then: Option<Box<dyn FnOnce(Result<T, Error>) + Send>>,
+}
+
+struct Completer<T>(Option<Arc<Slot<T>>>);
+
+fn channel<T>() -> (Completer<T>, Pending<T>) {
+    let slot = Arc::new(Slot(Mutex::new(SlotState {
+        result: None,
+        waker: None,
+        then: None,
+    })));
+    (
+        Completer(Some(Arc::clone(&slot))),
+        Pending(State::Waiting(slot)),
+    )
+}
+
+impl<T> Pending<T> {
+    fn ready(result: Result<T, Error>) -> Self {
+        Pending(State::Done(Some(result)))
+    }
+
+    fn then(self, then: impl FnOnce(Result<T, Error>) + Send + 'static) {
         match self.0 {
-            State::Done(result) => then(matches!(result, Some(Ok(())))),
+            State::Done(result) => then(result.unwrap_or_else(|| Err(polled_again()))),
             State::Waiting(slot) => {
                 let mut state = slot.0.lock();
                 match state.result.take() {
                     Some(result) => {
                         drop(state);
-                        then(result.is_ok());
+                        then(result);
                     }
                     None => {
                         state.waker = None;
@@ -101,14 +177,9 @@ impl PendingSave {
             }
         }
     }
-}
 
-impl Future for PendingSave {
-    type Output = Result<(), Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let result = match &mut this.0 {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Error>> {
+        let result = match &mut self.0 {
             State::Done(result) => result.take(),
             State::Waiting(slot) => {
                 let mut state = slot.0.lock();
@@ -127,31 +198,39 @@ impl Future for PendingSave {
                 }
             }
         };
-        this.0 = State::Done(None);
-        Poll::Ready(result.unwrap_or_else(|| {
-            Err(Error::new(
-                ErrorKind::InvalidInput,
-                "a pending save was polled again after it completed",
-            ))
-        }))
+        self.0 = State::Done(None);
+        Poll::Ready(result.unwrap_or_else(|| Err(polled_again())))
+    }
+
+    fn is_done(&self) -> bool {
+        match &self.0 {
+            State::Done(_) => true,
+            State::Waiting(slot) => slot.0.lock().result.is_some(),
+        }
     }
 }
 
-impl SaveCompleter {
-    /// Finishes the save with `result`, waking whoever awaits it.
-    pub fn complete(mut self, result: Result<(), Error>) {
+fn polled_again() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "a pending result was polled again after it completed",
+    )
+}
+
+impl<T> Completer<T> {
+    fn complete(mut self, result: Result<T, Error>) {
         if let Some(slot) = self.0.take() {
             slot.finish(result);
         }
     }
 }
 
-impl Slot {
-    fn finish(&self, result: Result<(), Error>) {
+impl<T> Slot<T> {
+    fn finish(&self, result: Result<T, Error>) {
         let mut state = self.0.lock();
         if let Some(then) = state.then.take() {
             drop(state);
-            then(result.is_ok());
+            then(result);
             return;
         }
         state.result = Some(result);
@@ -164,12 +243,12 @@ impl Slot {
     }
 }
 
-impl Drop for SaveCompleter {
+impl<T> Drop for Completer<T> {
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
             slot.finish(Err(Error::new(
                 ErrorKind::Closed,
-                "the cache dropped a save before finishing it",
+                "the cache dropped a pending save or lease before finishing it",
             )));
         }
     }
@@ -200,17 +279,29 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 
 impl fmt::Debug for PendingSave {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let done = match &self.0 {
-            State::Done(_) => true,
-            State::Waiting(slot) => slot.0.lock().result.is_some(),
-        };
-        f.debug_struct("PendingSave").field("done", &done).finish()
+        f.debug_struct("PendingSave")
+            .field("done", &self.0.is_done())
+            .finish()
     }
 }
 
 impl fmt::Debug for SaveCompleter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SaveCompleter").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for PendingLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingLease")
+            .field("done", &self.0.is_done())
+            .finish()
+    }
+}
+
+impl fmt::Debug for LeaseCompleter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseCompleter").finish_non_exhaustive()
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{DecoratorCheckpoint, Fetched, Mode, Reach, Refresh, nanos};
+use super::{DecoratorCheckpoint, Fetched, Leased, Mode, Reach, Refresh, nanos};
 use crate::cache::{Cache, Entry, PendingSave, block_on};
 use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, LeaderGuard, Leading};
@@ -261,6 +261,35 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// As [`call_async_or_stale`](Self::call_async_or_stale), storing only `Ok` values: a
     /// refresh that returns `Err` keeps the expired value (and warns).
     ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use ckpt::store::ManualClock;
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, OnError, Refresh, Store};
+    /// # let dir = std::env::temp_dir().join(format!("ckpt-doc-async-ok-stale-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let clock = ManualClock::new(SystemTime::now());
+    /// let store = Store::builder().clock(clock.clone()).open(dir.join("checkpoints.redb"))?;
+    /// let rate = DecoratorCheckpoint::new(Function::new("doc", "rate"), AutoIdentifier, store)
+    ///     .with_max_age(Duration::from_secs(60))
+    ///     .with_refresh(Refresh::Stale)
+    ///     .with_on_error(OnError::Ignore) // a failed refresh is not even warned of
+    ///     .with_spawner(ckpt::run_on_thread);
+    ///
+    /// futures_executor::block_on(async {
+    ///     let ok = |x: u32| async move { Ok::<u32, String>(x) };
+    ///     let down = |_: u32| async { Err::<u32, String>("service down".into()) };
+    ///     assert_eq!(rate.call_ok_async_or_stale(1u32, ok).await?, Ok(1));
+    ///     clock.advance(Duration::from_secs(61));
+    ///     // Expired, and its refresh fails: the last good value is served, and kept.
+    ///     assert_eq!(rate.call_ok_async_or_stale(1u32, down).await?, Ok(1));
+    ///     rate.wait_refreshes_async().await;
+    ///     assert_eq!(rate.call_ok_async_or_stale(1u32, down).await?, Ok(1));
+    ///     Ok::<(), ckpt::Error>(())
+    /// })?;
+    /// # drop(rate); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`call`](Self::call).
     pub async fn call_ok_async_or_stale<A, T, E, F, Fut>(
@@ -284,7 +313,14 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
 
     /// Completes when no background refresh this decorator started is in flight: the async
     /// counterpart of [`wait_refreshes`](Self::wait_refreshes), which would hold the thread a
-    /// refresh task may need.
+    /// refresh task may need (see the example of
+    /// [`call_async_or_stale`](Self::call_async_or_stale)).
+    ///
+    /// ```
+    /// use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, MemoryCache};
+    /// let f = DecoratorCheckpoint::new(Function::new("doc", "f"), AutoIdentifier, MemoryCache::new());
+    /// futures_executor::block_on(f.wait_refreshes_async()); // none in flight: at once
+    /// ```
     pub async fn wait_refreshes_async(&self) {
         self.refreshes.idle().await;
     }
@@ -462,10 +498,26 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 }
             }
         };
+        // Another machine may be computing it: wait for its result, or lease it (awaited: the
+        // cache waits elsewhere, `Cache::lease_far`).
+        let lease = match self.cache.lease_far(&id) {
+            Some(pending) => pending.await,
+            None => self.cache.lease(&id),
+        };
+        let lease = match self.leased(&id, lease, Reach::Near)? {
+            Leased::Served(v) => {
+                if let Some(flight) = leader {
+                    flight.land(Landing::Stored);
+                }
+                return Ok(lift(v));
+            }
+            Leased::Compute(lease) => lease,
+        };
         self.counters.record(Event::Miss);
-        self.run_and_save_async(&id, run, keep, leader)
-            .await
-            .map(|(r, _)| r)
+        let ran = self.run_and_save_async(&id, run, keep, leader).await;
+        // Released after the save, which published the result while it was held.
+        drop(lease);
+        ran.map(|(r, _)| r)
     }
 
     async fn run_unsaved_async<R, Fut: Future<Output = R>>(&self, run: impl FnOnce() -> Fut) -> R {

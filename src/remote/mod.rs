@@ -109,7 +109,8 @@ pub enum PublishMode {
 /// computation that fails or panics releases it at once. A remote that fails, or a breaker that
 /// is open, is never waited for: the call computes (and warns under its
 /// [`OnError`](crate::OnError)). Only [`RemoteMode::ReadWrite`] stores take or wait for leases;
-/// a read-only store computes a miss at once, as before. Without leases two machines may both
+/// a read-only store computes a miss at once, as before. Async calls lease and wait as tasks
+/// (see [`Cache::lease_far`](crate::Cache::lease_far)). Without leases two machines may both
 /// compute; the second publish is a harmless "already present". Within one process, concurrent
 /// calls compute once anyway (single flight).
 ///

@@ -171,6 +171,8 @@ struct TierShared {
     publish: PublishMode,
     dedup: Dedup,
     counters: Counters,
+    /// The counts the local file has recorded (see `Tier::unflushed`).
+    flushed: Mutex<RemoteStats>,
     /// Ids whose lease this store holds (a count: one per holder), published synchronously.
     leased: Mutex<HashMap<CheckpointId, u32>>,
     /// Objects found damaged, by id: the next publish of the id replaces them (conditionally,
@@ -225,6 +227,7 @@ impl Tier {
             publish,
             dedup,
             counters: Counters::default(),
+            flushed: Mutex::new(RemoteStats::default()),
             leased: Mutex::new(HashMap::new()),
             replace: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
@@ -275,6 +278,20 @@ impl Tier {
             lease_waits: c.lease_waits.load(Relaxed),
             lease_served: c.lease_served.load(Relaxed),
         }
+    }
+
+    /// The counts now, and what of them the file has not recorded yet (`None`: nothing).
+    pub(crate) fn unflushed(&self) -> Option<(RemoteStats, RemoteStats)> {
+        let now = self.stats();
+        let delta = now.minus(&self.shared.flushed.lock());
+        (delta != RemoteStats::default()).then_some((now, delta))
+    }
+
+    /// Marks the counts `now` (from [`unflushed`](Self::unflushed)) as recorded in the file.
+    pub(crate) fn flushed(&self, now: RemoteStats) {
+        // Writes are serialized from their plan to this confirmation (the store's writer
+        // lock): no other snapshot was taken meanwhile.
+        *self.shared.flushed.lock() = now;
     }
 
     /// Counts a fetched record written into the local file.
@@ -461,6 +478,12 @@ impl Tier {
         }
         let leased = matches!(s.dedup, Dedup::Lease { .. }) && s.leased.lock().contains_key(id);
         s.publish == PublishMode::Sync || self.worker.is_none() || leased
+    }
+
+    /// Whether a miss takes a lease before it is computed (`Dedup::Lease`, read-write only).
+    pub(crate) fn leases(&self) -> bool {
+        matches!(self.shared.dedup, Dedup::Lease { .. })
+            && self.shared.mode == RemoteMode::ReadWrite
     }
 
     /// Publishes one result now, whatever the store's [`PublishMode`] (`ckpt remote push`):

@@ -8,7 +8,9 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata as _};
 use super::engine::Db;
 use super::engine_error::engine_error;
 use super::read::{lend, with_row};
-use super::schema::{ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord};
+use super::schema::{
+    ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INFO, REMOTE_KEY, decode_remote,
+};
 use super::write::{Tx, Victim};
 use super::{Commit, Store};
 use crate::error::Error;
@@ -40,6 +42,10 @@ pub struct StoreStats {
     /// The remote tier's counts since the store was opened (feature `remote`); `None` without
     /// a remote.
     pub remote: Option<RemoteStats>,
+    /// The remote tier's counts over the file's life, summed over every process that used it
+    /// with a remote (recorded in the file with each write, as call counts are, plus those
+    /// this process has not written yet); `None` if none ever did. What `ckpt stats` shows.
+    pub remote_recorded: Option<RemoteStats>,
 }
 
 /// One function's statistics over the store's life.
@@ -276,6 +282,7 @@ impl Store {
             dropped_accesses: self.shared().dropped_accesses(),
             functions: Vec::new(),
             remote: self.shared().remote_stats(),
+            remote_recorded: self.remote_recorded(&txn)?,
         };
         for f in &functions {
             stats.calls = stats.calls.plus(&f.calls);
@@ -285,6 +292,23 @@ impl Store {
         }
         stats.functions = functions;
         Ok(stats)
+    }
+
+    /// The remote counts the file records, plus this process's not yet written.
+    fn remote_recorded(&self, txn: &ReadTransaction) -> Result<Option<RemoteStats>, Error> {
+        let recorded = match txn.open_table(INFO) {
+            Ok(info) => info
+                .get(REMOTE_KEY)
+                .map_err(|e| engine_error("cannot read the remote counts", e))?
+                .and_then(|v| decode_remote(v.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(engine_error("cannot read the remote counts", e)),
+        };
+        let unflushed = self.shared().remote_unflushed().map(|(_, delta)| delta);
+        Ok(match (recorded, unflushed) {
+            (Some(r), Some(u)) => Some(r.plus(&u)),
+            (r, u) => r.or(u),
+        })
     }
 
     /// Statistics of one function, or `None` if the store has never seen it.

@@ -413,6 +413,14 @@ impl Shared {
     pub(crate) fn remote_stats(&self) -> Option<crate::stats::RemoteStats> {
         None
     }
+
+    #[inline]
+    fn remote_unflushed(&self) -> Option<(crate::stats::RemoteStats, crate::stats::RemoteStats)> {
+        None
+    }
+
+    #[inline]
+    fn remote_flushed(&self, _: crate::stats::RemoteStats) {}
 }
 
 #[cfg(not(feature = "remote"))]
@@ -433,6 +441,11 @@ impl Store {
         committed: PendingSave,
     ) -> PendingSave {
         committed
+    }
+
+    #[inline]
+    fn lease_off_thread(&self, _: &CheckpointId) -> Option<crate::cache::PendingLease> {
+        None
     }
 }
 
@@ -562,6 +575,12 @@ impl Cache for Store {
     /// once.
     fn lease(&self, id: &CheckpointId) -> Result<crate::cache::Lease, Error> {
         self.shared().lease(id)
+    }
+
+    /// With a read-write remote and `Dedup::Lease`: [`lease`](Cache::lease) on a thread of the
+    /// remote's runtime, for an async call to await. Otherwise `None` (granted at once).
+    fn lease_far(&self, id: &CheckpointId) -> Option<crate::cache::PendingLease> {
+        self.lease_off_thread(id)
     }
 }
 

@@ -99,6 +99,7 @@ impl Shared {
         let (function_ages, aged) = self.function_ages_due();
         // Taken after begin_write, which serializes writers: no two plans overlap.
         let plan = self.registry.lock().plan();
+        let remote = self.remote_unflushed();
         let mut accesses = Vec::new();
         self.access.drain_into(&mut accesses);
         let out = {
@@ -115,6 +116,9 @@ impl Shared {
             for f in &plan.identities {
                 tx.set_identity(f);
             }
+            if let Some((_, delta)) = &remote {
+                tx.add_remote_counts(delta)?;
+            }
             tx.expire_functions_too(function_ages);
             let out = body(&mut tx)?;
             tx.enforce(&limits)?;
@@ -128,6 +132,9 @@ impl Shared {
         committed.map_err(|e| engine_error("cannot commit", e))?;
         drop(db);
         self.registry.lock().confirm(plan);
+        if let Some((now, _)) = remote {
+            self.remote_flushed(now);
+        }
         match self.durability {
             Durability::Relaxed { within } if relaxed => {
                 self.flusher.sync_by(Instant::now() + within);
@@ -162,7 +169,9 @@ impl Shared {
     pub(crate) fn has_bookkeeping(&self) -> bool {
         // A read-only store keeps its counts in memory (`stats` adds them) and writes none.
         self.access_mode == AccessMode::ReadWrite
-            && (self.access.len() > 0 || !self.registry.lock().plan().is_empty())
+            && (self.access.len() > 0
+                || !self.registry.lock().plan().is_empty()
+                || self.remote_unflushed().is_some())
     }
 
     /// Writes buffered bookkeeping, if any, with the store's durability.

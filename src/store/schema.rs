@@ -4,7 +4,7 @@
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{CallStats, EvictionStats};
+use crate::stats::{CallStats, EvictionStats, RemoteStats};
 
 /// The schema this build writes and reads. 1: the first; 2: function rows may end with the
 /// value type's name (`FunctionRecord::value_type`); version-1 files are migrated on a writable
@@ -54,6 +54,35 @@ pub(crate) const INDEXES_KEY: &str = "indexes";
 pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const FORMAT_VALUE: &[u8] = b"ckpt";
 pub(crate) const SCHEMA_KEY: &str = "schema";
+
+/// The remote tier's counts over the file's life (feature `remote`), added to by each write
+/// with what the tier counted since the last: a version byte (1), then each count of
+/// `RemoteStats::counts`, u64 LE, in that order. A reader takes the counts it knows (a newer
+/// version's extra counts are ignored, an older one's missing counts are zero).
+pub(crate) const REMOTE_KEY: &str = "remote";
+const REMOTE_COUNTS_VERSION: u8 = 1;
+
+pub(crate) fn encode_remote(stats: &RemoteStats) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 * RemoteStats::COUNTS);
+    out.push(REMOTE_COUNTS_VERSION);
+    for count in stats.counts() {
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out
+}
+
+/// `None` for a value this version cannot read (another version byte, a partial count).
+pub(crate) fn decode_remote(bytes: &[u8]) -> Option<RemoteStats> {
+    let (&version, counts) = bytes.split_first()?;
+    if version != REMOTE_COUNTS_VERSION || counts.len() % 8 != 0 {
+        return None;
+    }
+    let counts: Vec<u64> = counts
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    Some(RemoteStats::from_counts(&counts))
+}
 
 /// Per-entry metadata, a fixed 64-byte little-endian row:
 ///
@@ -227,6 +256,31 @@ impl FunctionRecord {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remote_counts_round_trip_and_read_across_versions() {
+        let mut stats = RemoteStats::from_counts(&[7, 3, 2]);
+        stats.lease_served = u64::MAX;
+        let bytes = encode_remote(&stats);
+        assert_eq!(bytes.len(), 1 + 8 * RemoteStats::COUNTS);
+        assert_eq!(decode_remote(&bytes), Some(stats));
+        // An older version recorded fewer counts: the rest are zero.
+        let older = &bytes[..1 + 8 * 3];
+        assert_eq!(
+            decode_remote(older),
+            Some(RemoteStats::from_counts(&[7, 3, 2]))
+        );
+        // A newer one recorded more: the known ones are read.
+        let mut newer = bytes.clone();
+        newer.extend_from_slice(&9u64.to_le_bytes());
+        assert_eq!(decode_remote(&newer), Some(stats));
+        // Anything else is not read.
+        assert_eq!(decode_remote(&bytes[..10]), None);
+        let mut other = bytes;
+        other[0] = 2;
+        assert_eq!(decode_remote(&other), None);
+        assert_eq!(decode_remote(&[]), None);
+    }
+
     use super::*;
 
     #[test]

@@ -15,7 +15,9 @@ use super::options::{AccessMode, to_ms};
 use super::read::{lend, with_row};
 use super::save::Commit;
 use super::{Shared, Store};
-use crate::cache::{Entry, LargeEntry, Lease, LeaseGuard, Lent, PendingSave, block_on};
+use crate::cache::{
+    Entry, LargeEntry, Lease, LeaseGuard, Lent, PendingLease, PendingSave, block_on,
+};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::record::{EncodeRecord, LentBytes, RecordSink};
@@ -253,6 +255,18 @@ impl Shared {
     pub(crate) fn remote_stats(&self) -> Option<RemoteStats> {
         self.remote.as_ref().map(|tier| tier.stats())
     }
+
+    /// The remote's counts now, and what of them the file has not recorded yet.
+    pub(super) fn remote_unflushed(&self) -> Option<(RemoteStats, RemoteStats)> {
+        self.remote.as_ref()?.unflushed()
+    }
+
+    /// The counts `now` are recorded in the file (a write committed them).
+    pub(super) fn remote_flushed(&self, now: RemoteStats) {
+        if let Some(tier) = &self.remote {
+            tier.flushed(now);
+        }
+    }
 }
 
 /// What [`Store::push`] did.
@@ -479,6 +493,33 @@ impl Store {
         pending
     }
 
+    /// [`Shared::lease`] on a thread of the remote's runtime (its blocking pool), for an async
+    /// call to await (`Cache::lease_far`): taking the lease, or waiting for another machine's
+    /// result, never holds the executor's thread. The guard granted releases the lease from
+    /// that pool too when it is dropped (the release is a request). `None` when this store
+    /// takes no leases.
+    pub(super) fn lease_off_thread(&self, id: &CheckpointId) -> Option<PendingLease> {
+        let tier = self.shared().remote.as_ref()?;
+        if !tier.leases() || !crate::remote::runtime_available() {
+            return None;
+        }
+        let (done, pending) = PendingLease::channel();
+        let store = self.clone();
+        let id = *id;
+        // invariant: the runtime is available (checked above); were the task not started,
+        // the completer would drop with it, and the lease end as an error, not hang.
+        let _ = crate::remote::off_thread(move || {
+            let lease = store.shared().lease(&id).map(|lease| match lease {
+                Lease::Granted(guard) if guard.is_held() => {
+                    Lease::Granted(LeaseGuard::new(ReleasedOffThread(Some(guard))))
+                }
+                other => other,
+            });
+            done.complete(lease);
+        });
+        Some(pending)
+    }
+
     /// A remote lookup of `id` and its backfill, on a thread of the remote's runtime (its
     /// blocking pool), for an async call to await (`Cache::fetch_far`); `None` when there is
     /// no remote, or the file cannot take a backfill (a read-only store: the lookup then reads
@@ -517,6 +558,19 @@ impl Store {
                 Some(shared) => shared.stream_record(&id, sink),
                 None => Ok(false),
             }),
+        }
+    }
+}
+
+/// A lease guard released on a thread of the remote's runtime when dropped: the release
+/// deletes the lease object, a request an async caller must not wait for on its executor.
+struct ReleasedOffThread(Option<LeaseGuard>);
+
+impl Drop for ReleasedOffThread {
+    fn drop(&mut self) {
+        if let Some(guard) = self.0.take() {
+            // Refused only without a runtime: the guard then drops (and releases) here.
+            let _ = crate::remote::off_thread(move || drop(guard));
         }
     }
 }

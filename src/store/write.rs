@@ -11,12 +11,12 @@ use super::engine_error::{engine_error, storage};
 use super::schema::indexes::{ACCESS, CREATED, HITS};
 use super::schema::{
     CHUNKS, ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INDEXES_KEY, INFO, ORDER_ACCESS,
-    ORDER_CREATED, ORDER_HITS, RESULTS, id_of_key,
+    ORDER_CREATED, ORDER_HITS, REMOTE_KEY, RESULTS, decode_remote, encode_remote, id_of_key,
 };
 use crate::cache::{Entry, LargeEntry};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
-use crate::stats::{CallStats, EvictionStats};
+use crate::stats::{CallStats, EvictionStats, RemoteStats};
 
 // Import of archived entries (`Tx::put_restored`), kept apart so the write path stays readable.
 mod restore;
@@ -227,6 +227,19 @@ impl<'t> Tx<'t> {
         info.insert(INDEXES_KEY, &[now][..])
             .map_err(storage("cannot record the order indexes"))?;
         Ok(now)
+    }
+
+    /// Adds what the remote tier counted since the last write to the file's record of it.
+    pub(crate) fn add_remote_counts(&mut self, delta: &RemoteStats) -> Result<(), Error> {
+        let mut info = self.txn.open_table(INFO).map_err(table_error)?;
+        let recorded = info
+            .get(REMOTE_KEY)
+            .map_err(storage("cannot read the remote counts"))?
+            .and_then(|v| decode_remote(v.value()))
+            .unwrap_or_default();
+        info.insert(REMOTE_KEY, &encode_remote(&recorded.plus(delta))[..])
+            .map_err(storage("cannot record the remote counts"))?;
+        Ok(())
     }
 
     fn delta(&mut self, fn_key: u64) -> &mut FunctionDelta {

@@ -93,6 +93,35 @@ pub fn stats(cx: &mut Context, args: StatsArgs) -> Result {
             c.corrupt, c.type_mismatches
         ),
     );
+    if let Some(r) = &s.remote_recorded {
+        kv(
+            "remote",
+            format!(
+                "{} hits, {} misses, {} backfilled; {} published, {} failed, {} dropped; \
+                 {} corrupt, {} errors; {} down, {} up; mean fetch {}",
+                r.hits,
+                r.misses,
+                r.backfills,
+                r.publishes,
+                r.publish_failures,
+                r.dropped_publishes,
+                r.corrupt,
+                r.errors,
+                human::size(r.bytes_down),
+                human::size(r.bytes_up),
+                r.mean_fetch_time().map_or("-".to_string(), human::duration),
+            ),
+        );
+        if r.leases_taken + r.lease_waits > 0 {
+            kv(
+                "leases",
+                format!(
+                    "{} taken ({} taken over), {} waited, {} served by another machine",
+                    r.leases_taken, r.leases_taken_over, r.lease_waits, r.lease_served
+                ),
+            );
+        }
+    }
     // The key-value block has no header row.
     let block = head.render();
     cx.out

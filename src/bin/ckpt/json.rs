@@ -136,6 +136,8 @@ pub fn stats(path: &str, s: &StoreStats) -> Value {
         "calls": calls(&s.calls),
         "evictions": evictions(&s.evictions),
         "functions": s.functions.iter().map(function).collect::<Vec<_>>(),
+        // The remote tier's counts as the file records them; null if it never had one.
+        "remote": s.remote_recorded,
     })
 }
 

@@ -149,6 +149,69 @@ pub fn render(store: &str, s: &StoreStats) -> String {
         header(&mut out, name, help);
         let _ = writeln!(out, "{name}{{store=\"{store}\"}} {value}");
     }
+    // The remote tier's counts as the file records them (every process that used it).
+    if let Some(r) = &s.remote_recorded {
+        for (name, help, value) in [
+            (
+                "ckpt_remote_hits_total",
+                "Local misses the remote answered.",
+                r.hits,
+            ),
+            (
+                "ckpt_remote_misses_total",
+                "Local misses the remote had nothing for.",
+                r.misses,
+            ),
+            (
+                "ckpt_remote_backfills_total",
+                "Remote hits written into the file.",
+                r.backfills,
+            ),
+            (
+                "ckpt_remote_publishes_total",
+                "Objects created in the remote.",
+                r.publishes,
+            ),
+            (
+                "ckpt_remote_publish_failures_total",
+                "Publishes that failed.",
+                r.publish_failures,
+            ),
+            (
+                "ckpt_remote_dropped_publishes_total",
+                "Background publishes dropped by a full queue.",
+                r.dropped_publishes,
+            ),
+            (
+                "ckpt_remote_corrupt_total",
+                "Remote objects that failed their checks.",
+                r.corrupt,
+            ),
+            (
+                "ckpt_remote_errors_total",
+                "Failed or timed-out fetches.",
+                r.errors,
+            ),
+            (
+                "ckpt_remote_bytes_down_total",
+                "Bytes fetched.",
+                r.bytes_down,
+            ),
+            ("ckpt_remote_bytes_up_total", "Bytes published.", r.bytes_up),
+            (
+                "ckpt_remote_fetches_total",
+                "Fetch requests made.",
+                r.fetches,
+            ),
+        ] {
+            header(&mut out, name, help);
+            let _ = writeln!(out, "{name}{{store=\"{store}\"}} {value}");
+        }
+        let name = "ckpt_remote_fetch_seconds_total";
+        header(&mut out, name, "Time spent in fetch requests.");
+        let secs = r.fetch_nanos as f64 / 1e9;
+        let _ = writeln!(out, "{name}{{store=\"{store}\"}} {secs}");
+    }
     out
 }
 
