@@ -5,9 +5,8 @@
 mod common;
 
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use ckpt::remote::RemoteCheck;
 use ckpt::{AutoIdentifier, DecoratorCheckpoint, Function, PublishMode, Remote, RemoteMode, Store};
@@ -69,18 +68,7 @@ fn worst_tick_lag_during_misses(
         .enable_all()
         .build()
         .unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let worst = runtime.block_on(async {
-        let ticking = Arc::clone(&done);
-        let ticker = tokio::spawn(async move {
-            let mut worst = Duration::ZERO;
-            while !ticking.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                worst = worst.max(at.elapsed().saturating_sub(Duration::from_millis(1)));
-            }
-            worst
-        });
+    let ((), worst) = runtime.block_on(common::beside_ticker(async {
         for x in 0..calls {
             let got = deco
                 .call_async(x, |x| {
@@ -91,9 +79,7 @@ fn worst_tick_lag_during_misses(
                 .unwrap();
             assert_eq!(got, x * 2);
         }
-        done.store(true, Ordering::SeqCst);
-        ticker.await.unwrap()
-    });
+    }));
     assert_eq!(
         computed.load(Ordering::SeqCst),
         calls as usize,

@@ -421,28 +421,15 @@ fn an_async_call_waits_for_another_machines_lease_without_holding_its_executor()
         .enable_time()
         .build()
         .unwrap();
-    let (got, worst) = runtime.block_on(async {
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ticking = Arc::clone(&done);
-        let ticker = tokio::spawn(async move {
-            let mut worst = Duration::ZERO;
-            while !ticking.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                worst = worst.max(at.elapsed().saturating_sub(Duration::from_millis(1)));
-            }
-            worst
-        });
-        let got = slow(&b)
+    let (got, worst) = runtime.block_on(common::beside_ticker(async {
+        slow(&b)
             .call_async(5u64, |x| {
                 runs_b.fetch_add(1, Ordering::SeqCst);
                 async move { x + 100 }
             })
             .await
-            .unwrap();
-        done.store(true, Ordering::SeqCst);
-        (got, ticker.await.unwrap())
-    });
+            .unwrap()
+    }));
     assert_eq!(leader.join().unwrap().unwrap(), 6);
     assert_eq!(got, 6, "served by the lease holder's result");
     assert_eq!(

@@ -233,3 +233,28 @@ impl Runs {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Runs `body` on the current tokio runtime beside a task that sleeps 1 ms at a time, and
+/// returns `body`'s output and the ticker's worst lateness: how long something held the
+/// runtime's thread (on a current-thread runtime, the one `body` runs on).
+pub async fn beside_ticker<T>(
+    body: impl std::future::Future<Output = T>,
+) -> (T, std::time::Duration) {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+    let done = Arc::new(AtomicBool::new(false));
+    let ticking = Arc::clone(&done);
+    let ticker = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        while !ticking.load(Ordering::SeqCst) {
+            let at = Instant::now();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            worst = worst.max(at.elapsed().saturating_sub(Duration::from_millis(1)));
+        }
+        worst
+    });
+    let out = body.await;
+    done.store(true, Ordering::SeqCst);
+    (out, ticker.await.expect("the ticker task"))
+}
