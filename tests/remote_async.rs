@@ -225,3 +225,91 @@ fn an_async_call_returns_after_its_synchronous_publish() {
     }
     assert_eq!(b.stats().unwrap().remote.unwrap().hits, 3);
 }
+
+/// The body of a call the remote must answer.
+async fn served_by_the_remote() -> u64 {
+    unreachable!("served by the remote")
+}
+
+#[test]
+fn a_read_only_file_is_served_by_the_remote_without_holding_the_executor() {
+    let dir = TempDir::new("remote-async-read-only-file");
+    let team = Remote::open("memory://").unwrap();
+    // A writer publishes three results; the reader's file exists (empty) and is opened
+    // read-only: it can keep nothing the remote serves.
+    let a = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .publish(PublishMode::Sync)
+        .open(dir.join("a.redb"))
+        .unwrap();
+    let square = |store: &Store| {
+        DecoratorCheckpoint::new(
+            Function::new("remote_async", "ro"),
+            AutoIdentifier,
+            store.clone(),
+        )
+    };
+    for x in 0..3u64 {
+        assert_eq!(square(&a).call(x, |x| x * x).unwrap(), x * x);
+    }
+    Store::open(dir.join("b.redb")).unwrap().close().unwrap();
+    let b = Store::builder()
+        .read_only()
+        .remote(team, RemoteMode::ReadOnly)
+        .open(dir.join("b.redb"))
+        .unwrap();
+    let reader = square(&b);
+    futures_executor::block_on(async {
+        for _ in 0..2 {
+            for x in 0..3u64 {
+                let got = reader
+                    .call_async(x, |_| served_by_the_remote())
+                    .await
+                    .unwrap();
+                assert_eq!(got, x * x);
+            }
+        }
+    });
+    let r = b.stats().unwrap().remote.unwrap();
+    // Parked, not kept: the second round is read from memory, with no request.
+    assert_eq!((r.hits, r.fetches, r.backfills), (3, 3, 0), "{r:?}");
+    assert_eq!(reader.stats().hits, 6);
+}
+
+#[test]
+fn a_hanging_remote_never_stalls_an_async_call_on_a_read_only_file() {
+    let dir = TempDir::new("remote-async-read-only-hang");
+    let (endpoint, _server) = hanging_server();
+    Store::open(dir.join("b.redb")).unwrap().close().unwrap();
+    let b = Store::builder()
+        .read_only()
+        .remote(
+            hanging_remote(&endpoint, Duration::from_millis(400)),
+            RemoteMode::ReadOnly,
+        )
+        .open(dir.join("b.redb"))
+        .unwrap();
+    let deco = DecoratorCheckpoint::new(
+        Function::new("remote_async", "ro_hang"),
+        AutoIdentifier,
+        b.clone(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ((), worst) = runtime.block_on(common::beside_ticker(async {
+        for x in 0..3u64 {
+            assert_eq!(
+                deco.call_async(x, |x| async move { x + 1 }).await.unwrap(),
+                x + 1
+            );
+        }
+    }));
+    eprintln!("worst ticker lag {worst:?} beside a read-only file's hanging remote lookups");
+    assert!(
+        worst < Duration::from_millis(150),
+        "a ticker task was {worst:?} late while a read-only file's remote hung"
+    );
+    assert!(b.stats().unwrap().remote.unwrap().errors >= 3);
+}

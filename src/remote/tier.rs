@@ -1,8 +1,8 @@
 //! [`Tier`]: one store's use of a remote: fetching (checked, never trusted), publishing (in the
 //! background or synchronously), replacing damaged objects, and the tier's counters.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
@@ -159,6 +159,8 @@ const POLL_LAST: Duration = Duration::from_secs(1);
 
 /// Damaged objects remembered for replacement (their e-tags), at most this many.
 const REPLACE_MAX: usize = 4096;
+/// Records parked for a store whose file is read-only (`Tier::park`).
+const PARKED_MAX: usize = 64;
 
 pub(crate) struct Tier {
     shared: Arc<TierShared>,
@@ -173,6 +175,10 @@ struct TierShared {
     counters: Counters,
     /// The counts the local file has recorded (see `Tier::unflushed`).
     flushed: Mutex<RemoteStats>,
+    /// Records fetched for a store that cannot keep them (its file opened read-only), by an
+    /// async call's `fetch_far`, for that call and its flight's waiters to read: their age
+    /// when fetched, and when. A few, the oldest dropped first.
+    parked: Mutex<VecDeque<Parked>>,
     /// Ids whose lease this store holds (a count: one per holder), published synchronously.
     leased: Mutex<HashMap<CheckpointId, u32>>,
     /// Objects found damaged, by id: the next publish of the id replaces them (conditionally,
@@ -228,6 +234,7 @@ impl Tier {
             dedup,
             counters: Counters::default(),
             flushed: Mutex::new(RemoteStats::default()),
+            parked: Mutex::new(VecDeque::new()),
             leased: Mutex::new(HashMap::new()),
             replace: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
@@ -292,6 +299,28 @@ impl Tier {
         // Writes are serialized from their plan to this confirmation (the store's writer
         // lock): no other snapshot was taken meanwhile.
         *self.shared.flushed.lock() = now;
+    }
+
+    /// Keeps a record fetched for a store that cannot write it (see `TierShared::parked`).
+    pub(crate) fn park(&self, id: &CheckpointId, record: Vec<u8>, age: Option<Duration>) {
+        let mut parked = self.shared.parked.lock();
+        parked.retain(|p| p.id != *id);
+        if parked.len() >= PARKED_MAX {
+            parked.pop_front();
+        }
+        parked.push_back(Parked {
+            id: *id,
+            record: record.into(),
+            age,
+            at: Instant::now(),
+        });
+    }
+
+    /// A record parked for `id`, and its age now.
+    pub(crate) fn parked(&self, id: &CheckpointId) -> Option<(Arc<[u8]>, Option<Duration>)> {
+        let parked = self.shared.parked.lock();
+        let p = parked.iter().find(|p| p.id == *id)?;
+        Some((Arc::clone(&p.record), p.age.map(|age| age + p.at.elapsed())))
     }
 
     /// Counts a fetched record written into the local file.
@@ -885,6 +914,15 @@ fn remember<V>(map: &mut HashMap<CheckpointId, V>, id: &CheckpointId, value: V) 
         map.clear();
     }
     map.insert(*id, value);
+}
+
+/// A record kept in memory for a store whose file is read-only (`Tier::park`): its age when
+/// fetched, and when that was.
+struct Parked {
+    id: CheckpointId,
+    record: Arc<[u8]>,
+    age: Option<Duration>,
+    at: Instant,
 }
 
 /// What a get answered with: a small object whole, a large one as a stream.

@@ -421,6 +421,15 @@ impl Shared {
 
     #[inline]
     fn remote_flushed(&self, _: crate::stats::RemoteStats) {}
+
+    #[inline]
+    fn read_parked(
+        &self,
+        _: &CheckpointId,
+        _: &mut dyn FnMut(crate::cache::Lent<'_>, Option<Duration>),
+    ) -> bool {
+        false
+    }
 }
 
 #[cfg(not(feature = "remote"))]

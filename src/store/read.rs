@@ -30,7 +30,10 @@ impl Shared {
             self.accessed(id, self.now_ms());
             return Ok(true);
         }
-        self.read_guarded(id, Age::Unasked, |lent, _| read(lent))
+        if self.read_guarded(id, Age::Unasked, |lent, _| read(lent))? {
+            return Ok(true);
+        }
+        Ok(self.read_parked(id, &mut |lent, _| read(lent)))
     }
 
     /// As `read`, also lending the entry's age (from its metadata, read in the same
@@ -40,7 +43,10 @@ impl Shared {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
-        self.read_guarded(id, Age::Asked, read)
+        if self.read_guarded(id, Age::Asked, &mut *read)? {
+            return Ok(true);
+        }
+        Ok(self.read_parked(id, read))
     }
 
     /// Generic over `read` (not `dyn`): the plain hit path's adapter closure inlines away.

@@ -68,6 +68,25 @@ impl Shared {
         Ok(self.fetch_backfill(id, Lookup::Miss, read)?.is_some())
     }
 
+    /// After a local miss of a store whose file is read-only: the record an async call's
+    /// `fetch_far` parked for `id`, if any, lent with its age.
+    pub(super) fn read_parked(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> bool {
+        if self.access_mode == AccessMode::ReadWrite {
+            return false;
+        }
+        match self.remote.as_ref().and_then(|tier| tier.parked(id)) {
+            Some((record, age)) => {
+                read(Lent::whole(&record), age);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Before the decorator computes a miss of `id`: the id's lease in the remote
     /// (`Dedup::Lease`), or another machine's result, backfilled, if it arrives while waiting.
     pub(super) fn lease(&self, id: &CheckpointId) -> Result<Lease, Error> {
@@ -522,25 +541,41 @@ impl Store {
 
     /// A remote lookup of `id` and its backfill, on a thread of the remote's runtime (its
     /// blocking pool), for an async call to await (`Cache::fetch_far`); `None` when there is
-    /// no remote, or the file cannot take a backfill (a read-only store: the lookup then reads
-    /// through, on the caller's thread, as a sync call's does).
+    /// no remote. A file that cannot take a backfill (opened read-only) has the record parked
+    /// in memory for the near lookups instead (`Shared::read_parked`).
     pub(super) fn fetch_remote_off_thread(&self, id: &CheckpointId) -> Option<PendingSave> {
         let shared = self.shared();
         match &shared.remote {
             Some(tier) if tier.mode() != RemoteMode::Off => {}
             _ => return None,
         }
-        if shared.access_mode != AccessMode::ReadWrite {
-            return None;
-        }
         let (done, pending) = PendingSave::channel();
         let store = self.clone();
         let id = *id;
         let started = crate::remote::off_thread(move || {
-            let found = store
-                .shared()
-                .fetch_backfill(&id, Lookup::Miss, &mut |_, _| {});
-            done.complete(found.map(|_| ()));
+            let shared = store.shared();
+            if shared.access_mode == AccessMode::ReadWrite {
+                let found = shared.fetch_backfill(&id, Lookup::Miss, &mut |_, _| {});
+                done.complete(found.map(|_| ()));
+                return;
+            }
+            // A file that cannot take a backfill: the record is parked for the near lookups
+            // (`read_parked`) instead.
+            let mut got = None;
+            let found = shared.fetch_backfill(&id, Lookup::Miss, &mut |lent, age| {
+                got = Some(lent.to_vec().map(|record| (record, age)));
+            });
+            let parked = match (found, got) {
+                (Ok(_), Some(Ok((record, age)))) => {
+                    if let Some(tier) = &shared.remote {
+                        tier.park(&id, record, age);
+                    }
+                    Ok(())
+                }
+                (Ok(_), None) => Ok(()),
+                (Ok(_), Some(Err(e))) | (Err(e), _) => Err(e),
+            };
+            done.complete(parked);
         });
         started.then_some(pending)
     }
