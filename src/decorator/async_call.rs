@@ -342,15 +342,15 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         Fut: Future<Output = R> + Send + 'static,
         C: Clone + Send + Sync + 'static,
     {
-        let id = match id {
-            Ok(id) if mode == Mode::Call && self.serves_stale() && self.spawner.is_some() => id,
-            id => return self.execute_async(id, mode, run, keep, lift).await,
+        let (id, spawner) = match (id, &self.spawner) {
+            (Ok(id), Some(spawner)) if mode == Mode::Call && self.serves_stale() => (id, spawner),
+            (id, _) => return self.execute_async(id, mode, run, keep, lift).await,
         };
         self.ensure_registered();
         match self.fetch(&id, Refresh::Stale, Reach::Near)? {
             Fetched::Fresh(v) => Ok(lift(v)),
             Fetched::Stale(v) => {
-                self.refresh_task(id, run, keep);
+                self.refresh_task(spawner, id, run, keep);
                 Ok(lift(v))
             }
             Fetched::Miss => self.compute_missing_async(id, run, &keep, lift).await,
@@ -361,6 +361,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// computing it already (single flight: the expired value is served meanwhile).
     fn refresh_task<R, V, Fut>(
         &self,
+        spawner: &Spawner,
         id: CheckpointId,
         run: impl FnOnce() -> Fut + Send + 'static,
         keep: fn(&R) -> Option<&V>,
@@ -370,9 +371,6 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         Fut: Future<Output = R> + Send + 'static,
         C: Clone + Send + Sync + 'static,
     {
-        let Some(spawner) = self.spawner.clone() else {
-            return;
-        };
         let Joined::Leader(flight) = FLIGHTS.join_task(self.cache.flight_scope(), id) else {
             return;
         };
