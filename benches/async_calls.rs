@@ -14,7 +14,10 @@
 //! * ticker: 1,000 awaited misses with durable saves on a current-thread runtime, beside a task
 //!   ticking every 1 ms; its worst lateness (tick time to the moment it ran), the same ticker's
 //!   alone for as long, and the longest single poll of a call's future (how long ckpt, and the
-//!   function's synchronous work, held the executor's thread at once).
+//!   function's synchronous work, held the executor's thread at once);
+//! * yielder: the same saves beside a task that yields at once each time it runs; the longest
+//!   gap between two of its polls (the executor's thread held by anything else: the calls, the
+//!   runtime, the machine), and the same alone. Unlike the ticker's, no timer is in it.
 //!
 //! Each round runs every system for the same number of calls back to back, in alternating
 //! order; the table gives each system's median ns per call and the median per-round ratio.
@@ -101,14 +104,24 @@ fn main() {
 
     let (mut lags, mut alone, mut polls, mut cpus) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut gaps, mut gaps_cpu, mut gaps_alone) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
-        let (lag, took, (poll, cpu)) = ticker(&rt, Some(&deco), size, Duration::ZERO);
-        lags.push(lag);
-        polls.push(poll);
-        cpus.push(cpu);
+        let run = ticker(&rt, Probe::Ticker, Some(&deco), size, Duration::ZERO);
+        lags.push(run.worst);
+        polls.push(run.longest_poll);
+        cpus.push(run.most_poll_cpu);
         // The control: the ticker as long on its own, for what the machine and the timer add.
-        alone.push(ticker(&rt, None, size, took).0);
+        alone.push(ticker(&rt, Probe::Ticker, None, size, run.took).worst);
+        let run = ticker(&rt, Probe::Yielder, Some(&deco), size, Duration::ZERO);
+        gaps.push(run.worst);
+        gaps_cpu.push(run.worst_cpu);
+        polls.push(run.longest_poll);
+        cpus.push(run.most_poll_cpu);
+        gaps_alone.push(ticker(&rt, Probe::Yielder, None, size, run.took).worst);
     }
+    gaps.sort();
+    gaps_cpu.sort();
+    gaps_alone.sort();
     lags.sort();
     alone.sort();
     polls.sort();
@@ -119,7 +132,10 @@ fn main() {
         lags[2], lags, alone
     );
     println!(
-        "longest single poll of a call (the executor's thread held by ckpt and the function's own synchronous work), 3 runs: wall {polls:?}, the most CPU time of one poll {cpus:?}"
+        "yielder: a task yielding at once beside {TICKER_SAVES} awaited durable saves, 3 runs: longest gap between its polls {gaps:?}, the most CPU time of its thread in one gap {gaps_cpu:?}; alone for as long: {gaps_alone:?}"
+    );
+    println!(
+        "longest single poll of a call (the executor's thread held by ckpt and the function's own synchronous work), 6 runs (the ticker's and the yielder's): wall {polls:?}, the most CPU time of one poll {cpus:?}"
     );
 }
 
@@ -159,27 +175,67 @@ fn row(name: &str, rounds: u64, sync: impl Fn(u64) -> f64, asynch: impl Fn(u64) 
     );
 }
 
-/// The worst lateness of a 1 ms ticker task while [`TICKER_SAVES`] awaited durable saves run
+/// What one run of [`ticker`] saw.
+struct Run {
+    /// The ticker's worst lateness, or the yielder's longest gap between polls.
+    worst: Duration,
+    /// The yielder's most CPU time of its thread between two of its polls (zero for the ticker).
+    worst_cpu: Duration,
+    /// How long the saves took.
+    took: Duration,
+    /// The longest single poll of a call's future, on the clock and in the thread's CPU time.
+    longest_poll: Duration,
+    most_poll_cpu: Duration,
+}
+
+/// What runs beside the calls on the executor.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// A task ticking every 1 ms (tokio's timer): its worst lateness.
+    Ticker,
+    /// A task that yields at once, every time it runs: the longest gap between two of its
+    /// polls, the longest the executor's thread was held by something else (no timer involved,
+    /// so the timer's millisecond rounding and the thread's wake-up from its park are not in it).
+    Yielder,
+}
+
+/// The worst lateness of a 1 ms ticker task (or the yielder's longest gap) while [`TICKER_SAVES`] awaited durable saves run
 /// on the same current-thread runtime (without a decorator: while the main task sleeps for
 /// `idle`), how long the saves took, and the longest single poll of a call's future.
 fn ticker(
     rt: &tokio::runtime::Runtime,
+    probe: Probe,
     deco: Option<&Ckpt>,
     size: usize,
     idle: Duration,
-) -> (Duration, Duration, (Duration, Duration)) {
+) -> Run {
     rt.block_on(async {
         let worst = Arc::new(Mutex::new(Duration::ZERO));
+        let worst_cpu = Arc::new(Mutex::new(Duration::ZERO));
         let ticking = {
-            let worst = worst.clone();
+            let (worst, worst_cpu) = (worst.clone(), worst_cpu.clone());
             tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_millis(1));
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                loop {
-                    let due = every.tick().await;
-                    let late = tokio::time::Instant::now() - due;
-                    let mut w = worst.lock().expect("lag");
-                    *w = (*w).max(late);
+                match probe {
+                    Probe::Ticker => {
+                        let mut every = tokio::time::interval(Duration::from_millis(1));
+                        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                        loop {
+                            let due = every.tick().await;
+                            let late = tokio::time::Instant::now() - due;
+                            let mut w = worst.lock().expect("lag");
+                            *w = (*w).max(late);
+                        }
+                    }
+                    Probe::Yielder => loop {
+                        let (yielded, cpu) = (Instant::now(), thread_cpu());
+                        tokio::task::yield_now().await;
+                        let gap = yielded.elapsed();
+                        let gap_cpu = thread_cpu().saturating_sub(cpu);
+                        let mut w = worst.lock().expect("gap");
+                        *w = (*w).max(gap);
+                        let mut c = worst_cpu.lock().expect("gap");
+                        *c = (*c).max(gap_cpu);
+                    },
                 }
             })
         };
@@ -211,7 +267,14 @@ fn ticker(
         // The ticker records a late tick when it runs again.
         tokio::time::sleep(Duration::from_millis(5)).await;
         ticking.abort();
-        (*worst.lock().expect("lag"), took, (longest, most_cpu))
+        let (worst, worst_cpu) = (*worst.lock().expect("lag"), *worst_cpu.lock().expect("gap"));
+        Run {
+            worst,
+            worst_cpu,
+            took,
+            longest_poll: longest,
+            most_poll_cpu: most_cpu,
+        }
     })
 }
 
