@@ -313,3 +313,89 @@ fn a_hanging_remote_never_stalls_an_async_call_on_a_read_only_file() {
     );
     assert!(b.stats().unwrap().remote.unwrap().errors >= 3);
 }
+
+/// A writer publishing to `team`, and a reader of it whose file is read-only (it parks what
+/// its async calls fetch), with the reader's store built by `reader`.
+fn writer_and_read_only_reader(
+    dir: &TempDir,
+    team: &Remote,
+    reader: impl FnOnce(ckpt::StoreBuilder) -> ckpt::StoreBuilder,
+) -> (Store, Store) {
+    let a = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .publish(PublishMode::Sync)
+        .open(dir.join("a.redb"))
+        .unwrap();
+    Store::open(dir.join("b.redb")).unwrap().close().unwrap();
+    let b = reader(
+        Store::builder()
+            .read_only()
+            .remote(team.clone(), RemoteMode::ReadOnly),
+    )
+    .open(dir.join("b.redb"))
+    .unwrap();
+    (a, b)
+}
+
+fn parked_fn(store: &Store) -> DecoratorCheckpoint<AutoIdentifier, Store> {
+    DecoratorCheckpoint::new(
+        Function::new("remote_async", "parked"),
+        AutoIdentifier,
+        store.clone(),
+    )
+}
+
+#[test]
+fn a_parked_record_older_than_the_stores_max_age_is_not_served() {
+    use ckpt::store::ManualClock;
+    let dir = TempDir::new("remote-async-parked-age");
+    let team = Remote::open("memory://").unwrap();
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let (a, b) = writer_and_read_only_reader(&dir, &team, |builder| {
+        builder
+            .clock(clock.clone())
+            .limits(ckpt::Limits::new().max_age(Duration::from_secs(60)))
+    });
+    assert_eq!(parked_fn(&a).call(4u64, |x| x * x).unwrap(), 16);
+    let runs = AtomicUsize::new(0);
+    let call = || {
+        futures_executor::block_on(parked_fn(&b).call_async(4u64, |x| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async move { x * x }
+        }))
+        .unwrap()
+    };
+    // Fetched and parked, then read from memory.
+    assert_eq!((call(), call()), (16, 16));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    // Two minutes later on the store's clock, the parked record is past the store's max age,
+    // as a local entry saved then would be: not served, so the call computes.
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(call(), 16);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "an expired parked record was served"
+    );
+}
+
+#[test]
+fn a_parked_record_does_not_hide_a_newer_object_from_a_sync_call() {
+    let dir = TempDir::new("remote-async-parked-sync");
+    let folder = dir.join("remote");
+    std::fs::create_dir_all(&folder).unwrap();
+    let team = Remote::open(&format!("file://{}", folder.display())).unwrap();
+    let (a, b) = writer_and_read_only_reader(&dir, &team, |builder| builder);
+    assert_eq!(parked_fn(&a).call(5u64, |_| 1u64).unwrap(), 1);
+    let got = futures_executor::block_on(parked_fn(&b).call_async(5u64, |_| async { 0u64 }));
+    assert_eq!(got.unwrap(), 1, "served by the remote, and parked");
+    // The object goes (`ckpt remote gc`, say) and the writer publishes the id again, anew.
+    std::fs::remove_dir_all(folder.join("ckpt-v1").join("r")).unwrap();
+    assert_eq!(parked_fn(&a).rerun(5u64, |_| 2u64).unwrap(), 2);
+    // A sync call reads through to the remote, not the parked record.
+    let sync = parked_fn(&b).call(5u64, |_| 0u64).unwrap();
+    assert_eq!(
+        sync, 2,
+        "a parked record hid the remote's object from a sync call"
+    );
+}

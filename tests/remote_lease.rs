@@ -458,3 +458,61 @@ fn an_async_call_waits_for_another_machines_lease_without_holding_its_executor()
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_cancelled_async_leader_holds_its_lease_until_its_result_is_published() {
+    use std::future::Future;
+    use std::sync::atomic::AtomicBool;
+    use std::task::Poll;
+
+    let dir = TempDir::new("lease-async-cancel");
+    let folder = dir.join("remote");
+    let team = Remote::open(&file_url(&folder)).unwrap();
+    let a = leased_store(&dir.join("a.redb"), &team, Duration::from_secs(20));
+    let d = slow(&a);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let returned = Arc::new(AtomicBool::new(false));
+    let mut call = Box::pin(d.call_async(9u64, {
+        let returned = returned.clone();
+        move |x| async move {
+            returned.store(true, Ordering::SeqCst);
+            x * 3
+        }
+    }));
+    // Polled until the function has returned: the call then awaits its save (the commit, then
+    // the upload, made while the lease is held).
+    let finished = runtime.block_on(std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending if returned.load(Ordering::SeqCst) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    }));
+    assert!(finished.is_none(), "the save completed within the poll");
+    assert_eq!(files(&folder, "l").len(), 1, "the lease is held");
+    // Cancelled (a timeout, a dropped request) while its save is under way.
+    drop(call);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !files(&folder, "l").is_empty() {
+        assert!(Instant::now() < deadline, "the lease was never released");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // Released: by then the result is in the remote, for a machine that waited on the lease.
+    assert_eq!(
+        files(&folder, "r").len(),
+        1,
+        "the lease was released before the result was published"
+    );
+    // The save is counted once it completes, as if it had been awaited.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.stats().saves != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the save was not counted: {:?}",
+            d.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!((d.stats().misses, d.stats().saves), (1, 1));
+}

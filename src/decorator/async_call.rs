@@ -28,13 +28,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{DecoratorCheckpoint, Fetched, Leased, Mode, Reach, Refresh, nanos};
-use crate::cache::{Cache, Entry, PendingSave, block_on};
+use crate::cache::{Cache, Entry, LeaseGuard, PendingSave, block_on};
 use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, LeaderGuard, Leading};
 use crate::id::CheckpointId;
 use crate::identifier::Identifier;
 use crate::record;
-use crate::stats::Event;
+use crate::stats::{Counters, Event};
 
 impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     /// As [`call`](Self::call), for an async function: returns the stored result of
@@ -381,7 +381,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             // The task leads the flight: its polls are marked, so a recursive call of the same
             // id from it runs uncached, and the flight lands with the save (or, on a panic or
             // a cancelled task, as abandoned when the guard drops).
-            let mut refresh = pin!(worker.run_and_save_async(&id, run, &keep, Some(flight)));
+            let mut refresh = pin!(worker.run_and_save_async(&id, run, &keep, Some(flight), None));
             let ran =
                 poll_fn(
                     |cx| match catch_unwind(AssertUnwindSafe(|| refresh.as_mut().poll(cx))) {
@@ -428,7 +428,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         if mode == Mode::Rerun {
             self.counters.record(Event::Rerun);
             return self
-                .run_and_save_async(&id, run, &keep, None)
+                .run_and_save_async(&id, run, &keep, None, None)
                 .await
                 .map(|(r, _)| r);
         }
@@ -512,10 +512,11 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
             Leased::Compute(lease) => lease,
         };
         self.counters.record(Event::Miss);
-        let ran = self.run_and_save_async(&id, run, keep, leader).await;
-        // Released after the save, which published the result while it was held.
-        drop(lease);
-        ran.map(|(r, _)| r)
+        // Released after the save, which published the result while it was held (by the save's
+        // completion, if this future is dropped while awaiting it).
+        self.run_and_save_async(&id, run, keep, leader, Some(lease))
+            .await
+            .map(|(r, _)| r)
     }
 
     async fn run_unsaved_async<R, Fut: Future<Output = R>>(&self, run: impl FnOnce() -> Fut) -> R {
@@ -537,6 +538,7 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         run: impl FnOnce() -> Fut,
         keep: &impl Fn(&R) -> Option<&V>,
         leader: Option<LeaderGuard<'static>>,
+        lease: Option<LeaseGuard>,
     ) -> Result<(R, bool), Error>
     where
         V: Serialize + DeserializeOwned,
@@ -577,6 +579,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                 SaveThenLand {
                     pending: Some(pending),
                     leader,
+                    lease,
+                    counted: Some((Arc::clone(&self.counters), spent_nanos)),
                 }
                 .await
             }
@@ -623,12 +627,18 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
     }
 }
 
-/// Awaits a save, then lands the flight (if leading) by its outcome. Dropped before the save
-/// completes (the caller's future was cancelled), it leaves the landing to the save's
-/// completion: the waiters then read what was stored instead of computing it again.
+/// Awaits a save, then lands the flight (if leading) by its outcome and releases the lease (if
+/// any). Dropped before the save completes (the caller's future was cancelled), it leaves all
+/// of it to the save's completion: the waiters then read what was stored instead of computing
+/// it again, the lease is held until the result is published (another machine taking it over
+/// would find nothing and compute it again), and the save is counted.
 struct SaveThenLand {
     pending: Option<PendingSave>,
     leader: Option<LeaderGuard<'static>>,
+    lease: Option<LeaseGuard>,
+    /// Where a save completing after a cancellation is counted, and the compute time it spent
+    /// (a save awaited to the end is counted by its caller).
+    counted: Option<(Arc<Counters>, u64)>,
 }
 
 impl Future for SaveThenLand {
@@ -643,6 +653,7 @@ impl Future for SaveThenLand {
             return Poll::Pending;
         };
         this.pending = None;
+        this.counted = None;
         if let Some(flight) = this.leader.take() {
             flight.land(if saved.is_ok() {
                 Landing::Stored
@@ -650,21 +661,34 @@ impl Future for SaveThenLand {
                 Landing::NotStored
             });
         }
+        drop(this.lease.take());
         Poll::Ready(saved)
     }
 }
 
 impl Drop for SaveThenLand {
     fn drop(&mut self) {
-        if let (Some(pending), Some(flight)) = (self.pending.take(), self.leader.take()) {
-            pending.then(move |saved| {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let (flight, lease, counted) = (self.leader.take(), self.lease.take(), self.counted.take());
+        pending.then(move |saved| {
+            if let Some((counters, spent_nanos)) = counted {
+                counters.record(if saved {
+                    Event::Saved { spent_nanos }
+                } else {
+                    Event::NotSaved { spent_nanos }
+                });
+            }
+            if let Some(flight) = flight {
                 flight.land(if saved {
                     Landing::Stored
                 } else {
                     Landing::NotStored
                 });
-            });
-        }
+            }
+            drop(lease);
+        });
     }
 }
 

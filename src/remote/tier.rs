@@ -302,7 +302,7 @@ impl Tier {
     }
 
     /// Keeps a record fetched for a store that cannot write it (see `TierShared::parked`).
-    pub(crate) fn park(&self, id: &CheckpointId, record: Vec<u8>, age: Option<Duration>) {
+    pub(crate) fn park(&self, id: &CheckpointId, record: Vec<u8>, saved_ms: Option<u64>) {
         let mut parked = self.shared.parked.lock();
         parked.retain(|p| p.id != *id);
         if parked.len() >= PARKED_MAX {
@@ -311,16 +311,21 @@ impl Tier {
         parked.push_back(Parked {
             id: *id,
             record: record.into(),
-            age,
-            at: Instant::now(),
+            saved_ms,
         });
     }
 
-    /// A record parked for `id`, and its age now.
-    pub(crate) fn parked(&self, id: &CheckpointId) -> Option<(Arc<[u8]>, Option<Duration>)> {
+    /// A record parked for `id`, and when its object was written (ms since the epoch, on the
+    /// clock of the store that parked it), if known.
+    pub(crate) fn parked(&self, id: &CheckpointId) -> Option<(Arc<[u8]>, Option<u64>)> {
         let parked = self.shared.parked.lock();
         let p = parked.iter().find(|p| p.id == *id)?;
-        Some((Arc::clone(&p.record), p.age.map(|age| age + p.at.elapsed())))
+        Some((Arc::clone(&p.record), p.saved_ms))
+    }
+
+    /// Forgets the record parked for `id` (one too old to serve).
+    pub(crate) fn unpark(&self, id: &CheckpointId) {
+        self.shared.parked.lock().retain(|p| p.id != *id);
     }
 
     /// Counts a fetched record written into the local file.
@@ -921,8 +926,9 @@ fn remember<V>(map: &mut HashMap<CheckpointId, V>, id: &CheckpointId, value: V) 
 struct Parked {
     id: CheckpointId,
     record: Arc<[u8]>,
-    age: Option<Duration>,
-    at: Instant,
+    /// When its object was written: its age is taken from the store's clock when it is read,
+    /// as a local entry's is.
+    saved_ms: Option<u64>,
 }
 
 /// What a get answered with: a small object whole, a large one as a stream.

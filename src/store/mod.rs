@@ -538,7 +538,7 @@ impl Cache for Store {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>),
     ) -> Result<bool, Error> {
-        self.shared().read(id, read)
+        self.shared().read_near(id, read)
     }
 
     fn retrieve_aged_near(
@@ -546,7 +546,7 @@ impl Cache for Store {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
-        self.shared().read_aged(id, read)
+        self.shared().read_aged_near(id, read)
     }
 
     fn fetch_far(&self, id: &CheckpointId) -> Option<PendingSave> {

@@ -30,10 +30,7 @@ impl Shared {
             self.accessed(id, self.now_ms());
             return Ok(true);
         }
-        if self.read_guarded(id, Age::Unasked, |lent, _| read(lent))? {
-            return Ok(true);
-        }
-        Ok(self.read_parked(id, &mut |lent, _| read(lent)))
+        self.read_guarded(id, Age::Unasked, |lent, _| read(lent))
     }
 
     /// As `read`, also lending the entry's age (from its metadata, read in the same
@@ -43,7 +40,29 @@ impl Shared {
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
-        if self.read_guarded(id, Age::Asked, &mut *read)? {
+        self.read_guarded(id, Age::Asked, &mut *read)
+    }
+
+    /// `read` for the near lookups (an async call's, before it fetches off its thread): after
+    /// a local miss, a record `fetch_far` parked (a read-only file with a remote).
+    pub(super) fn read_near(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>),
+    ) -> Result<bool, Error> {
+        if self.read(id, read)? {
+            return Ok(true);
+        }
+        Ok(self.read_parked(id, &mut |lent, _| read(lent)))
+    }
+
+    /// `read_aged` for the near lookups: as [`Shared::read_near`].
+    pub(super) fn read_aged_near(
+        &self,
+        id: &CheckpointId,
+        read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
+    ) -> Result<bool, Error> {
+        if self.read_aged(id, read)? {
             return Ok(true);
         }
         Ok(self.read_parked(id, read))

@@ -69,7 +69,10 @@ impl Shared {
     }
 
     /// After a local miss of a store whose file is read-only: the record an async call's
-    /// `fetch_far` parked for `id`, if any, lent with its age.
+    /// `fetch_far` parked for `id`, if any, lent with its age. Only the near lookups ask (the
+    /// async path, which fetches through `fetch_far`); the through lookups ask the remote, so
+    /// that a parked record never hides a newer object from them. A record older than the
+    /// store's `max_age` is not served, as a local entry or a remote object that old is not.
     pub(super) fn read_parked(
         &self,
         id: &CheckpointId,
@@ -78,13 +81,20 @@ impl Shared {
         if self.access_mode == AccessMode::ReadWrite {
             return false;
         }
-        match self.remote.as_ref().and_then(|tier| tier.parked(id)) {
-            Some((record, age)) => {
-                read(Lent::whole(&record), age);
-                true
-            }
-            None => false,
+        let Some(tier) = self.remote.as_ref() else {
+            return false;
+        };
+        let Some((record, saved_ms)) = tier.parked(id) else {
+            return false;
+        };
+        let age = saved_ms.map(|saved| Duration::from_millis(self.now_ms().saturating_sub(saved)));
+        let max_age = self.max_age_ms.load(Ordering::Relaxed);
+        if max_age != 0 && age.is_none_or(|a| a > Duration::from_millis(max_age)) {
+            tier.unpark(id);
+            return false;
         }
+        read(Lent::whole(&record), age);
+        true
     }
 
     /// Before the decorator computes a miss of `id`: the id's lease in the remote
@@ -563,12 +573,17 @@ impl Store {
             // (`read_parked`) instead.
             let mut got = None;
             let found = shared.fetch_backfill(&id, Lookup::Miss, &mut |lent, age| {
-                got = Some(lent.to_vec().map(|record| (record, age)));
+                // Its write time, on the store's clock (the age lent was taken from it).
+                let saved_ms = age.map(|a| {
+                    let ago = u64::try_from(a.as_millis()).unwrap_or(u64::MAX);
+                    shared.now_ms().saturating_sub(ago)
+                });
+                got = Some(lent.to_vec().map(|record| (record, saved_ms)));
             });
             let parked = match (found, got) {
-                (Ok(_), Some(Ok((record, age)))) => {
+                (Ok(_), Some(Ok((record, saved_ms)))) => {
                     if let Some(tier) = &shared.remote {
-                        tier.park(&id, record, age);
+                        tier.park(&id, record, saved_ms);
                     }
                     Ok(())
                 }
