@@ -399,3 +399,34 @@ fn a_parked_record_does_not_hide_a_newer_object_from_a_sync_call() {
         "a parked record hid the remote's object from a sync call"
     );
 }
+
+#[test]
+fn an_async_call_publishes_nothing_its_read_only_file_refused() {
+    let dir = TempDir::new("remote-async-refused");
+    let folder = dir.join("remote");
+    std::fs::create_dir_all(&folder).unwrap();
+    let team = Remote::open(&format!("file://{}", folder.display())).unwrap();
+    Store::open(dir.join("b.redb")).unwrap().close().unwrap();
+    // A read-only file with a read-write remote: a computed result can be kept nowhere.
+    for publish in [PublishMode::Sync, PublishMode::Background] {
+        let b = Store::builder()
+            .read_only()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .publish(publish)
+            .open(dir.join("b.redb"))
+            .unwrap();
+        let d = parked_fn(&b);
+        let got = futures_executor::block_on(d.call_async(6u64, |x| async move { x + 1 }));
+        assert_eq!(got.unwrap(), 7);
+        assert_eq!(d.call(8u64, |x| x + 1).unwrap(), 9);
+        b.flush().unwrap_or(());
+        drop(b);
+        let objects = std::fs::read_dir(folder.join("ckpt-v1").join("r"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(
+            objects, 0,
+            "{publish:?}: a result the local file refused was published"
+        );
+    }
+}

@@ -495,6 +495,11 @@ impl Cache for Store {
     /// Queued for the group commit, which the store's background thread leads when no saver
     /// does; completes after the commit (durable under `Durability::Immediate`).
     fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
+        // Refused here (a read-only file, over the byte cap): not published either, as `save`
+        // publishes only what it saved.
+        if let Err(e) = self.shared().accepts(entry) {
+            return PendingSave::ready(Err(e));
+        }
         let committed = self.shared().save_deferred(id, entry);
         // Published as it is queued, not after its commit: the bytes are the result either way.
         // A background publish only queues; a synchronous one is awaited with the commit.

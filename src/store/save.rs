@@ -229,14 +229,18 @@ impl Shared {
         self.write(Commit::Relaxed, |tx| tx.put(&op))
     }
 
+    /// Whether a save of `entry` can be queued: a writable file, and a record within the byte
+    /// cap. What it refuses is neither saved nor published.
+    pub(super) fn accepts(&self, entry: &Entry<'_>) -> Result<(), Error> {
+        self.writable("cannot write")?;
+        self.check_size(entry.bytes().len())
+    }
+
     /// Queues a save for the group commit and returns without waiting for it: the returned
     /// save completes after the commit. The background thread leads the commit when no saver
     /// is leading one (if it is not running, this thread does, as `save` would).
     pub(super) fn save_deferred(&self, id: &CheckpointId, entry: &Entry<'_>) -> PendingSave {
-        if let Err(e) = self
-            .writable("cannot write")
-            .and_then(|()| self.check_size(entry.bytes().len()))
-        {
+        if let Err(e) = self.accepts(entry) {
             return PendingSave::ready(Err(e));
         }
         let op = SaveOp::new(id, entry);
