@@ -306,7 +306,7 @@ fn a_panicking_leader_releases_its_lease_and_a_waiter_computes_at_once() {
 }
 
 #[test]
-fn read_only_stores_and_stores_without_dedup_take_no_lease() {
+fn read_only_stores_read_only_files_and_stores_without_dedup_take_no_lease() {
     let dir = TempDir::new("lease-none");
     let folder = dir.join("remote");
     let remote = Remote::open(&file_url(&folder)).unwrap();
@@ -321,12 +321,33 @@ fn read_only_stores_and_stores_without_dedup_take_no_lease() {
         .remote(remote.clone(), RemoteMode::ReadWrite)
         .open(dir.join("plain.redb"))
         .unwrap();
-    for (i, store) in [&reader, &plain].into_iter().enumerate() {
-        assert_eq!(slow(store).call(i as u64, |x| x + 1).unwrap(), i as u64 + 1);
-        store.flush().unwrap();
+    // A file opened read-only, with a read-write remote: it can publish nothing it computes,
+    // so a lease it held would only make other machines wait for nothing.
+    Store::open(dir.join("ro.redb")).unwrap().close().unwrap();
+    let read_only_file = Store::builder()
+        .read_only()
+        .remote(remote.clone(), RemoteMode::ReadWrite)
+        .dedup(Dedup::Lease {
+            ttl: Duration::from_secs(5),
+        })
+        .open(dir.join("ro.redb"))
+        .unwrap();
+    for (i, store) in [&reader, &plain, &read_only_file].into_iter().enumerate() {
+        // (The read-only file's save fails: ignored here, as a warning would be.)
+        let d = slow(store).with_on_error(OnError::Ignore);
+        assert_eq!(d.call(i as u64, |x| x + 1).unwrap(), i as u64 + 1);
+        store.flush().unwrap_or(());
         let r = store.stats().unwrap().remote.unwrap();
         assert_eq!((r.leases_taken, r.lease_waits), (0, 0), "{r:?}");
     }
+    let got = futures_executor::block_on(
+        slow(&read_only_file)
+            .with_on_error(OnError::Ignore)
+            .call_async(10u64, |x| async move { x + 1 }),
+    );
+    assert_eq!(got.unwrap(), 11);
+    let r = read_only_file.stats().unwrap().remote.unwrap();
+    assert_eq!((r.leases_taken, r.lease_waits), (0, 0), "async: {r:?}");
     assert!(!folder.join("ckpt-v1").join("l").exists());
     assert_eq!(
         files(&folder, "r").len(),

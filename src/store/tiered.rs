@@ -103,6 +103,11 @@ impl Shared {
         let Some(tier) = &self.remote else {
             return Ok(Lease::Granted(LeaseGuard::none()));
         };
+        // A file opened read-only keeps, and so publishes, nothing it computes: a lease it held
+        // would only have other machines wait for a result that never comes.
+        if self.access_mode != AccessMode::ReadWrite {
+            return Ok(Lease::Granted(LeaseGuard::none()));
+        }
         let mut poll = || {
             Ok(self
                 .fetch_backfill(id, Lookup::Poll, &mut |_, _| {})?
