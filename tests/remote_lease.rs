@@ -537,3 +537,55 @@ fn a_cancelled_async_leader_holds_its_lease_until_its_result_is_published() {
     }
     assert_eq!((d.stats().misses, d.stats().saves), (1, 1));
 }
+
+#[test]
+fn an_async_call_cancelled_while_it_waits_for_a_lease_stops_polling() {
+    let dir = TempDir::new("lease-async-abandoned");
+    let folder = dir.join("remote");
+    let team = Remote::open(&file_url(&folder)).unwrap();
+    let ttl = Duration::from_secs(20);
+    let a = leased_store(&dir.join("a.redb"), &team, ttl);
+    let b = leased_store(&dir.join("b.redb"), &team, ttl);
+    let (computing, started) = std::sync::mpsc::channel();
+    let leader = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            slow(&a).call(3u64, |x| {
+                computing.send(()).unwrap();
+                std::thread::sleep(Duration::from_secs(3));
+                x + 1
+            })
+        })
+    };
+    started.recv().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // A request timing out while it waits for a's lease.
+    let timed_out = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(150),
+            slow(&b).call_async(3u64, |x| async move { x + 100 }),
+        )
+        .await
+    });
+    assert!(timed_out.is_err(), "the call waited for the lease");
+    let fetches = || b.stats().unwrap().remote.unwrap().fetches;
+    std::thread::sleep(Duration::from_millis(500));
+    let settled = fetches();
+    // Still waiting, b would poll again after 400 ms and 800 ms of back-off.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        fetches(),
+        settled,
+        "b kept polling for a lease nobody waits for"
+    );
+    assert_eq!(leader.join().unwrap().unwrap(), 4);
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (r.lease_waits, r.leases_taken, r.lease_served),
+        (1, 0, 0),
+        "{r:?}"
+    );
+}

@@ -116,6 +116,22 @@ impl LeaseCompleter {
     pub fn complete(self, result: Result<Lease, Error>) {
         self.0.complete(result);
     }
+
+    /// Whether nobody awaits the lease any more: its [`PendingLease`] was dropped (the caller's
+    /// future was cancelled). A cache waiting for another machine's lease can stop there; a
+    /// lease it completes anyway is released at once.
+    ///
+    /// ```
+    /// use ckpt::cache::PendingLease;
+    ///
+    /// let (done, pending) = PendingLease::channel();
+    /// assert!(!done.is_abandoned());
+    /// drop(pending);
+    /// assert!(done.is_abandoned());
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.0.is_abandoned()
+    }
 }
 
 /// A one-shot result of `Result<T, Error>`, finished by a [`Completer`]: the core of
@@ -218,6 +234,14 @@ fn polled_again() -> Error {
 }
 
 impl<T> Completer<T> {
+    /// Whether the pending side was dropped with nothing to do once it ends (no `then`).
+    fn is_abandoned(&self) -> bool {
+        match &self.0 {
+            Some(slot) => Arc::strong_count(slot) == 1 && slot.0.lock().then.is_none(),
+            None => true,
+        }
+    }
+
     fn complete(mut self, result: Result<T, Error>) {
         if let Some(slot) = self.0.take() {
             slot.finish(result);

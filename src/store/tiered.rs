@@ -18,7 +18,7 @@ use super::{Shared, Store};
 use crate::cache::{
     Entry, LargeEntry, Lease, LeaseGuard, Lent, PendingLease, PendingSave, block_on,
 };
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
 use crate::record::{EncodeRecord, LentBytes, RecordSink};
 use crate::remote::{Body, Claimed, Lookup, Published, RecordSource, RemoteMode, RemoteRecord};
@@ -100,6 +100,17 @@ impl Shared {
     /// Before the decorator computes a miss of `id`: the id's lease in the remote
     /// (`Dedup::Lease`), or another machine's result, backfilled, if it arrives while waiting.
     pub(super) fn lease(&self, id: &CheckpointId) -> Result<Lease, Error> {
+        self.lease_unless(id, &|| false)
+    }
+
+    /// As `lease`, giving up (`Closed`) at the next poll once `abandoned` says nobody awaits
+    /// the lease any more: an async caller cancelled while it waits for another machine's
+    /// lease does not leave a thread polling for it until the lease ends.
+    fn lease_unless(
+        &self,
+        id: &CheckpointId,
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<Lease, Error> {
         let Some(tier) = &self.remote else {
             return Ok(Lease::Granted(LeaseGuard::none()));
         };
@@ -109,6 +120,12 @@ impl Shared {
             return Ok(Lease::Granted(LeaseGuard::none()));
         }
         let mut poll = || {
+            if abandoned() {
+                return Err(Error::new(
+                    ErrorKind::Closed,
+                    "nobody waits for this lease any more",
+                ));
+            }
             Ok(self
                 .fetch_backfill(id, Lookup::Poll, &mut |_, _| {})?
                 .is_some())
@@ -543,12 +560,15 @@ impl Store {
         // invariant: the runtime is available (checked above); were the task not started,
         // the completer would drop with it, and the lease end as an error, not hang.
         let _ = crate::remote::off_thread(move || {
-            let lease = store.shared().lease(&id).map(|lease| match lease {
-                Lease::Granted(guard) if guard.is_held() => {
-                    Lease::Granted(LeaseGuard::new(ReleasedOffThread(Some(guard))))
-                }
-                other => other,
-            });
+            let lease = store
+                .shared()
+                .lease_unless(&id, &|| done.is_abandoned())
+                .map(|lease| match lease {
+                    Lease::Granted(guard) if guard.is_held() => {
+                        Lease::Granted(LeaseGuard::new(ReleasedOffThread(Some(guard))))
+                    }
+                    other => other,
+                });
             done.complete(lease);
         });
         Some(pending)
