@@ -7,6 +7,8 @@
 //! * `publish`: 10,000 calls (misses that compute and save) with background publishing against
 //!   the same calls on a store with no remote (target ≤ 1.1×); the publishes left in the queue
 //!   when the calls end are not timed (flush), but reported, with the drops;
+//! * `publish_file` (not run by default): the same, publishing to a `file://` remote on the local
+//!   disk, so that no server's CPU competes with the calls (moto runs on the same cores);
 //! * `large`: publishing one large entry (`Store::push`: the record read from the file, its
 //!   header, one put) against a raw object_store multipart put of the same bytes (target ≥ 0.8×
 //!   the throughput); 256 MiB by default (`CKPT_BENCH_LARGE_MIB`).
@@ -64,7 +66,15 @@ fn main() {
         }
     }
     if wants("publish") {
-        publish(&moto, rounds);
+        publish(&remote(&moto), "moto", rounds);
+    }
+    if wants("publish_file") {
+        // The same calls publishing to a `file://` remote on the local disk: what background
+        // publishing costs the calls when no server shares their 2 cores.
+        let folder = Scratch::new("remote-publish-file");
+        let url = format!("file://{}", folder.file("team").display());
+        std::fs::create_dir_all(folder.file("team")).unwrap();
+        publish(&Remote::open(&url).unwrap(), "file://", rounds);
     }
     if wants("large") {
         large(&moto, &rt, &raw, rounds.min(5));
@@ -223,10 +233,10 @@ fn calls(scratch: &Scratch, team: Option<&Remote>, how: Calls, file: &str) -> (f
     (took, flush, dropped)
 }
 
-/// (b) 10,000 calls with background publishing against the same calls with no remote.
-fn publish(moto: &Moto, rounds: usize) {
+/// (b) 10,000 calls with background publishing (to `team`, named `to` in the report) against
+/// the same calls with no remote.
+fn publish(team: &Remote, to: &str, rounds: usize) {
     let scratch = Scratch::new("remote-publish");
-    let team = remote(moto);
     for how in [Calls::Reruns, Calls::Misses] {
         let (mut ours, mut theirs, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
         let mut dropped = 0;
@@ -237,7 +247,7 @@ fn publish(moto: &Moto, rounds: usize) {
             rounds
         };
         for round in 0..rounds {
-            let (t, f, d) = calls(&scratch, Some(&team), how, &format!("with{round}.redb"));
+            let (t, f, d) = calls(&scratch, Some(team), how, &format!("with{round}.redb"));
             ours.push(t);
             flushes.push(f);
             dropped += d;
@@ -249,7 +259,7 @@ fn publish(moto: &Moto, rounds: usize) {
             Calls::Reruns => "saves (rerun)",
         };
         println!(
-            "publish 10,000 {what}: with background publishing {o:.3} s   no remote {t:.3} s   \
+            "publish 10,000 {what} to {to}: with background publishing {o:.3} s   no remote {t:.3} s   \
              ratio {:.2}x (target <= 1.1x); then flush {:.3} s; publishes dropped (queue full) \
              over {rounds} rounds: {dropped}",
             o / t,
