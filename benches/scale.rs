@@ -6,8 +6,15 @@
 //!
 //! ```text
 //! cargo bench --bench scale                      # criterion: hit_by_entries, open_by_entries
+//! cargo bench --bench scale -- ab [ROUNDS]         # hits interleaved: ckpt / raw redb, both sizes
 //! target/release/deps/scale-HASH mem ckpt 1000000  # peak RSS of 200,000 hits, one JSON line
 //! ```
+//!
+//! `ab` keeps the four stores open (ckpt and raw redb at 10,000 and at the large count) and runs
+//! rounds: in each, every store does the same number of hits at scattered keys, back to back,
+//! the order reversed every other round; round 0 warms up. It prints each store's median ns per
+//! hit and, per size, the median of the per-round ratios ckpt / raw redb (the target: ≤ 1.2 at
+//! 1M entries), and the ratio of the large size to the small one for each system.
 
 mod common;
 
@@ -197,6 +204,94 @@ fn print_mem(system: &str, entries: u64, before: u64, peak: u64, now: u64) {
     );
 }
 
+/// Hits interleaved in rounds (see the module docs): the figure for "a hit at 1M entries against
+/// raw redb at 1M entries" with both measured side by side.
+fn ab(rounds: usize) {
+    const HITS: u64 = 20_000;
+    let large = large_count();
+    let sizes = [SMALL, large];
+    let stores: Vec<(ckpt::Store, Ckpt)> = sizes
+        .iter()
+        .map(|&n| {
+            let store = ckpt_store(&fixture("ckpt", n));
+            let d = ckpt_decorator(&store, "work_256");
+            (store, d)
+        })
+        .collect();
+    let raws: Vec<RawRedb> = sizes
+        .iter()
+        .map(|&n| RawRedb::open(&fixture("raw", n)))
+        .collect();
+    // (name, entries, run HITS hits starting at `from`)
+    type Run<'a> = Box<dyn Fn(u64) + 'a>;
+    let mut systems: Vec<(String, u64, Run<'_>)> = Vec::new();
+    for (k, &n) in sizes.iter().enumerate() {
+        let d = &stores[k].1;
+        systems.push((
+            format!("ckpt {}", label(n)),
+            n,
+            Box::new(move |from| {
+                for i in from..from + HITS {
+                    black_box(ckpt_call(d, scattered(i, n), black_box(ARG), SIZE));
+                }
+            }),
+        ));
+        let raw = &raws[k];
+        systems.push((
+            format!("raw_redb {}", label(n)),
+            n,
+            Box::new(move |from| {
+                for i in from..from + HITS {
+                    let key = raw_key(scattered(i, n), black_box(ARG));
+                    black_box(raw.get(key).expect("a hit"));
+                }
+            }),
+        ));
+    }
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+    for round in 0..=rounds {
+        let from = round as u64 * HITS;
+        let mut order: Vec<usize> = (0..systems.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let start = Instant::now();
+            (systems[k].2)(from);
+            if round > 0 {
+                ns[k].push(start.elapsed().as_nanos() as f64 / HITS as f64);
+            }
+        }
+    }
+    for (_, d) in &stores {
+        assert_eq!(d.stats().misses, 0, "the fixtures hold every key");
+    }
+    println!("| store | median ns/hit |");
+    println!("|---|---:|");
+    for (k, (name, _, _)) in systems.iter().enumerate() {
+        println!("| {name} | {:.0} |", median_of(&mut ns[k].clone()));
+    }
+    let ratio = |a: usize, b: usize| {
+        let mut r: Vec<f64> = ns[a].iter().zip(&ns[b]).map(|(x, y)| x / y).collect();
+        median_of(&mut r)
+    };
+    // Indexes: 0 ckpt small, 1 raw small, 2 ckpt large, 3 raw large.
+    for (k, &n) in sizes.iter().enumerate() {
+        let r = ratio(2 * k, 2 * k + 1);
+        println!(
+            "{{\"case\":\"hit_by_entries_ab\",\"entries\":{n},\"ckpt_ns\":{:.1},\"raw_ns\":{:.1},\
+             \"ratio_to_raw\":{r:.4},\"rounds\":{rounds},\"hits\":{HITS}}}",
+            median_of(&mut ns[2 * k].clone()),
+            median_of(&mut ns[2 * k + 1].clone()),
+        );
+    }
+    println!(
+        "{{\"case\":\"large_vs_small\",\"ckpt\":{:.4},\"raw_redb\":{:.4}}}",
+        ratio(2, 0),
+        ratio(3, 1)
+    );
+}
+
 criterion_group!(benches, hit_by_entries, open_by_entries);
 
 fn main() {
@@ -207,6 +302,11 @@ fn main() {
             .get(2)
             .map_or(large_count(), |v| v.parse().expect("a count"));
         mem(system, entries);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("ab") {
+        let rounds = args.get(1).filter(|a| !a.starts_with("--"));
+        ab(rounds.map_or(15, |v| v.parse().expect("a round count")));
         return;
     }
     benches();
