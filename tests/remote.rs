@@ -437,6 +437,110 @@ fn a_full_publish_queue_drops_the_oldest_and_never_blocks_a_call() {
     drop(silent);
 }
 
+/// A fake S3 endpoint that answers each PUT only after `delay`, as a distant server would:
+/// counts the PUTs and the most requests it held at once. It speaks just enough HTTP/1.1 for
+/// object_store's client (keep-alive, `Content-Length` bodies, an `ETag` on every answer).
+struct SlowS3 {
+    port: u16,
+    puts: std::sync::Arc<AtomicUsize>,
+    most_at_once: std::sync::Arc<AtomicUsize>,
+}
+
+fn slow_s3(delay: Duration) -> SlowS3 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::Arc;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let puts = Arc::new(AtomicUsize::new(0));
+    let most_at_once = Arc::new(AtomicUsize::new(0));
+    let now = Arc::new(AtomicUsize::new(0));
+    let (p, m) = (Arc::clone(&puts), Arc::clone(&most_at_once));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let (puts, most, now) = (Arc::clone(&p), Arc::clone(&m), Arc::clone(&now));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push(line),
+                        }
+                    }
+                    let len = head
+                        .iter()
+                        .find_map(|h| {
+                            let (k, v) = h.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    std::thread::sleep(delay);
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let answer = if head[0].starts_with("PUT ") {
+                        puts.fetch_add(1, Ordering::SeqCst);
+                        "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                    };
+                    if conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    SlowS3 {
+        port,
+        puts,
+        most_at_once,
+    }
+}
+
+#[test]
+fn background_publishes_to_a_slow_server_run_concurrently_up_to_the_limit() {
+    let dir = TempDir::new("remote-concurrency");
+    for (concurrency, most) in [(4, 4), (1, 1)] {
+        let server = slow_s3(Duration::from_millis(200));
+        let remote = Remote::builder("s3://bucket/prefix")
+            .endpoint(&format!("http://127.0.0.1:{}", server.port))
+            .option("aws_access_key_id", "testing")
+            .option("aws_secret_access_key", "testing")
+            .check(RemoteCheck::Skip)
+            .publish_concurrency(concurrency)
+            .open()
+            .unwrap();
+        let path = dir.path().join(format!("c{concurrency}.redb"));
+        let s = store(&path, &remote, RemoteMode::ReadWrite);
+        let d = DecoratorCheckpoint::new(Function::new("remote", "id"), AutoIdentifier, s.clone());
+        // Saves only (no lookups): `save_all` queues one publish for each.
+        d.save_all((0..8u64).map(|x| (x, x))).unwrap();
+        s.flush().unwrap();
+        let r = s.stats().unwrap().remote.unwrap();
+        assert_eq!(r.publishes, 8, "{r:?}");
+        assert_eq!(server.puts.load(Ordering::SeqCst), 8);
+        let seen = server.most_at_once.load(Ordering::SeqCst);
+        if most == 1 {
+            assert_eq!(seen, 1, "one publisher, one request at a time");
+        } else {
+            // Eight jobs queued at once for four publishers.
+            assert!((2..=most).contains(&seen), "{seen} requests at once");
+        }
+    }
+}
+
 #[test]
 fn the_public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}

@@ -167,6 +167,7 @@ pub struct RemoteBuilder {
     breaker_failures: u32,
     breaker_pause: Duration,
     queue: usize,
+    publishers: usize,
     part: usize,
     check: RemoteCheck,
     /// S3 settings given here rather than through the environment (they win over it).
@@ -192,6 +193,7 @@ impl Remote {
             breaker_failures: 3,
             breaker_pause: Duration::from_secs(30),
             queue: 1024,
+            publishers: 4,
             part: 8 << 20,
             check: RemoteCheck::Probe,
             options: Vec::new(),
@@ -256,6 +258,25 @@ impl RemoteBuilder {
         self
     }
 
+    /// How many background publishes run at once (default 4, at least 1), each one upload in
+    /// flight. A publish to S3 waits tens of milliseconds for the server, so one at a time keeps
+    /// up with only a few dozen saves a second; beyond that the queue fills and drops. A large
+    /// record's upload holds up to three parts in memory ([`part_size`](Self::part_size)), so
+    /// this also bounds the memory of large publishes.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), ckpt::remote::RemoteError> {
+    /// let remote = ckpt::remote::Remote::builder("memory://")
+    ///     .publish_concurrency(16)
+    ///     .publish_queue(10_000)
+    ///     .open()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_concurrency(mut self, publishes: usize) -> Self {
+        self.publishers = publishes.max(1);
+        self
+    }
+
     /// Whether opening contacts the remote (default [`RemoteCheck::Probe`]).
     pub fn check(mut self, check: RemoteCheck) -> Self {
         self.check = check;
@@ -294,6 +315,10 @@ impl RemoteBuilder {
 
     pub(crate) fn queue_capacity(&self) -> usize {
         self.queue
+    }
+
+    pub(crate) fn publishers(&self) -> usize {
+        self.publishers
     }
 
     pub(crate) fn part_size_of(&self) -> usize {

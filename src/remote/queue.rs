@@ -1,5 +1,6 @@
 //! The background publishes' queue: bounded, never blocking the caller (a full queue drops its
-//! oldest job), and waitable until empty (`flush`, drop).
+//! oldest job), taken from by several workers, and waitable until empty and idle (`flush`,
+//! drop).
 
 use std::collections::VecDeque;
 
@@ -13,8 +14,8 @@ pub(crate) struct Queue<J> {
 
 struct State<J> {
     jobs: VecDeque<J>,
-    /// A job taken and not yet done.
-    busy: bool,
+    /// Jobs taken and not yet done.
+    busy: usize,
     stopped: bool,
 }
 
@@ -23,7 +24,7 @@ impl<J> Queue<J> {
         Queue {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
-                busy: false,
+                busy: 0,
                 stopped: false,
             }),
             changed: Condvar::new(),
@@ -46,7 +47,7 @@ impl<J> Queue<J> {
         let mut state = self.state.lock();
         loop {
             if let Some(job) = state.jobs.pop_front() {
-                state.busy = true;
+                state.busy += 1;
                 return Some(job);
             }
             if state.stopped {
@@ -57,19 +58,21 @@ impl<J> Queue<J> {
     }
 
     pub(crate) fn done(&self) {
-        self.state.lock().busy = false;
+        let mut state = self.state.lock();
+        state.busy = state.busy.saturating_sub(1);
+        drop(state);
         self.changed.notify_all();
     }
 
     /// Waits until every job pushed so far is done.
     pub(crate) fn wait_idle(&self) {
         let mut state = self.state.lock();
-        while !state.jobs.is_empty() || state.busy {
+        while !state.jobs.is_empty() || state.busy > 0 {
             self.changed.wait(&mut state);
         }
     }
 
-    /// Lets the worker finish the jobs left, then end.
+    /// Lets the workers finish the jobs left, then end.
     pub(crate) fn stop(&self) {
         self.state.lock().stopped = true;
         self.changed.notify_all();
@@ -92,5 +95,41 @@ mod tests {
         q.done();
         assert_eq!(q.next(), None);
         q.wait_idle();
+    }
+
+    #[test]
+    fn waiting_for_idle_waits_for_every_worker() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Duration;
+
+        let q = Arc::new(Queue::new(16));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let (q, finished) = (Arc::clone(&q), Arc::clone(&finished));
+                std::thread::spawn(move || {
+                    while let Some(ms) = q.next() {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        finished.fetch_add(1, Ordering::SeqCst);
+                        q.done();
+                    }
+                })
+            })
+            .collect();
+        // The slowest job is taken first: the queue empties long before it is done.
+        for ms in [300, 1, 1, 1, 1] {
+            q.push(ms);
+        }
+        q.wait_idle();
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            5,
+            "idle before every job was done"
+        );
+        q.stop();
+        for w in workers {
+            w.join().unwrap();
+        }
     }
 }

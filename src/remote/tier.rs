@@ -164,7 +164,8 @@ const PARKED_MAX: usize = 64;
 
 pub(crate) struct Tier {
     shared: Arc<TierShared>,
-    worker: Option<JoinHandle<()>>,
+    /// The background publishers (none unless read-write with background publishing).
+    workers: Vec<JoinHandle<()>>,
 }
 
 struct TierShared {
@@ -240,8 +241,13 @@ impl Tier {
             served: Mutex::new(HashMap::new()),
             queue: Queue::new(capacity),
         });
-        let worker = (mode == RemoteMode::ReadWrite && publish == PublishMode::Background)
-            .then(|| {
+        let publishers = if mode == RemoteMode::ReadWrite && publish == PublishMode::Background {
+            shared.remote.options().publishers()
+        } else {
+            0
+        };
+        let workers = (0..publishers)
+            .filter_map(|_| {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name("ckpt-publish".into())
@@ -253,8 +259,8 @@ impl Tier {
                     })
                     .ok()
             })
-            .flatten();
-        Tier { shared, worker }
+            .collect();
+        Tier { shared, workers }
     }
 
     pub(crate) fn mode(&self) -> RemoteMode {
@@ -511,7 +517,7 @@ impl Tier {
             return false;
         }
         let leased = matches!(s.dedup, Dedup::Lease { .. }) && s.leased.lock().contains_key(id);
-        s.publish == PublishMode::Sync || self.worker.is_none() || leased
+        s.publish == PublishMode::Sync || self.workers.is_empty() || leased
     }
 
     /// Whether a miss takes a lease before it is computed (`Dedup::Lease`, read-write only).
@@ -658,7 +664,7 @@ impl Tier {
 
     /// Waits for the background publishes queued so far.
     pub(crate) fn flush(&self) {
-        if self.worker.is_some() {
+        if !self.workers.is_empty() {
             self.shared.queue.wait_idle();
         }
     }
@@ -667,7 +673,7 @@ impl Tier {
 impl Drop for Tier {
     fn drop(&mut self) {
         self.shared.queue.stop();
-        if let Some(worker) = self.worker.take() {
+        for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
