@@ -542,6 +542,43 @@ fn background_publishes_to_a_slow_server_run_concurrently_up_to_the_limit() {
 }
 
 #[test]
+fn a_panicking_warning_hook_on_the_publish_thread_does_not_wedge_flush_or_drop() {
+    // Only this test's warnings (they name its bucket) panic; while the hook is set, the other
+    // tests' go nowhere.
+    ckpt::set_warning_hook(|e| {
+        if e.to_string().contains("hook-panics") {
+            panic!("the app's warning hook panicked on: {e}");
+        }
+    });
+    let dir = TempDir::new("remote-hook-panics");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let remote = Remote::builder("s3://hook-panics/prefix")
+        .endpoint(&format!("http://{}", silent.local_addr().unwrap()))
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .timeout(Duration::from_millis(200))
+        .check(RemoteCheck::Skip)
+        .open()
+        .unwrap();
+    let s = store(&dir.store_path(), &remote, RemoteMode::ReadWrite);
+    let d = DecoratorCheckpoint::new(Function::new("remote", "id"), AutoIdentifier, s.clone());
+    // A save only: its publish fails on the publish thread, whose warning panics.
+    d.save_all([(1u64, 1u64)]).unwrap();
+    drop(d);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        s.flush().unwrap();
+        let failures = s.stats().unwrap().remote.unwrap().publish_failures;
+        drop(s);
+        let _ = done.send(failures);
+    });
+    let finished = finished.recv_timeout(Duration::from_secs(20));
+    ckpt::reset_warning_hook();
+    assert_eq!(finished, Ok(1), "flush and drop still waited after 20 s");
+    drop(silent);
+}
+
+#[test]
 fn the_public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Remote>();

@@ -2,7 +2,7 @@
 //! oldest job), taken from by several workers, and waitable until empty and idle (`flush`,
 //! drop).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -13,9 +13,12 @@ pub(crate) struct Queue<J> {
 }
 
 struct State<J> {
-    jobs: VecDeque<J>,
-    /// Jobs taken and not yet done.
-    busy: usize,
+    /// Waiting jobs, each with its number (in push order).
+    jobs: VecDeque<(u64, J)>,
+    /// The numbers of the jobs taken and not yet done.
+    busy: BTreeSet<u64>,
+    /// The number the next job pushed gets.
+    next: u64,
     stopped: bool,
 }
 
@@ -24,7 +27,8 @@ impl<J> Queue<J> {
         Queue {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
-                busy: 0,
+                busy: BTreeSet::new(),
+                next: 0,
                 stopped: false,
             }),
             changed: Condvar::new(),
@@ -36,19 +40,22 @@ impl<J> Queue<J> {
     pub(crate) fn push(&self, job: J) -> bool {
         let mut state = self.state.lock();
         let dropped = state.jobs.len() >= self.capacity && state.jobs.pop_front().is_some();
-        state.jobs.push_back(job);
+        let number = state.next;
+        state.next += 1;
+        state.jobs.push_back((number, job));
         drop(state);
         self.changed.notify_all();
         dropped
     }
 
-    /// The next job (marked busy until [`done`](Self::done)), or `None` once stopped and empty.
-    pub(crate) fn next(&self) -> Option<J> {
+    /// The next job and its number (busy until [`done`](Self::done) with that number), or
+    /// `None` once stopped and empty.
+    pub(crate) fn next(&self) -> Option<(u64, J)> {
         let mut state = self.state.lock();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
-                state.busy += 1;
-                return Some(job);
+            if let Some((number, job)) = state.jobs.pop_front() {
+                state.busy.insert(number);
+                return Some((number, job));
             }
             if state.stopped {
                 return None;
@@ -57,17 +64,22 @@ impl<J> Queue<J> {
         }
     }
 
-    pub(crate) fn done(&self) {
-        let mut state = self.state.lock();
-        state.busy = state.busy.saturating_sub(1);
-        drop(state);
+    pub(crate) fn done(&self, number: u64) {
+        self.state.lock().busy.remove(&number);
         self.changed.notify_all();
     }
 
-    /// Waits until every job pushed so far is done.
+    /// Waits until every job pushed before the call is done (or dropped). Jobs pushed while it
+    /// waits are not waited for: a flush ends even while other threads keep saving.
     pub(crate) fn wait_idle(&self) {
         let mut state = self.state.lock();
-        while !state.jobs.is_empty() || state.busy > 0 {
+        let before = state.next;
+        loop {
+            let waiting = state.jobs.front().is_some_and(|(n, _)| *n < before);
+            let running = state.busy.first().is_some_and(|n| *n < before);
+            if !waiting && !running {
+                return;
+            }
             self.changed.wait(&mut state);
         }
     }
@@ -88,11 +100,11 @@ mod tests {
         let q = Queue::new(2);
         assert!(!q.push(1) && !q.push(2));
         assert!(q.push(3));
-        assert_eq!(q.next(), Some(2));
-        q.done();
+        assert_eq!(q.next(), Some((1, 2)));
+        q.done(1);
         q.stop();
-        assert_eq!(q.next(), Some(3));
-        q.done();
+        assert_eq!(q.next(), Some((2, 3)));
+        q.done(2);
         assert_eq!(q.next(), None);
         q.wait_idle();
     }
@@ -109,10 +121,10 @@ mod tests {
             .map(|_| {
                 let (q, finished) = (Arc::clone(&q), Arc::clone(&finished));
                 std::thread::spawn(move || {
-                    while let Some(ms) = q.next() {
+                    while let Some((n, ms)) = q.next() {
                         std::thread::sleep(Duration::from_millis(ms));
                         finished.fetch_add(1, Ordering::SeqCst);
-                        q.done();
+                        q.done(n);
                     }
                 })
             })
@@ -131,5 +143,43 @@ mod tests {
         for w in workers {
             w.join().unwrap();
         }
+    }
+
+    #[test]
+    fn waiting_for_idle_does_not_wait_for_jobs_pushed_after() {
+        use std::time::{Duration, Instant};
+
+        let q = Queue::new(16);
+        q.push(1);
+        q.push(2);
+        let (a, _) = q.next().unwrap();
+        let (b, _) = q.next().unwrap();
+        let finished = std::thread::scope(|s| {
+            let waiter = s.spawn(|| q.wait_idle());
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !waiter.is_finished(),
+                "idle while jobs pushed before are busy"
+            );
+            // Pushed while it waits: not waited for.
+            q.push(3);
+            q.done(a);
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !waiter.is_finished(),
+                "idle while a job pushed before is busy"
+            );
+            q.done(b);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !waiter.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let finished = waiter.is_finished();
+            // Let a waiter that waits for the late job end, so that the scope can.
+            let (c, _) = q.next().unwrap();
+            q.done(c);
+            finished
+        });
+        assert!(finished, "the wait waited for a job pushed after it began");
     }
 }

@@ -252,9 +252,13 @@ impl Tier {
                 std::thread::Builder::new()
                     .name("ckpt-publish".into())
                     .spawn(move || {
-                        while let Some(job) = shared.queue.next() {
-                            let _ = shared.publish_now(job);
-                            shared.queue.done();
+                        while let Some((number, job)) = shared.queue.next() {
+                            // A panic (the app's warning hook's, say) must not leave the job
+                            // busy: flush, drop and the exit hook wait for it.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                shared.publish_now(job)
+                            }));
+                            shared.queue.done(number);
                         }
                     })
                     .ok()
