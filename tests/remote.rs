@@ -579,6 +579,54 @@ fn a_panicking_warning_hook_on_the_publish_thread_does_not_wedge_flush_or_drop()
 }
 
 #[test]
+fn a_call_against_a_silent_remote_waits_one_timeout_and_counts_one_error() {
+    let dir = TempDir::new("remote-one-timeout");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for (label, dedup) in [
+        ("plain", ckpt::Dedup::None),
+        (
+            "leased",
+            ckpt::Dedup::Lease {
+                ttl: Duration::from_secs(3),
+            },
+        ),
+    ] {
+        let remote = Remote::builder("s3://bucket/prefix")
+            .endpoint(&format!("http://{}", silent.local_addr().unwrap()))
+            .option("aws_access_key_id", "testing")
+            .option("aws_secret_access_key", "testing")
+            .timeout(Duration::from_millis(300))
+            .breaker(10, Duration::from_secs(30))
+            .check(RemoteCheck::Skip)
+            .open()
+            .unwrap();
+        let s = Store::builder()
+            .remote(remote, RemoteMode::ReadWrite)
+            .dedup(dedup)
+            .open(dir.path().join(format!("{label}.redb")))
+            .unwrap();
+        let runs = AtomicUsize::new(0);
+        let started = Instant::now();
+        let d = DecoratorCheckpoint::new(Function::new("remote", "sq"), AutoIdentifier, s.clone())
+            .with_on_error(ckpt::OnError::Ignore);
+        assert_eq!(
+            d.call(3u64, |x| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                x * x
+            })
+            .unwrap(),
+            9
+        );
+        let took = started.elapsed();
+        let r = s.stats().unwrap().remote.unwrap();
+        // One lookup timed out: the second look and the lease did not ask again.
+        assert_eq!(r.errors, 1, "{label}: {r:?} after {took:?}");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+    drop(silent);
+}
+
+#[test]
 fn the_public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Remote>();

@@ -4,7 +4,7 @@
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -190,6 +190,9 @@ struct TierShared {
     /// means the object was of another type: it is replaced, as a damaged one is.
     served: Mutex<HashMap<CheckpointId, (UpdateVersion, u64)>>,
     queue: Queue<Job>,
+    /// Unique among the tiers of this process (an address may be reused by the next): the
+    /// key of a thread's memory of its last miss and failure.
+    serial: usize,
 }
 
 #[derive(Default)]
@@ -240,6 +243,10 @@ impl Tier {
             replace: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
             queue: Queue::new(capacity),
+            serial: {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Relaxed)
+            },
         });
         let publishers = if mode == RemoteMode::ReadWrite && publish == PublishMode::Background {
             shared.remote.options().publishers()
@@ -361,7 +368,7 @@ impl Tier {
         if s.mode == RemoteMode::Off {
             return Ok(None);
         }
-        if lookup == Lookup::Miss && just_missed(s, id) {
+        if lookup == Lookup::Miss && (just_missed(s, id) || just_failed(s, id)) {
             return Ok(None);
         }
         let miss = || {
@@ -403,8 +410,14 @@ impl Tier {
                 miss();
                 return Ok(None);
             }
-            Ok(Err(e)) => return Err(s.failed("cannot fetch a checkpoint", stable_reason(&e))),
-            Err(e) => return Err(s.failed("cannot fetch a checkpoint", e.reason())),
+            Ok(Err(e)) => {
+                failed_for(s, id);
+                return Err(s.failed("cannot fetch a checkpoint", stable_reason(&e)));
+            }
+            Err(e) => {
+                failed_for(s, id);
+                return Err(s.failed("cannot fetch a checkpoint", e.reason()));
+            }
         };
         s.remote.inner.breaker.succeeded();
         if let Some(max_age) = max_age_ms {
@@ -564,7 +577,9 @@ impl Tier {
         let Dedup::Lease { ttl } = s.dedup else {
             return Ok(Claimed::Unleased);
         };
-        if s.mode != RemoteMode::ReadWrite {
+        // Not after this call's lookup failed: the remote would most likely fail again, and
+        // the call would wait another timeout for it.
+        if s.mode != RemoteMode::ReadWrite || just_failed(s, id) {
             return Ok(Claimed::Unleased);
         }
         let ttl = ttl.max(MIN_TTL);
@@ -1037,18 +1052,41 @@ thread_local! {
 const MISS_MEMORY: Duration = Duration::from_secs(1);
 
 fn missed(tier: &TierShared, id: &CheckpointId) {
-    let at = std::ptr::from_ref(tier).addr();
+    let at = tier.serial;
     LAST_MISS.with(|m| m.set(Some((at, *id, Instant::now()))));
 }
 
 fn just_missed(tier: &TierShared, id: &CheckpointId) -> bool {
-    let at = std::ptr::from_ref(tier).addr();
+    let at = tier.serial;
     LAST_MISS.with(|m| match m.get() {
         Some((t, last, when)) if t == at && last == *id && when.elapsed() < MISS_MEMORY => {
             m.set(None);
             true
         }
         _ => false,
+    })
+}
+
+thread_local! {
+    /// The last failed lookup of this thread: (tier, id, when). The rest of the same call (the
+    /// second look after the single-flight join, the lease) does not ask again: a remote that
+    /// does not answer costs a call one timeout, and counts one error.
+    static LAST_FAILURE: std::cell::Cell<Option<(usize, CheckpointId, Instant)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+fn failed_for(tier: &TierShared, id: &CheckpointId) {
+    let at = tier.serial;
+    LAST_FAILURE.with(|m| m.set(Some((at, *id, Instant::now()))));
+}
+
+/// Whether this thread's lookup of `id` failed within `MISS_MEMORY` (not forgotten by asking:
+/// the second look and the lease both see it).
+fn just_failed(tier: &TierShared, id: &CheckpointId) -> bool {
+    let at = tier.serial;
+    LAST_FAILURE.with(|m| {
+        matches!(m.get(), Some((t, last, when))
+            if t == at && last == *id && when.elapsed() < MISS_MEMORY)
     })
 }
 
