@@ -437,29 +437,47 @@ fn a_full_publish_queue_drops_the_oldest_and_never_blocks_a_call() {
     drop(silent);
 }
 
-/// A fake S3 endpoint that answers each PUT only after `delay`, as a distant server would:
-/// counts the PUTs and the most requests it held at once. It speaks just enough HTTP/1.1 for
-/// object_store's client (keep-alive, `Content-Length` bodies, an `ETag` on every answer).
+/// A fake S3 endpoint on loopback, slow as a distant server is: it answers each PUT only after
+/// `put_delay` (keeping the object), and sends a GET's body `piece` bytes at a time with
+/// `piece_delay` between pieces. It counts the PUTs and the most requests it held at once, and
+/// speaks just enough HTTP/1.1 for object_store's client (keep-alive, `Content-Length` bodies,
+/// `ETag` and `Last-Modified` on answers).
 struct SlowS3 {
     port: u16,
     puts: std::sync::Arc<AtomicUsize>,
     most_at_once: std::sync::Arc<AtomicUsize>,
+    /// Objects by request path (`/bucket/key`).
+    objects: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
 }
 
-fn slow_s3(delay: Duration) -> SlowS3 {
+fn slow_s3(put_delay: Duration, piece: usize, piece_delay: Duration) -> SlowS3 {
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let puts = Arc::new(AtomicUsize::new(0));
-    let most_at_once = Arc::new(AtomicUsize::new(0));
+    let server = SlowS3 {
+        port,
+        puts: Arc::new(AtomicUsize::new(0)),
+        most_at_once: Arc::new(AtomicUsize::new(0)),
+        objects: Arc::new(Mutex::new(std::collections::HashMap::new())),
+    };
+    let (p, m, o) = (
+        Arc::clone(&server.puts),
+        Arc::clone(&server.most_at_once),
+        Arc::clone(&server.objects),
+    );
     let now = Arc::new(AtomicUsize::new(0));
-    let (p, m) = (Arc::clone(&puts), Arc::clone(&most_at_once));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            let (puts, most, now) = (Arc::clone(&p), Arc::clone(&m), Arc::clone(&now));
+            let _ = conn.set_nodelay(true);
+            let (puts, most, objects, now) = (
+                Arc::clone(&p),
+                Arc::clone(&m),
+                Arc::clone(&o),
+                Arc::clone(&now),
+            );
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut conn = conn;
@@ -485,35 +503,104 @@ fn slow_s3(delay: Duration) -> SlowS3 {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
+                    let mut words = head[0].split_whitespace();
+                    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    let path = path.split('?').next().unwrap_or("").to_string();
                     let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(at_once, Ordering::SeqCst);
-                    std::thread::sleep(delay);
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    let answer = if head[0].starts_with("PUT ") {
+                    let meta = "ETag: \"e\"\r\nLast-Modified: Wed, 02 Dec 2026 12:00:00 GMT\r\n";
+                    let sent = if method == "PUT" {
+                        std::thread::sleep(put_delay);
+                        objects.lock().unwrap().insert(path, body);
                         puts.fetch_add(1, Ordering::SeqCst);
-                        "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n"
+                        let answer = format!("HTTP/1.1 200 OK\r\n{meta}Content-Length: 0\r\n\r\n");
+                        conn.write_all(answer.as_bytes())
+                    } else if let Some(object) = objects.lock().unwrap().get(&path).cloned() {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\n{meta}Content-Length: {}\r\n\r\n",
+                            object.len()
+                        );
+                        let mut sent = conn.write_all(answer.as_bytes());
+                        if method == "GET" {
+                            for part in object.chunks(piece) {
+                                std::thread::sleep(piece_delay);
+                                sent = sent.and_then(|()| conn.write_all(part));
+                            }
+                        }
+                        sent
                     } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                        conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
                     };
-                    if conn.write_all(answer.as_bytes()).is_err() {
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    if sent.is_err() {
                         return;
                     }
                 }
             });
         }
     });
-    SlowS3 {
-        port,
-        puts,
-        most_at_once,
+    server
+}
+
+#[test]
+fn a_large_object_that_arrives_steadily_is_fetched_though_it_takes_longer_than_the_timeout() {
+    let dir = TempDir::new("remote-trickle");
+    let folder = dir.join("team");
+    let big: Vec<u64> = (0..200_000).map(|i| i * 7 + 1).collect(); // about 600 KB encoded
+    let f = |s: &Store| {
+        DecoratorCheckpoint::new(Function::new("remote", "big"), AutoIdentifier, s.clone())
+    };
+    // Published through a shared folder, then served by a slow S3 endpoint: 32 KiB every 50
+    // ms, about 0.9 s for the object, each piece well within the 500 ms timeout.
+    {
+        let shared = Remote::builder(&file_url(&folder))
+            .part_size(64 << 10)
+            .open()
+            .unwrap();
+        let a = store(&dir.join("a.redb"), &shared, RemoteMode::ReadWrite);
+        f(&a).call(1u8, |_| big.clone()).unwrap();
+        a.flush().unwrap();
     }
+    let server = slow_s3(Duration::ZERO, 32 << 10, Duration::from_millis(50));
+    for object in objects(&folder) {
+        let name = object.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&object).unwrap();
+        assert!(bytes.len() > 512 << 10, "{} bytes: streamed", bytes.len());
+        server
+            .objects
+            .lock()
+            .unwrap()
+            .insert(format!("/bucket/ckpt-v1/r/{name}"), bytes);
+    }
+    let remote = Remote::builder("s3://bucket")
+        .endpoint(&format!("http://127.0.0.1:{}", server.port))
+        .option("aws_access_key_id", "testing")
+        .option("aws_secret_access_key", "testing")
+        .timeout(Duration::from_millis(500))
+        .part_size(64 << 10)
+        .check(RemoteCheck::Skip)
+        .open()
+        .unwrap();
+    let b = store(&dir.join("b.redb"), &remote, RemoteMode::ReadWrite);
+    let started = Instant::now();
+    let got: Vec<u64> = f(&b)
+        .with_on_error(ckpt::OnError::Ignore)
+        .call(1u8, |_| Vec::new())
+        .unwrap();
+    let r = b.stats().unwrap().remote.unwrap();
+    assert!(
+        got == big,
+        "computed, not fetched: {r:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.hits, r.errors), (1, 0), "{r:?}");
 }
 
 #[test]
 fn background_publishes_to_a_slow_server_run_concurrently_up_to_the_limit() {
     let dir = TempDir::new("remote-concurrency");
     for (concurrency, most) in [(4, 4), (1, 1)] {
-        let server = slow_s3(Duration::from_millis(200));
+        let server = slow_s3(Duration::from_millis(200), 1 << 20, Duration::ZERO);
         let remote = Remote::builder("s3://bucket/prefix")
             .endpoint(&format!("http://127.0.0.1:{}", server.port))
             .option("aws_access_key_id", "testing")

@@ -157,6 +157,10 @@ pub enum RemoteCheck {
     Skip,
 }
 
+/// The S3 client's limit on one whole request, body included: far above any operation's own
+/// timeout, which ckpt enforces (see `RemoteBuilder::open`).
+const CLIENT_TIMEOUT: &str = "24h";
+
 /// Options for opening a [`Remote`].
 #[derive(Debug, Clone)]
 pub struct RemoteBuilder {
@@ -225,7 +229,9 @@ impl std::fmt::Debug for Remote {
 
 impl RemoteBuilder {
     /// The longest any one operation (a get, a put, with its retries) may take before it
-    /// counts as a failure (default 10 s).
+    /// counts as a failure (default 10 s). A large object, streamed in or out
+    /// ([`part_size`](Self::part_size)), is bounded piece by piece: each part or piece within
+    /// it, however long the whole takes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -382,15 +388,15 @@ impl RemoteBuilder {
                     },
                 };
                 // The timeouts as settings, not as a `ClientOptions`, which would replace every
-                // client setting read from the environment (AWS_ALLOW_HTTP among them).
+                // client setting read from the environment (AWS_ALLOW_HTTP among them). ckpt
+                // bounds every operation itself (a request within `timeout`, a streamed object
+                // each piece within it), so the client's own limit on a whole request, body
+                // included, is lifted: it would cut off a large object arriving steadily.
                 use object_store::ClientConfigKey as C;
                 use object_store::aws::AmazonS3ConfigKey as K;
                 let mut s3 = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url.as_str())
-                    .with_config(
-                        K::Client(C::Timeout),
-                        format!("{}ms", self.timeout.as_millis()),
-                    )
+                    .with_config(K::Client(C::Timeout), CLIENT_TIMEOUT)
                     .with_config(
                         K::Client(C::ConnectTimeout),
                         format!("{}ms", self.connect_timeout.as_millis()),

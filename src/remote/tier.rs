@@ -1034,7 +1034,11 @@ impl RemoteRecord {
                 s.damaged(&self.id, damage, self.version.clone());
                 Err(Error::corrupted("a remote object failed its checks"))
             }
-            Err(Fault::Remote(reason)) => Err(s.failed("cannot fetch a checkpoint", reason)),
+            Err(Fault::Remote(reason)) => {
+                // As a failed lookup: the rest of the call does not ask again.
+                failed_for(s, &self.id);
+                Err(s.failed("cannot fetch a checkpoint", reason))
+            }
             Err(Fault::Local(e)) => Err(e),
         }
     }
