@@ -378,7 +378,7 @@ impl Store {
     /// ```
     ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the store has no remote
+    /// [`ErrorKind::Unsupported`] when the store has no remote
     /// in [`RemoteMode::ReadWrite`]; a storage error reading the file. A failed publish is not
     /// an error: it is counted in the report.
     pub fn push(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<PushReport, Error> {
@@ -443,9 +443,9 @@ impl Store {
     /// called after each object with the objects done and their total.
     ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the store has no remote
-    /// (or it is off); [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) on a read-only
-    /// store; [`ErrorKind::Remote`](crate::ErrorKind::Remote) when a fetch fails.
+    /// [`ErrorKind::Unsupported`] when the store has no remote
+    /// (or it is off); [`ErrorKind::ReadOnly`] on a read-only
+    /// store; [`ErrorKind::Remote`] when a fetch fails.
     pub fn pull(
         &self,
         objects: &[crate::remote::RemoteObject],
