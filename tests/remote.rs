@@ -325,6 +325,9 @@ fn bad_locations_are_typed_errors_at_open() {
     for (url, kind) in [
         ("not a url", RemoteErrorKind::InvalidUrl),
         ("ftp://host/x", RemoteErrorKind::UnsupportedScheme),
+        // A relative folder (`relative` would be a host) and a bucket left out.
+        ("file://relative/dir", RemoteErrorKind::InvalidUrl),
+        ("s3://", RemoteErrorKind::InvalidUrl),
     ] {
         let err = Remote::open(url).unwrap_err();
         assert_eq!(err.kind(), kind, "{url}: {err}");

@@ -350,6 +350,24 @@ impl RemoteBuilder {
         let url = self.url.clone();
         let parsed = url::Url::parse(&url)
             .map_err(|e| RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(Box::new(e))))?;
+        // What object_store would refuse as an unknown scheme, said for what it is.
+        let host = parsed.host_str().unwrap_or_default();
+        let misread = match parsed.scheme() {
+            "file" if !host.is_empty() && host != "localhost" => Some(format!(
+                "`{host}` reads as a host: a file:// URL names an absolute folder \
+                 (file:///{host}{})",
+                parsed.path()
+            )),
+            "s3" if host.is_empty() => Some("it names no bucket".to_string()),
+            _ => None,
+        };
+        if let Some(why) = misread {
+            return Err(RemoteError::new(
+                &url,
+                RemoteErrorKind::InvalidUrl,
+                Some(why.into()),
+            ));
+        }
         let (scheme, path) = object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| {
             RemoteError::new(&url, RemoteErrorKind::UnsupportedScheme, Some(Box::new(e)))
         })?;
