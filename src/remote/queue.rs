@@ -1,6 +1,6 @@
 //! The background publishes' queue: bounded, never blocking the caller (a full queue drops its
-//! oldest job), taken from by several workers, and waitable until empty and idle (`flush`,
-//! drop).
+//! oldest job), taken from by several workers, and waitable until the jobs pushed before the
+//! wait are done (`flush`, drop).
 
 use std::collections::{BTreeSet, VecDeque};
 
