@@ -545,23 +545,20 @@ fn slow_s3(put_delay: Duration, piece: usize, piece_delay: Duration) -> SlowS3 {
     server
 }
 
-#[test]
-fn a_large_object_that_arrives_steadily_is_fetched_though_it_takes_longer_than_the_timeout() {
-    let dir = TempDir::new("remote-trickle");
+/// A value whose record is large enough to be streamed (about 600 KB encoded, parts of 64
+/// KiB), published through a shared folder and then served by a slow S3 endpoint: 32 KiB every
+/// 50 ms, about 0.9 s for the object. Returns the endpoint (its objects loaded), a remote on it
+/// with `timeout`, and the value.
+fn trickled(dir: &TempDir, timeout: Duration) -> (SlowS3, Remote, Vec<u64>) {
     let folder = dir.join("team");
-    let big: Vec<u64> = (0..200_000).map(|i| i * 7 + 1).collect(); // about 600 KB encoded
-    let f = |s: &Store| {
-        DecoratorCheckpoint::new(Function::new("remote", "big"), AutoIdentifier, s.clone())
-    };
-    // Published through a shared folder, then served by a slow S3 endpoint: 32 KiB every 50
-    // ms, about 0.9 s for the object, each piece well within the 500 ms timeout.
+    let big: Vec<u64> = (0..200_000).map(|i| i * 7 + 1).collect();
     {
         let shared = Remote::builder(&file_url(&folder))
             .part_size(64 << 10)
             .open()
             .unwrap();
         let a = store(&dir.join("a.redb"), &shared, RemoteMode::ReadWrite);
-        f(&a).call(1u8, |_| big.clone()).unwrap();
+        big_fn(&a).call(1u8, |_| big.clone()).unwrap();
         a.flush().unwrap();
     }
     let server = slow_s3(Duration::ZERO, 32 << 10, Duration::from_millis(50));
@@ -579,14 +576,26 @@ fn a_large_object_that_arrives_steadily_is_fetched_though_it_takes_longer_than_t
         .endpoint(&format!("http://127.0.0.1:{}", server.port))
         .option("aws_access_key_id", "testing")
         .option("aws_secret_access_key", "testing")
-        .timeout(Duration::from_millis(500))
+        .timeout(timeout)
         .part_size(64 << 10)
         .check(RemoteCheck::Skip)
         .open()
         .unwrap();
+    (server, remote, big)
+}
+
+fn big_fn(s: &Store) -> DecoratorCheckpoint<AutoIdentifier, Store> {
+    DecoratorCheckpoint::new(Function::new("remote", "big"), AutoIdentifier, s.clone())
+}
+
+#[test]
+fn a_large_object_that_arrives_steadily_is_fetched_though_it_takes_longer_than_the_timeout() {
+    let dir = TempDir::new("remote-trickle");
+    // Each 50 ms piece well within the 500 ms timeout; the whole, about 0.9 s, not.
+    let (_server, remote, big) = trickled(&dir, Duration::from_millis(500));
     let b = store(&dir.join("b.redb"), &remote, RemoteMode::ReadWrite);
     let started = Instant::now();
-    let got: Vec<u64> = f(&b)
+    let got: Vec<u64> = big_fn(&b)
         .with_on_error(ckpt::OnError::Ignore)
         .call(1u8, |_| Vec::new())
         .unwrap();
@@ -597,6 +606,37 @@ fn a_large_object_that_arrives_steadily_is_fetched_though_it_takes_longer_than_t
         started.elapsed()
     );
     assert_eq!((r.hits, r.errors), (1, 0), "{r:?}");
+}
+
+#[test]
+fn a_large_backfill_does_not_hold_up_local_saves_while_it_downloads() {
+    let dir = TempDir::new("remote-backfill-lock");
+    let (_server, remote, big) = trickled(&dir, Duration::from_secs(5));
+    let b = store(&dir.join("b.redb"), &remote, RemoteMode::ReadWrite);
+    let small =
+        DecoratorCheckpoint::new(Function::new("remote", "small"), AutoIdentifier, b.clone());
+    let started = Instant::now();
+    let (got, began, saved_in) = std::thread::scope(|scope| {
+        let fetching = scope.spawn(|| big_fn(&b).call(1u8, |_| Vec::<u64>::new()).unwrap());
+        std::thread::sleep(Duration::from_millis(250));
+        // A local save while the object arrives.
+        let began = started.elapsed();
+        let t = Instant::now();
+        small.save_all([(1u64, 1u64)]).unwrap();
+        let saved_in = t.elapsed();
+        (fetching.join().unwrap(), began, saved_in)
+    });
+    let total = started.elapsed();
+    assert!(got == big, "computed, not fetched");
+    assert!(
+        saved_in < Duration::from_millis(300),
+        "a local save begun at {began:?} waited {saved_in:?}, for a download that took {total:?}"
+    );
+    assert!(
+        began + Duration::from_millis(300) < total,
+        "the save ({began:?}) began too late to overlap the download ({total:?})"
+    );
+    assert_eq!(b.stats().unwrap().remote.unwrap().backfills, 1);
 }
 
 #[test]

@@ -199,9 +199,10 @@ impl Shared {
         Ok(Some(kept))
     }
 
-    /// The backfill of a large object: streamed into the file's chunks as it arrives, checked
-    /// as it is (a damaged object leaves nothing behind), then lent from the file, so that the
-    /// record is never held whole.
+    /// The backfill of a large object: spooled to a temporary file beside the store as it
+    /// arrives, checked as it is (a damaged object leaves nothing behind), then saved from that
+    /// file into the store's chunks and lent from the store, so that the record is never held
+    /// whole, and the store's writer is held for a local copy, never for the network.
     #[allow(clippy::too_many_arguments)]
     fn backfill_streamed(
         &self,
@@ -210,32 +211,40 @@ impl Shared {
         value_type: Option<&'static str>,
         compute: Duration,
         saved_ms: u64,
-        remote: Box<RemoteRecord>,
+        mut remote: Box<RemoteRecord>,
         age: Duration,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<Option<bool>, Error> {
-        /// The download as the encoder a large save writes from.
-        struct Streamed(RefCell<RemoteRecord>, u64);
-        impl EncodeRecord for Streamed {
-            fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
-                self.0.borrow_mut().write_unsealed(out)
-            }
-            fn fingerprint(&self) -> u64 {
-                self.1
-            }
-        }
         let fingerprint = remote.fingerprint();
-        let source = Streamed(RefCell::new(*remote), fingerprint);
+        let source = match Spool::create(&self.path) {
+            Ok(mut spool) => match remote.write_unsealed(&mut spool) {
+                Ok(checksum) => Downloaded::Spooled(Spooled {
+                    spool: RefCell::new(spool),
+                    checksum,
+                    fingerprint,
+                }),
+                Err(_) if remote.was_damaged() => return Ok(None),
+                Err(e) => {
+                    // Not kept, and the stream is spent: the next call asks the remote again.
+                    not_kept(id, &e);
+                    return Err(e);
+                }
+            },
+            // No room beside the store (a folder it may not write): streamed into the save, as
+            // it arrives, the writer held meanwhile.
+            Err(_) => Downloaded::Streamed(RefCell::new(remote), fingerprint),
+        };
         let mut entry = LargeEntry::new(function, &source, compute);
         if let Some(name) = value_type {
             entry = entry.with_value_type(name);
         }
         entry.created_ms = Some(saved_ms);
         if let Err(e) = self.save_large(id, &entry, Commit::Relaxed) {
-            if source.0.borrow().was_damaged() {
+            if let Downloaded::Streamed(remote, _) = &source
+                && remote.borrow().was_damaged()
+            {
                 return Ok(None);
             }
-            // Not kept, and the stream is spent: the next call asks the remote again.
             not_kept(id, &e);
             return Err(e);
         }
@@ -647,6 +656,114 @@ impl Drop for ReleasedOffThread {
             // Refused only without a runtime: the guard then drops (and releases) here.
             let _ = crate::remote::off_thread(move || drop(guard));
         }
+    }
+}
+
+/// A temporary file beside the store that a large remote object is downloaded into before it
+/// is saved. On Unix it has no name once created (a crash leaves nothing behind); elsewhere it
+/// is removed when dropped.
+struct Spool {
+    file: std::fs::File,
+    #[cfg(not(unix))]
+    path: std::path::PathBuf,
+}
+
+impl Spool {
+    fn create(store: &std::path::Path) -> Result<Spool, Error> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            ".{}.ckpt-download-{}-{}",
+            store
+                .file_name()
+                .map_or_else(|| "store".into(), |n| n.to_string_lossy()),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = store.with_file_name(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(spool_error)?;
+        #[cfg(unix)]
+        {
+            let _ = std::fs::remove_file(&path);
+            Ok(Spool { file })
+        }
+        #[cfg(not(unix))]
+        Ok(Spool { file, path })
+    }
+}
+
+#[cfg(not(unix))]
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn spool_error(e: std::io::Error) -> Error {
+    Error::with_source(
+        crate::error::ErrorKind::Storage,
+        "cannot write a downloaded record beside the store",
+        e,
+    )
+}
+
+impl RecordSink for Spool {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        std::io::Write::write_all(&mut self.file, bytes).map_err(spool_error)
+    }
+}
+
+/// A large remote object as the encoder of its backfill: downloaded and checked already
+/// (`Spooled`), or, when no temporary file could be made, read from the network as the save
+/// writes (`Streamed`, checked as it is).
+enum Downloaded {
+    Spooled(Spooled),
+    Streamed(RefCell<Box<RemoteRecord>>, u64),
+}
+
+impl EncodeRecord for Downloaded {
+    fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
+        match self {
+            Downloaded::Spooled(spooled) => spooled.write_unsealed(out),
+            Downloaded::Streamed(remote, _) => remote.borrow_mut().write_unsealed(out),
+        }
+    }
+
+    fn fingerprint(&self) -> u64 {
+        match self {
+            Downloaded::Spooled(spooled) => spooled.fingerprint,
+            Downloaded::Streamed(_, fingerprint) => *fingerprint,
+        }
+    }
+}
+
+/// A downloaded record, checked, as the encoder a large save writes from.
+struct Spooled {
+    spool: RefCell<Spool>,
+    checksum: u64,
+    fingerprint: u64,
+}
+
+impl EncodeRecord for Spooled {
+    fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
+        use std::io::{Read, Seek};
+        let file = &mut self.spool.borrow_mut().file;
+        file.rewind().map_err(spool_error)?;
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(spool_error)?;
+            if n == 0 {
+                return Ok(self.checksum);
+            }
+            out.write(&buf[..n])?;
+        }
+    }
+
+    fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 }
 
