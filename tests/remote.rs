@@ -900,3 +900,44 @@ fn an_object_of_another_type_is_recomputed_and_replaced() {
     assert_eq!((rc.hits, rc.wrong_type), (1, 0));
     assert_eq!(team.objects().unwrap().len(), 1);
 }
+
+#[test]
+fn an_object_to_replace_that_is_removed_meanwhile_is_created_again() {
+    let dir = TempDir::new("remote-replace-gone");
+    let team = Remote::open("memory://").unwrap();
+    let f = Function::new("remote", "typed");
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    DecoratorCheckpoint::new(f.clone(), AutoIdentifier, a.clone())
+        .call(3u64, |x| x * 2)
+        .unwrap();
+    a.flush().unwrap();
+    // A build returning text finds the number (to replace, on its version), and while it
+    // computes, the object is removed (as `ckpt remote gc` would).
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    let got = DecoratorCheckpoint::new(f.clone(), AutoIdentifier, b.clone())
+        .call(3u64, |x| {
+            let objects = team.objects().unwrap();
+            assert_eq!(team.remove(&objects).unwrap(), 1);
+            format!("x = {x}")
+        })
+        .unwrap();
+    assert_eq!(got, "x = 3");
+    b.flush().unwrap();
+    let rb = b.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (rb.wrong_type, rb.publishes, rb.already_present),
+        (1, 1, 0),
+        "published, not taken for another writer's replacement"
+    );
+    assert_eq!(team.objects().unwrap().len(), 1, "the result is in the remote");
+    // A third store of the same build is served by it.
+    let c = store(&dir.join("c.redb"), &team, RemoteMode::ReadWrite);
+    let runs = AtomicUsize::new(0);
+    let served = DecoratorCheckpoint::new(f, AutoIdentifier, c.clone())
+        .call(3u64, |x| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            format!("x = {x}")
+        })
+        .unwrap();
+    assert_eq!((served.as_str(), runs.load(Ordering::SeqCst)), ("x = 3", 0));
+}

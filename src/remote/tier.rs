@@ -840,16 +840,26 @@ impl TierShared {
                 }
                 None => PutMode::Create,
             };
+            let update = matches!(mode, PutMode::Update(_));
             let options = PutOptions {
                 mode,
                 ..PutOptions::default()
             };
-            store.put_opts(&at, payload, options).await.map(|_| ())
+            match store.put_opts(&at, payload.clone(), options).await {
+                // A store answers a conditional update of a missing object with a failed
+                // precondition too: the damaged object may have been removed meanwhile (`ckpt
+                // remote gc`). Created, then, unless another writer's object is there by now.
+                Err(object_store::Error::Precondition { .. }) if update => store
+                    .put_opts(&at, payload, PutMode::Create.into())
+                    .await
+                    .map(|_| ()),
+                put => put.map(|_| ()),
+            }
         });
         match put {
             Ok(Ok(())) => self.published(len, was_replacing),
             // Results are write-once: someone published this id first (or replaced the damaged
-            // object first).
+            // object first; a store may report a create that lost as a failed precondition).
             Ok(Err(object_store::Error::AlreadyExists { .. }))
             | Ok(Err(object_store::Error::Precondition { .. })) => {
                 inner.breaker.succeeded();
