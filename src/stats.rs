@@ -338,7 +338,8 @@ pub struct RemoteStats {
     pub publish_failures: u64,
     /// Background publishes dropped because the queue was full.
     pub dropped_publishes: u64,
-    /// Remote objects that failed their checks (misses; replaced by the next save).
+    /// Remote objects that failed their checks (misses; replaced by the next save), each
+    /// counted once however often it is found again before it is replaced.
     pub corrupt: u64,
     /// Remote objects of another type than the caller's (its type changed, its version did
     /// not): served, decoded as a mismatch, computed again, and replaced by the next publish.

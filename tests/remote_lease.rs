@@ -589,3 +589,67 @@ fn an_async_call_cancelled_while_it_waits_for_a_lease_stops_polling() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_damaged_object_found_while_waiting_for_a_lease_is_counted_once() {
+    let dir = TempDir::new("lease-damaged");
+    let folder = dir.join("remote");
+    let team = Remote::open(&file_url(&folder)).unwrap();
+    // A store without leases publishes the result, and the object is damaged in the folder.
+    {
+        let c = Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .open(dir.join("c.redb"))
+            .unwrap();
+        assert_eq!(slow(&c).call(5u64, |x| x + 1).unwrap(), 6);
+    }
+    let objects = files(&folder, "r");
+    assert_eq!(objects.len(), 1);
+    let mut bytes = std::fs::read(&objects[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&objects[0], bytes).unwrap();
+
+    // a finds it damaged and computes under its lease; b finds it damaged too, then waits for
+    // a's lease, polling the same damaged object until a replaces it.
+    let ttl = Duration::from_secs(20);
+    let a = leased_store(&dir.join("a.redb"), &team, ttl);
+    let b = leased_store(&dir.join("b.redb"), &team, ttl);
+    let leading = Arc::new(Barrier::new(2));
+    let leader = {
+        let (a, b, leading) = (a.clone(), b.clone(), Arc::clone(&leading));
+        std::thread::spawn(move || {
+            slow(&a)
+                .call(5u64, |x| {
+                    leading.wait();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
+                        assert!(Instant::now() < deadline, "b never waited");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    // Long enough for several of b's polls (50 ms, doubling).
+                    std::thread::sleep(Duration::from_millis(1600));
+                    x + 1
+                })
+                .unwrap()
+        })
+    };
+    leading.wait();
+    let runs_b = AtomicUsize::new(0);
+    let got = slow(&b)
+        .call(5u64, |x| {
+            runs_b.fetch_add(1, Ordering::SeqCst);
+            x + 1
+        })
+        .unwrap();
+    assert_eq!((leader.join().unwrap(), got), (6, 6));
+    assert_eq!(runs_b.load(Ordering::SeqCst), 0, "b was served a's result");
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (r.lease_waits, r.lease_served, r.corrupt, r.misses),
+        (1, 1, 1, 1),
+        "one damaged object, found by one local miss: {r:?}"
+    );
+    let r = a.stats().unwrap().remote.unwrap();
+    assert_eq!((r.corrupt, r.replaced), (1, 1), "{r:?}");
+}

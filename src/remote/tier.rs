@@ -450,7 +450,7 @@ impl Tier {
                         }))
                     }
                     Err(damage) => {
-                        s.damaged(id, damage, version);
+                        s.damaged(id, damage, version, lookup);
                         Ok(None)
                     }
                 }
@@ -468,12 +468,13 @@ impl Tier {
                             id: *id,
                             version,
                             download,
+                            lookup,
                             damaged: false,
                         })),
                     }))
                 }
                 Err(Fault::Damaged(damage)) => {
-                    s.damaged(id, damage, version);
+                    s.damaged(id, damage, version, lookup);
                     Ok(None)
                 }
                 Err(Fault::Remote(reason)) => Err(s.failed("cannot fetch a checkpoint", reason)),
@@ -720,12 +721,24 @@ impl TierShared {
         remember(&mut self.served.lock(), id, (version, fingerprint));
     }
 
-    /// Counts a damaged object under `id` (a miss) and remembers it for replacement.
-    fn damaged(&self, id: &CheckpointId, damage: Damaged, version: UpdateVersion) {
+    /// Counts a damaged object under `id` and remembers it for replacement; after a local miss
+    /// ([`Lookup::Miss`]), counts the miss too. An object is counted (and warned of) once: a
+    /// waiter polling for another machine's result, or a store that does not replace it (read
+    /// only), may find the same damaged object again and again.
+    fn damaged(&self, id: &CheckpointId, damage: Damaged, version: UpdateVersion, lookup: Lookup) {
         let c = &self.counters;
+        if lookup == Lookup::Miss {
+            bump(&c.misses);
+            missed(self, id);
+        }
+        {
+            let mut replace = self.replace.lock();
+            if replace.get(id) == Some(&version) {
+                return;
+            }
+            remember(&mut replace, id, version);
+        }
         bump(&c.corrupt);
-        bump(&c.misses);
-        missed(self, id);
         tracing::warn!(
             target: "ckpt",
             url = self.remote.url(),
@@ -733,7 +746,6 @@ impl TierShared {
             damage = ?damage,
             "a remote object failed its checks: a miss; the next save replaces it"
         );
-        self.remember_replace(id, version);
     }
 
     /// The next publish of `id` replaces the object of `version` instead of creating one.
@@ -979,6 +991,7 @@ pub(crate) struct RemoteRecord {
     id: CheckpointId,
     version: UpdateVersion,
     download: Download,
+    lookup: Lookup,
     damaged: bool,
 }
 
@@ -1041,7 +1054,7 @@ impl RemoteRecord {
             }
             Err(Fault::Damaged(damage)) => {
                 self.damaged = true;
-                s.damaged(&self.id, damage, self.version.clone());
+                s.damaged(&self.id, damage, self.version.clone(), self.lookup);
                 Err(Error::corrupted("a remote object failed its checks"))
             }
             Err(Fault::Remote(reason)) => {
