@@ -941,3 +941,51 @@ fn an_object_to_replace_that_is_removed_meanwhile_is_created_again() {
         .unwrap();
     assert_eq!((served.as_str(), runs.load(Ordering::SeqCst)), ("x = 3", 0));
 }
+
+#[test]
+fn an_object_stamped_in_the_future_is_backfilled_as_saved_now() {
+    use ckpt::store::ManualClock;
+    let dir = TempDir::new("remote-future");
+    let folder = dir.join("team");
+    let team = Remote::open(&file_url(&folder)).unwrap();
+    let runs = AtomicUsize::new(0);
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    assert_eq!(square(&a, 7, &runs), 49);
+    a.flush().unwrap();
+    // The server's clock runs a day ahead: the object's write time is tomorrow.
+    let now = std::time::SystemTime::now();
+    let objects = objects(&folder);
+    assert_eq!(objects.len(), 1);
+    std::fs::File::options()
+        .write(true)
+        .open(&objects[0])
+        .unwrap()
+        .set_modified(now + Duration::from_secs(24 * 3600))
+        .unwrap();
+
+    let clock = ManualClock::new(now);
+    let b = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .clock(clock.clone())
+        .open(dir.join("b.redb"))
+        .unwrap();
+    let minutely =
+        DecoratorCheckpoint::new(Function::new("remote", "square"), AutoIdentifier, b.clone())
+            .with_max_age(Duration::from_secs(60));
+    let compute = |x: u64| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        x * x
+    };
+    assert_eq!(minutely.call(7u64, compute).unwrap(), 49);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a remote hit");
+    let entry = b.entries().unwrap().remove(0);
+    assert!(
+        entry.created <= now,
+        "backfilled as saved {:?} after now",
+        entry.created.duration_since(now).unwrap_or_default()
+    );
+    // Two minutes later the backfilled entry is past the function's max age.
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(minutely.call(7u64, compute).unwrap(), 49);
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "expired: computed again");
+}
