@@ -929,7 +929,11 @@ fn an_object_to_replace_that_is_removed_meanwhile_is_created_again() {
         (1, 1, 0),
         "published, not taken for another writer's replacement"
     );
-    assert_eq!(team.objects().unwrap().len(), 1, "the result is in the remote");
+    assert_eq!(
+        team.objects().unwrap().len(),
+        1,
+        "the result is in the remote"
+    );
     // A third store of the same build is served by it.
     let c = store(&dir.join("c.redb"), &team, RemoteMode::ReadWrite);
     let runs = AtomicUsize::new(0);

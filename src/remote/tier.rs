@@ -779,7 +779,7 @@ impl TierShared {
             } => (len, fingerprint, stream),
         };
         if len > self.remote.options().stream_above() {
-            return self.put_streamed(&named, len, stream);
+            return self.put_streamed(&named, len, fingerprint, stream);
         }
         // Short enough for one request: read whole.
         let mut record = Vec::with_capacity(len as usize);
@@ -886,7 +886,13 @@ impl TierShared {
     /// Publishes a large record as a multipart upload fed from the local file, checked as it
     /// is read. A multipart upload cannot be create-if-absent: the object is looked for first
     /// (two machines racing may both upload the same record bytes; the last complete wins).
-    fn put_streamed(&self, job: &Named<'_>, len: u64, stream: LocalStream) -> Published {
+    fn put_streamed(
+        &self,
+        job: &Named<'_>,
+        len: u64,
+        fingerprint: Option<u64>,
+        stream: LocalStream,
+    ) -> Published {
         let c = &self.counters;
         let inner = &self.remote.inner;
         let options = self.remote.options();
@@ -917,11 +923,24 @@ impl TierShared {
         let header = object::encode_header(job.id, job.function, job.value_type, len);
         let mut failed = upload.write(&header).err();
         let mut check = record::RecordCheck::new();
+        // The record's first 24 bytes, for its type fingerprint (bytes 16..24).
+        let mut head = Vec::with_capacity(24);
         let streamed = if failed.is_none() {
             stream(&mut |bytes| {
                 check.feed(bytes);
                 if check.len() > len {
                     return false;
+                }
+                if head.len() < 24 {
+                    let was = head.len();
+                    head.extend_from_slice(&bytes[..bytes.len().min(24 - was)]);
+                    // Another record under the id since it was queued (one of another type,
+                    // saved since): not published under this one's header.
+                    if head.len() == 24
+                        && fingerprint.is_some_and(|f| head[16..24] != f.to_le_bytes())
+                    {
+                        return false;
+                    }
                 }
                 match upload.write(bytes) {
                     Ok(()) => true,
@@ -1129,4 +1148,67 @@ fn check(
     }
     let (parsed, _) = record::parse(record).map_err(|_| Damaged::Record)?;
     Ok((header, parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large record (streamed from the local file when published) and its fingerprint.
+    fn large_record() -> (Vec<u8>, u64) {
+        let record = record::encode(&vec![7u8; 1 << 20], Duration::ZERO).unwrap();
+        let fingerprint = u64::from_le_bytes(record[16..24].try_into().unwrap());
+        (record, fingerprint)
+    }
+
+    fn streamed(record: Vec<u8>, fingerprint: u64) -> RecordSource {
+        RecordSource::Streamed {
+            len: record.len() as u64,
+            fingerprint: Some(fingerprint),
+            stream: Box::new(move |sink| {
+                for piece in record.chunks(64 << 10) {
+                    if !sink(piece) {
+                        break;
+                    }
+                }
+                Ok(true)
+            }),
+        }
+    }
+
+    #[test]
+    fn a_large_record_of_another_type_than_the_one_queued_is_not_published() {
+        let remote = Remote::builder("memory://")
+            .part_size(64 << 10)
+            .open()
+            .unwrap();
+        let tier = Tier::new(
+            remote.clone(),
+            RemoteMode::ReadWrite,
+            PublishMode::Sync,
+            Dedup::None,
+        );
+        let function = Function::new("tier", "large");
+        let (record, fingerprint) = large_record();
+        assert!(record.len() as u64 > remote.options().stream_above());
+        let id = CheckpointId::from_u128(1);
+        // Queued as a record of another type; the local file holds this one by now.
+        let published = tier.publish_sync(
+            &id,
+            &function,
+            Some("another"),
+            streamed(record.clone(), fingerprint ^ 1),
+        );
+        assert_eq!(published, Published::Gone);
+        assert!(remote.objects().unwrap().is_empty());
+        // Its own type: published.
+        let published = tier.publish_sync(
+            &id,
+            &function,
+            Some("Vec<u8>"),
+            streamed(record, fingerprint),
+        );
+        assert_eq!(published, Published::Created);
+        assert_eq!(remote.objects().unwrap().len(), 1);
+    }
 }
