@@ -41,7 +41,8 @@
 ///
 /// # Options
 ///
-/// An optional first attribute `#[checkpoint(...)]` takes, in any order, comma-separated:
+/// An optional attribute `#[checkpoint(...)]`, before or after the doc comments, takes, in any
+/// order, comma-separated:
 /// * `version = "2"`: pin the version by hand (mops' function-logic-key); bump it to invalidate;
 /// * `depends = [helper, module::other]`: other `checkpoint!` functions this one calls; their
 ///   code versions fold into this one's, so editing a helper invalidates this function's results
@@ -222,8 +223,19 @@ macro_rules! checkpoint {
     (#[checkpoint($($opt:tt)*)] $($item:tt)*) => {
         $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) () () (wait) ()] $($item)* }
     };
+    // Attributes (doc comments) before `#[checkpoint(...)]`: moved after it, the same tokens as
+    // if written there.
+    (@before [$($seen:tt)*] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$attr:meta] $($item:tt)*) => {
+        $crate::checkpoint! { @before [$($seen)* #[$attr]] $($item)* }
+    };
+    (@before [$($seen:tt)*] $($item:tt)*) => {
+        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) () () (wait) ()] $($seen)* $($item)* }
+    };
     ($($item:tt)*) => {
-        $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) () () (wait) ()] $($item)* }
+        $crate::checkpoint! { @before [] $($item)* }
     };
 }
 

@@ -113,6 +113,41 @@ fn the_macro_hashes_the_code_of_the_function() {
     assert_ne!(id, AutoIdentifier.id_of(&moved, &(4u64,)).unwrap());
 }
 
+mod documented_after {
+    ckpt::checkpoint! {
+        #[checkpoint(cache = ckpt::MemoryCache::new(), version = "2")]
+        /// Twice the input.
+        #[inline]
+        pub fn double(x: u64) -> u64 { x * 2 }
+    }
+}
+
+mod documented_before {
+    ckpt::checkpoint! {
+        /// Twice the input.
+        #[inline]
+        #[checkpoint(cache = ckpt::MemoryCache::new(), version = "2")]
+        pub fn double(x: u64) -> u64 { x * 2 }
+    }
+}
+
+#[test]
+fn doc_comments_and_attributes_may_come_before_the_options() {
+    let after = documented_after::double::decorator().function();
+    let before = documented_before::double::decorator().function();
+    assert_eq!(
+        (documented_before::double(4), documented_after::double(4)),
+        (8, 8)
+    );
+    // The options were read (the version), and the code is hashed the same either way.
+    assert_eq!(before.version(), Some("2"));
+    assert!(before.code_hash().is_some());
+    assert_eq!(
+        (before.version(), before.code_hash()),
+        (after.version(), after.code_hash())
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // `version = ".."`.
 
