@@ -178,7 +178,6 @@ impl From<Error> for std::io::Error {
 }
 
 /// Why a store could not be opened. Every variant says what to do about it.
-#[derive(Debug)]
 pub struct OpenError {
     path: PathBuf,
     kind: OpenErrorKind,
@@ -259,6 +258,18 @@ impl OpenError {
     /// Why the open failed.
     pub fn kind(&self) -> &OpenErrorKind {
         &self.kind
+    }
+}
+
+/// With the message (and its advice) first: what `main` prints when it returns the error.
+impl fmt::Debug for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenError")
+            .field("message", &self.to_string())
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("source", &self.source)
+            .finish()
     }
 }
 

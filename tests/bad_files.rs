@@ -72,6 +72,9 @@ fn empty_file_is_not_a_store() {
     assert_actionable(&e);
     // The file is left alone.
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    // What `main` prints when it returns the error (its `Debug`) gives the advice too.
+    let debug = format!("{e:?}");
+    assert!(debug.contains(&format!("{:?}", e.to_string())), "{debug}");
 }
 
 #[test]

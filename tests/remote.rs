@@ -333,6 +333,9 @@ fn bad_locations_are_typed_errors_at_open() {
         assert_eq!(err.kind(), kind, "{url}: {err}");
         assert!(err.to_string().contains(url), "{err}");
         assert!(err.to_string().chars().next().unwrap().is_lowercase());
+        // What `main` prints when it returns the error (its `Debug`) says what is wrong too.
+        let debug = format!("{err:?}");
+        assert!(debug.contains(&format!("{:?}", err.to_string())), "{debug}");
     }
 }
 

@@ -6,7 +6,6 @@ use std::fmt;
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Why a remote tier could not be opened, naming its URL and what to do about it.
-#[derive(Debug)]
 pub struct RemoteError {
     url: String,
     kind: RemoteErrorKind,
@@ -52,6 +51,18 @@ impl RemoteError {
     /// Why it failed.
     pub fn kind(&self) -> RemoteErrorKind {
         self.kind
+    }
+}
+
+/// With the message (and its advice) first: what `main` prints when it returns the error.
+impl fmt::Debug for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteError")
+            .field("message", &self.to_string())
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("source", &self.source)
+            .finish()
     }
 }
 
