@@ -612,6 +612,25 @@ fn a_large_object_that_arrives_steadily_is_fetched_though_it_takes_longer_than_t
 }
 
 #[test]
+fn a_large_object_whose_first_bytes_never_come_in_time_costs_its_call_one_timeout() {
+    let dir = TempDir::new("remote-stalled-head");
+    // Each 50 ms piece later than the 20 ms timeout: the object's header never arrives.
+    let (_server, remote, big) = trickled(&dir, Duration::from_millis(20));
+    let b = store(&dir.join("b.redb"), &remote, RemoteMode::ReadWrite);
+    let got: Vec<u64> = big_fn(&b)
+        .with_on_error(ckpt::OnError::Ignore)
+        .call(1u8, |_| big.clone())
+        .unwrap();
+    assert!(got == big);
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (r.fetches, r.errors, r.hits),
+        (1, 1, 0),
+        "the call asked once, and did not ask again after the failure: {r:?}"
+    );
+}
+
+#[test]
 fn a_large_backfill_does_not_hold_up_local_saves_while_it_downloads() {
     let dir = TempDir::new("remote-backfill-lock");
     let (_server, remote, big) = trickled(&dir, Duration::from_secs(5));

@@ -477,7 +477,10 @@ impl Tier {
                     s.damaged(id, damage, version, lookup);
                     Ok(None)
                 }
-                Err(Fault::Remote(reason)) => Err(s.failed("cannot fetch a checkpoint", reason)),
+                Err(Fault::Remote(reason)) => {
+                    failed_for(s, id);
+                    Err(s.failed("cannot fetch a checkpoint", reason))
+                }
                 Err(Fault::Local(e)) => Err(e),
             },
         }
