@@ -430,3 +430,54 @@ fn an_async_call_publishes_nothing_its_read_only_file_refused() {
         );
     }
 }
+
+#[test]
+fn async_calls_against_a_silent_remote_with_leases_wait_one_timeout_each() {
+    let dir = TempDir::new("remote-async-one-timeout");
+    let (endpoint, _accept) = hanging_server();
+    let store = Store::builder()
+        .remote(
+            hanging_remote(&endpoint, Duration::from_millis(300)),
+            RemoteMode::ReadWrite,
+        )
+        .dedup(ckpt::Dedup::Lease {
+            ttl: Duration::from_secs(3),
+        })
+        .open(dir.store_path())
+        .unwrap();
+    let d = std::sync::Arc::new(
+        DecoratorCheckpoint::new(
+            Function::new("remote_async", "sq"),
+            AutoIdentifier,
+            store.clone(),
+        )
+        .with_on_error(ckpt::OnError::Ignore),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Several at once, so that their lookups and leases run on several of the remote's
+    // threads: the lease after a failed lookup must not ask again, on whatever thread.
+    let got = runtime.block_on(async {
+        let calls = (0..6u64).map(|x| {
+            let d = std::sync::Arc::clone(&d);
+            tokio::spawn(async move { d.call_async(x, |x| async move { x * x }).await.unwrap() })
+        });
+        let mut got = Vec::new();
+        for call in calls.collect::<Vec<_>>() {
+            got.push(call.await.unwrap());
+        }
+        got
+    });
+    assert_eq!(got, [0, 1, 4, 9, 16, 25]);
+    // The results' publishes fail too (counted as errors): waited for, and told apart.
+    store.flush().unwrap();
+    let r = store.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (r.errors - r.publish_failures, r.leases_taken),
+        (6, 0),
+        "one failed lookup a call, no lease asked after it: {r:?}"
+    );
+}

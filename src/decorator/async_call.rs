@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{DecoratorCheckpoint, Fetched, Leased, Mode, Reach, Refresh, nanos};
-use crate::cache::{Cache, Entry, LeaseGuard, PendingSave, block_on};
+use crate::cache::{Cache, Entry, Lease, LeaseGuard, PendingSave, block_on};
 use crate::error::{Error, ErrorKind};
 use crate::flight::{FLIGHTS, Joined, Landing, LeaderGuard, Leading};
 use crate::id::CheckpointId;
@@ -452,6 +452,8 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         Fut: Future<Output = R>,
     {
         let scope = self.cache.flight_scope();
+        // Whether the far tier failed this call's lookup (see the lease below).
+        let mut far_failed = false;
         let leader = loop {
             match FLIGHTS.join_task(scope, id) {
                 Joined::Leader(flight) => {
@@ -471,7 +473,10 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
                                     return Ok(lift(v));
                                 }
                             }
-                            Err(e) => self.fail(e)?,
+                            Err(e) => {
+                                far_failed = true;
+                                self.fail(e)?;
+                            }
                         }
                     }
                     break Some(flight);
@@ -498,9 +503,15 @@ impl<I, C: Cache> DecoratorCheckpoint<I, C> {
         };
         // Another machine may be computing it: wait for its result, or lease it (awaited: the
         // cache waits elsewhere, `Cache::lease_far`).
-        let lease = match self.cache.lease_far(&id) {
-            Some(pending) => pending.await,
-            None => self.cache.lease(&id),
+        // Not after the far tier failed this call's lookup: its lease would most likely fail
+        // too, after another timeout (the sync path skips it alike).
+        let lease = if far_failed {
+            Ok(Lease::Granted(LeaseGuard::none()))
+        } else {
+            match self.cache.lease_far(&id) {
+                Some(pending) => pending.await,
+                None => self.cache.lease(&id),
+            }
         };
         let lease = match self.leased(&id, lease, Reach::Near)? {
             Leased::Served(v) => {
