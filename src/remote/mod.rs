@@ -66,6 +66,8 @@ struct Inner {
     /// and a damaged object there is deleted and created again.
     conditional_update: bool,
     breaker: Breaker,
+    /// Parts of large uploads in flight at once, across this remote's uploads.
+    parts: Arc<stream::PartSlots>,
 }
 
 /// How a store uses its remote.
@@ -268,7 +270,9 @@ impl RemoteBuilder {
     /// flight. A publish to S3 waits tens of milliseconds for the server, so one at a time keeps
     /// up with only a few dozen saves a second; beyond that the queue fills and drops. A large
     /// record's upload holds up to three parts in memory ([`part_size`](Self::part_size)), so
-    /// this also bounds the memory of large publishes.
+    /// this also bounds the memory of large publishes. Their parts go up three at a time
+    /// whatever the number of uploads, each within the [`timeout`](Self::timeout) from when it is
+    /// sent: uploads at once share the link, they do not each take a third of it.
     ///
     /// ```
     /// # fn main() -> Result<(), ckpt::remote::RemoteError> {
@@ -451,6 +455,7 @@ impl RemoteBuilder {
                 prefix,
                 conditional_update,
                 breaker,
+                parts: stream::PartSlots::new(stream::IN_FLIGHT),
                 options: self,
             }),
         };

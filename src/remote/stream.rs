@@ -6,12 +6,14 @@
 //! Only the mechanics live here (requests, buffers, checks); the tier counts and decides.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use object_store::{MultipartUpload, PutPayload};
+use parking_lot::{Condvar, Mutex};
 
 use super::object::{self, Damaged, ObjectHeader};
 use super::runtime::{self, Running};
@@ -19,8 +21,47 @@ use crate::error::Error;
 use crate::id::CheckpointId;
 use crate::record::{self, RecordCheck, RecordSink};
 
-/// Parts of an upload sent at once: the memory a publish holds is about this many parts.
-const IN_FLIGHT: usize = 3;
+/// Parts of an upload sent at once: the memory a publish holds is about this many parts. Also
+/// the parts in flight at once to one remote, whatever the uploads ([`PartSlots`]).
+pub(crate) const IN_FLIGHT: usize = 3;
+
+/// The parts of large uploads in flight at once to one remote, shared by its uploads (several
+/// publish workers, `ckpt remote push`): each part must arrive within the timeout, which starts
+/// when the part is sent, so parts share the link a few at a time, not one set per upload.
+pub(crate) struct PartSlots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl PartSlots {
+    pub(crate) fn new(slots: usize) -> Arc<PartSlots> {
+        Arc::new(PartSlots {
+            free: Mutex::new(slots.max(1)),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// A slot, once one is free (a part in flight frees its slot when it ends, by itself: its
+    /// upload need not wait for it).
+    fn take(self: &Arc<PartSlots>) -> PartSlot {
+        let mut free = self.free.lock();
+        while *free == 0 {
+            self.freed.wait(&mut free);
+        }
+        *free -= 1;
+        PartSlot(Arc::clone(self))
+    }
+}
+
+/// A part's place in flight; freed when dropped.
+struct PartSlot(Arc<PartSlots>);
+
+impl Drop for PartSlot {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
+    }
+}
 
 /// Why a stream stopped short.
 #[derive(Debug)]
@@ -185,17 +226,24 @@ pub(crate) struct Upload {
     part: usize,
     buffer: Vec<u8>,
     running: VecDeque<Running<object_store::Result<()>>>,
+    slots: Arc<PartSlots>,
     timeout: Duration,
     sent: u64,
 }
 
 impl Upload {
-    pub(crate) fn new(upload: Box<dyn MultipartUpload>, part: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        upload: Box<dyn MultipartUpload>,
+        part: usize,
+        slots: Arc<PartSlots>,
+        timeout: Duration,
+    ) -> Self {
         Upload {
             upload,
             part,
             buffer: Vec::with_capacity(part),
             running: VecDeque::new(),
+            slots,
             timeout,
             sent: 0,
         }
@@ -217,8 +265,15 @@ impl Upload {
     fn send(&mut self) -> Result<(), String> {
         let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part));
         self.sent += full.len() as u64;
+        // The part's timeout starts once it has a slot, when it is sent.
+        let slot = self.slots.take();
         let put = self.upload.put_part(PutPayload::from(Bytes::from(full)));
-        let running = runtime::spawn(self.timeout, put).map_err(|e| e.reason())?;
+        let running = runtime::spawn(self.timeout, async move {
+            let sent = put.await;
+            drop(slot);
+            sent
+        })
+        .map_err(|e| e.reason())?;
         self.running.push_back(running);
         while self.running.len() >= IN_FLIGHT {
             self.wait_oldest()?;
@@ -268,5 +323,91 @@ impl Upload {
         }
         let mut upload = self.upload;
         let _ = runtime::run(self.timeout, async move { upload.abort().await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Parts in flight now, and the most seen at once.
+    #[derive(Default)]
+    struct Gauge {
+        now: AtomicUsize,
+        most: AtomicUsize,
+        done: AtomicUsize,
+    }
+
+    /// An upload whose every part takes 20 ms, counted by `gauge`.
+    #[derive(Debug)]
+    struct SlowParts(Arc<Gauge>);
+
+    impl std::fmt::Debug for Gauge {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Gauge")
+        }
+    }
+
+    type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+    impl MultipartUpload for SlowParts {
+        fn put_part(&mut self, _data: PutPayload) -> object_store::UploadPart {
+            let gauge = Arc::clone(&self.0);
+            Box::pin(async move {
+                let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+                gauge.most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                gauge.now.fetch_sub(1, Ordering::SeqCst);
+                gauge.done.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+
+        fn complete<'a, 'b>(
+            &'a mut self,
+        ) -> Boxed<'b, object_store::Result<object_store::PutResult>>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async {
+                Ok(object_store::PutResult {
+                    e_tag: None,
+                    version: None,
+                })
+            })
+        }
+
+        fn abort<'a, 'b>(&'a mut self) -> Boxed<'b, object_store::Result<()>>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[test]
+    fn uploads_at_once_share_the_parts_in_flight_to_one_remote() {
+        let gauge = Arc::new(Gauge::default());
+        let slots = PartSlots::new(IN_FLIGHT);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let (gauge, slots) = (Arc::clone(&gauge), Arc::clone(&slots));
+                scope.spawn(move || {
+                    let parts = Box::new(SlowParts(gauge));
+                    let mut upload = Upload::new(parts, 1024, slots, Duration::from_secs(10));
+                    upload.write(&[7u8; 10 * 1024]).unwrap();
+                    assert_eq!(upload.complete().unwrap(), 10 * 1024);
+                });
+            }
+        });
+        assert_eq!(gauge.done.load(Ordering::SeqCst), 40, "every part sent");
+        let most = gauge.most.load(Ordering::SeqCst);
+        assert!(most <= IN_FLIGHT, "{most} parts at once from 4 uploads");
+        assert_eq!(*slots.free.lock(), IN_FLIGHT, "every slot freed");
     }
 }

@@ -922,7 +922,12 @@ impl TierShared {
             Ok(upload) => upload,
             Err(reason) => return self.remote_failed(reason),
         };
-        let mut upload = Upload::new(upload, options.part_size_of(), timeout);
+        let mut upload = Upload::new(
+            upload,
+            options.part_size_of(),
+            Arc::clone(&inner.parts),
+            timeout,
+        );
         let header = object::encode_header(job.id, job.function, job.value_type, len);
         let mut failed = upload.write(&header).err();
         let mut check = record::RecordCheck::new();
