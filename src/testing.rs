@@ -120,6 +120,20 @@ pub fn as_if_without_zstd<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// While `f` runs, this thread cannot make the temporary file a large backfill is downloaded
+/// into (as in a folder the store may not write), so that a test can take the other way.
+#[cfg(feature = "remote")]
+pub fn without_spool<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            crate::store::NO_SPOOL.set(self.0);
+        }
+    }
+    let _reset = Reset(crate::store::NO_SPOOL.replace(true));
+    f()
+}
+
 /// Recomputes the checksum of `record` (at least a header long) after a test changed it.
 pub fn reseal(record: &mut [u8]) {
     let sum = xxhash_rust::xxh3::xxh3_64(&record[8..]);

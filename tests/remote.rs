@@ -694,6 +694,43 @@ fn background_publishes_to_a_slow_server_run_concurrently_up_to_the_limit() {
 }
 
 #[test]
+fn a_large_backfill_without_a_temporary_file_does_not_hold_up_local_saves_either() {
+    let dir = TempDir::new("remote-backfill-no-spool");
+    let (_server, remote, big) = trickled(&dir, Duration::from_secs(5));
+    let b = store(&dir.join("b.redb"), &remote, RemoteMode::ReadWrite);
+    let small =
+        DecoratorCheckpoint::new(Function::new("remote", "small"), AutoIdentifier, b.clone());
+    let started = Instant::now();
+    let (got, began, saved_in) = std::thread::scope(|scope| {
+        // No temporary file can be made beside the store (as in a folder it may not write).
+        let fetching = scope.spawn(|| {
+            ckpt::testing::without_spool(|| big_fn(&b).call(1u8, |_| Vec::<u64>::new()).unwrap())
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        let began = started.elapsed();
+        let t = Instant::now();
+        small.save_all([(1u64, 1u64)]).unwrap();
+        let saved_in = t.elapsed();
+        (fetching.join().unwrap(), began, saved_in)
+    });
+    let total = started.elapsed();
+    assert!(got == big, "computed, not fetched");
+    assert!(
+        saved_in < Duration::from_millis(300),
+        "a local save begun at {began:?} waited {saved_in:?}, for a download that took {total:?}"
+    );
+    assert!(
+        began + Duration::from_millis(300) < total,
+        "the save ({began:?}) began too late to overlap the download ({total:?})"
+    );
+    // Kept all the same: the next call is a local hit.
+    assert_eq!(b.stats().unwrap().remote.unwrap().backfills, 1);
+    let again: Vec<u64> = big_fn(&b).call(1u8, |_| Vec::new()).unwrap();
+    assert!(again == big);
+    assert_eq!(b.stats().unwrap().remote.unwrap().fetches, 1);
+}
+
+#[test]
 fn a_panicking_warning_hook_on_the_publish_thread_does_not_wedge_flush_or_drop() {
     // Only this test's warnings (they name its bucket) panic; while the hook is set, the other
     // tests' go nowhere.

@@ -28,6 +28,8 @@ pub(crate) mod schema;
 mod snapshot;
 #[cfg(feature = "remote")]
 mod tiered;
+#[cfg(all(feature = "remote", feature = "fault-injection"))]
+pub(crate) use tiered::NO_SPOOL;
 mod verify;
 mod write;
 

@@ -159,16 +159,30 @@ impl Shared {
         let record = match fetched.body {
             Body::Whole(record) => record,
             Body::Streamed(remote) if self.access_mode == AccessMode::ReadWrite => {
-                return self.backfill_streamed(
-                    id,
-                    &fetched.function,
-                    value_type,
-                    compute,
-                    fetched.saved_ms,
-                    remote,
-                    age,
-                    read,
-                );
+                match Spool::create(&self.path) {
+                    Ok(spool) => {
+                        return self.backfill_spooled(
+                            id,
+                            &fetched.function,
+                            value_type,
+                            compute,
+                            fetched.saved_ms,
+                            (spool, remote),
+                            age,
+                            read,
+                        );
+                    }
+                    // No room beside the store (a folder it may not write): read whole, then
+                    // saved as a smaller record is, so that the store's writer is never held
+                    // while the network trickles.
+                    Err(e) => {
+                        not_spooled(id, &e);
+                        match remote.collect()? {
+                            Some(record) => record,
+                            None => return Ok(None),
+                        }
+                    }
+                }
             }
             // A store that cannot keep it: read whole (and checked) to be lent.
             Body::Streamed(remote) => match remote.collect()? {
@@ -204,47 +218,36 @@ impl Shared {
     /// file into the store's chunks and lent from the store, so that the record is never held
     /// whole, and the store's writer is held for a local copy, never for the network.
     #[allow(clippy::too_many_arguments)]
-    fn backfill_streamed(
+    fn backfill_spooled(
         &self,
         id: &CheckpointId,
         function: &Function,
         value_type: Option<&'static str>,
         compute: Duration,
         saved_ms: u64,
-        mut remote: Box<RemoteRecord>,
+        (mut spool, mut remote): (Spool, Box<RemoteRecord>),
         age: Duration,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<Option<bool>, Error> {
-        let fingerprint = remote.fingerprint();
-        let source = match Spool::create(&self.path) {
-            Ok(mut spool) => match remote.write_unsealed(&mut spool) {
-                Ok(checksum) => Downloaded::Spooled(Spooled {
-                    spool: RefCell::new(spool),
-                    checksum,
-                    fingerprint,
-                }),
-                Err(_) if remote.was_damaged() => return Ok(None),
-                Err(e) => {
-                    // Not kept, and the stream is spent: the next call asks the remote again.
-                    not_kept(id, &e);
-                    return Err(e);
-                }
+        let spooled = match remote.write_unsealed(&mut spool) {
+            Ok(checksum) => Spooled {
+                spool: RefCell::new(spool),
+                checksum,
+                fingerprint: remote.fingerprint(),
             },
-            // No room beside the store (a folder it may not write): streamed into the save, as
-            // it arrives, the writer held meanwhile.
-            Err(_) => Downloaded::Streamed(RefCell::new(remote), fingerprint),
+            Err(_) if remote.was_damaged() => return Ok(None),
+            Err(e) => {
+                // Not kept, and the stream is spent: the next call asks the remote again.
+                not_kept(id, &e);
+                return Err(e);
+            }
         };
-        let mut entry = LargeEntry::new(function, &source, compute);
+        let mut entry = LargeEntry::new(function, &spooled, compute);
         if let Some(name) = value_type {
             entry = entry.with_value_type(name);
         }
         entry.created_ms = Some(saved_ms);
         if let Err(e) = self.save_large(id, &entry, Commit::Relaxed) {
-            if let Downloaded::Streamed(remote, _) = &source
-                && remote.borrow().was_damaged()
-            {
-                return Ok(None);
-            }
             not_kept(id, &e);
             return Err(e);
         }
@@ -670,6 +673,12 @@ struct Spool {
 
 impl Spool {
     fn create(store: &std::path::Path) -> Result<Spool, Error> {
+        #[cfg(feature = "fault-injection")]
+        if NO_SPOOL.get() {
+            return Err(spool_error(std::io::Error::other(
+                "refused by testing::without_spool",
+            )));
+        }
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = format!(
             ".{}.ckpt-download-{}-{}",
@@ -695,6 +704,12 @@ impl Spool {
     }
 }
 
+#[cfg(feature = "fault-injection")]
+thread_local! {
+    /// Tests only (`testing::without_spool`): this thread makes no temporary file.
+    pub(crate) static NO_SPOOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[cfg(not(unix))]
 impl Drop for Spool {
     fn drop(&mut self) {
@@ -713,30 +728,6 @@ fn spool_error(e: std::io::Error) -> Error {
 impl RecordSink for Spool {
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
         std::io::Write::write_all(&mut self.file, bytes).map_err(spool_error)
-    }
-}
-
-/// A large remote object as the encoder of its backfill: downloaded and checked already
-/// (`Spooled`), or, when no temporary file could be made, read from the network as the save
-/// writes (`Streamed`, checked as it is).
-enum Downloaded {
-    Spooled(Spooled),
-    Streamed(RefCell<Box<RemoteRecord>>, u64),
-}
-
-impl EncodeRecord for Downloaded {
-    fn write_unsealed(&self, out: &mut dyn RecordSink) -> Result<u64, Error> {
-        match self {
-            Downloaded::Spooled(spooled) => spooled.write_unsealed(out),
-            Downloaded::Streamed(remote, _) => remote.borrow_mut().write_unsealed(out),
-        }
-    }
-
-    fn fingerprint(&self) -> u64 {
-        match self {
-            Downloaded::Spooled(spooled) => spooled.fingerprint,
-            Downloaded::Streamed(_, fingerprint) => *fingerprint,
-        }
     }
 }
 
@@ -765,6 +756,15 @@ impl EncodeRecord for Spooled {
     fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
+}
+
+fn not_spooled(id: &CheckpointId, e: &Error) {
+    tracing::debug!(
+        target: "ckpt",
+        id = %id,
+        error = %e,
+        "a large remote hit is read whole: no temporary file beside the store"
+    );
 }
 
 fn not_kept(id: &CheckpointId, e: &Error) {
