@@ -209,7 +209,9 @@ impl Shared {
                 Err(e) => not_kept(id, &e),
             }
         }
-        read(Lent::whole(&record), Some(age));
+        // Checked already (`Tier::fetch` parsed the whole record, or the stream was checked as
+        // it was read): the decoder does not hash it a second time.
+        read(Lent::checked(&record), Some(age));
         Ok(Some(kept))
     }
 
