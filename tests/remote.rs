@@ -327,16 +327,31 @@ fn bad_locations_are_typed_errors_at_open() {
         ("ftp://host/x", RemoteErrorKind::UnsupportedScheme),
         // A relative folder (`relative` would be a host) and a bucket left out.
         ("file://relative/dir", RemoteErrorKind::InvalidUrl),
+        // Not a folder at the root of the file system, which `file:` and a relative path
+        // would name once parsed.
+        ("file:ckpt-relative-test-dir", RemoteErrorKind::InvalidUrl),
+        // A bare path: the error says how to name a folder.
+        ("/tmp/ckpt-no-scheme", RemoteErrorKind::InvalidUrl),
         ("s3://", RemoteErrorKind::InvalidUrl),
     ] {
         let err = Remote::open(url).unwrap_err();
         assert_eq!(err.kind(), kind, "{url}: {err}");
+        if url.starts_with('/') {
+            assert!(
+                err.to_string().contains("file:///tmp/ckpt-no-scheme"),
+                "{err}"
+            );
+        }
         assert!(err.to_string().contains(url), "{err}");
         assert!(err.to_string().chars().next().unwrap().is_lowercase());
         // What `main` prints when it returns the error (its `Debug`) says what is wrong too.
         let debug = format!("{err:?}");
         assert!(debug.contains(&format!("{:?}", err.to_string())), "{debug}");
     }
+    assert!(
+        !Path::new("/ckpt-relative-test-dir").exists(),
+        "no folder made at the root"
+    );
 }
 
 /// A loopback port that nothing listens on.

@@ -352,11 +352,26 @@ impl RemoteBuilder {
     /// does not exist, or a server that cannot be reached.
     pub fn open(self) -> Result<Remote, RemoteError> {
         let url = self.url.clone();
-        let parsed = url::Url::parse(&url)
-            .map_err(|e| RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(Box::new(e))))?;
-        // What object_store would refuse as an unknown scheme, said for what it is.
+        let parsed = url::Url::parse(&url).map_err(|e| {
+            let why: Box<dyn std::error::Error + Send + Sync> = match e {
+                // A bare path: say how to name a folder.
+                url::ParseError::RelativeUrlWithoutBase if url.starts_with('/') => {
+                    format!("no scheme: a folder is named file://{url}").into()
+                }
+                e => Box::new(e),
+            };
+            RemoteError::new(&url, RemoteErrorKind::InvalidUrl, Some(why))
+        })?;
+        // What object_store would refuse as an unknown scheme, or take for another folder than
+        // meant, said for what it is.
         let host = parsed.host_str().unwrap_or_default();
+        let after_scheme = url.get(parsed.scheme().len() + 1..).unwrap_or_default();
         let misread = match parsed.scheme() {
+            // `file:relative` parses as `file:///relative`: a folder at the root.
+            "file" if !after_scheme.starts_with('/') => Some(format!(
+                "`{after_scheme}` is a relative folder: a file:// URL names an absolute folder \
+                 (file:///absolute/{after_scheme})"
+            )),
             "file" if !host.is_empty() && host != "localhost" => Some(format!(
                 "`{host}` reads as a host: a file:// URL names an absolute folder \
                  (file:///{host}{})",
