@@ -653,3 +653,41 @@ fn a_damaged_object_found_while_waiting_for_a_lease_is_counted_once() {
     let r = a.stats().unwrap().remote.unwrap();
     assert_eq!((r.corrupt, r.replaced), (1, 1), "{r:?}");
 }
+
+#[test]
+fn a_lease_that_never_lapses_is_waited_for_without_overflowing() {
+    let dir = TempDir::new("lease-forever");
+    let team = Remote::open("memory://").unwrap();
+    // "Never lapses": capped, not overflowed.
+    let a = leased_store(&dir.join("a.redb"), &team, Duration::MAX);
+    let b = leased_store(&dir.join("b.redb"), &team, Duration::MAX);
+    let leading = Arc::new(Barrier::new(2));
+    let leader = {
+        let (a, b, leading) = (a.clone(), b.clone(), Arc::clone(&leading));
+        std::thread::spawn(move || {
+            slow(&a)
+                .call(5u64, |x| {
+                    leading.wait();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
+                        assert!(Instant::now() < deadline, "b never waited");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    x + 1
+                })
+                .unwrap()
+        })
+    };
+    leading.wait();
+    let runs_b = AtomicUsize::new(0);
+    let got = slow(&b)
+        .call(5u64, |x| {
+            runs_b.fetch_add(1, Ordering::SeqCst);
+            x + 1
+        })
+        .unwrap();
+    assert_eq!((leader.join().unwrap(), got), (6, 6));
+    assert_eq!(runs_b.load(Ordering::SeqCst), 0, "b was served a's result");
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!((r.lease_waits, r.lease_served), (1, 1), "{r:?}");
+}

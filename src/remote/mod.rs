@@ -140,7 +140,7 @@ pub enum Dedup {
     None,
     /// One machine computes a missing result, the others wait for it. `ttl` is how long a
     /// lease lives without renewal (its owner renews it every `ttl / 3`): how long waiters wait
-    /// for a crashed owner, at least. A few seconds to a minute; at least 30 ms.
+    /// for a crashed owner, at least. A few seconds to a minute; at least 30 ms, at most a day.
     Lease {
         /// How long a lease lives without renewal.
         ttl: Duration,

@@ -153,6 +153,9 @@ pub(crate) enum Lookup {
 
 /// The shortest lease ttl (renewals every third of it).
 const MIN_TTL: Duration = Duration::from_millis(30);
+/// The longest: a lease that claims more (`Duration::MAX` for "never lapses") lapses after a
+/// day without renewal, and its arithmetic cannot overflow.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often a waiter polls: from the first delay, doubling to the last.
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_LAST: Duration = Duration::from_secs(1);
@@ -586,7 +589,7 @@ impl Tier {
         if s.mode != RemoteMode::ReadWrite || just_failed(s, id) {
             return Ok(Claimed::Unleased);
         }
-        let ttl = ttl.max(MIN_TTL);
+        let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
         let remote = &s.remote;
         let breaker = &remote.inner.breaker;
         let at = lease::location(&remote.inner.prefix, id);
