@@ -691,3 +691,65 @@ fn a_lease_that_never_lapses_is_waited_for_without_overflowing() {
     let r = b.stats().unwrap().remote.unwrap();
     assert_eq!((r.lease_waits, r.lease_served), (1, 1), "{r:?}");
 }
+
+#[test]
+fn an_object_too_old_for_the_stores_is_replaced_by_the_leased_result_and_waiters_are_served() {
+    let dir = TempDir::new("lease-too-old");
+    let team = Remote::open("memory://").unwrap();
+    let max_age = Duration::from_secs(2);
+    // An old result of the id, published long enough ago to be too old for the stores below.
+    {
+        let c = Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .open(dir.join("c.redb"))
+            .unwrap();
+        assert_eq!(slow(&c).call(5u64, |x| x + 1).unwrap(), 6);
+    }
+    std::thread::sleep(max_age + Duration::from_millis(500));
+    let aged = |name: &str| {
+        Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .dedup(Dedup::Lease {
+                ttl: Duration::from_secs(20),
+            })
+            .limits(ckpt::Limits::new().max_age(max_age))
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let (a, b) = (aged("a.redb"), aged("b.redb"));
+    let leading = Arc::new(Barrier::new(2));
+    let leader = {
+        let (a, b, leading) = (a.clone(), b.clone(), Arc::clone(&leading));
+        std::thread::spawn(move || {
+            slow(&a)
+                .call(5u64, |x| {
+                    leading.wait();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
+                        assert!(Instant::now() < deadline, "b never waited");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    x + 1
+                })
+                .unwrap()
+        })
+    };
+    leading.wait();
+    let runs_b = AtomicUsize::new(0);
+    let got = slow(&b)
+        .call(5u64, |x| {
+            runs_b.fetch_add(1, Ordering::SeqCst);
+            x + 1
+        })
+        .unwrap();
+    assert_eq!((leader.join().unwrap(), got), (6, 6));
+    assert_eq!(
+        runs_b.load(Ordering::SeqCst),
+        0,
+        "b was served a's result, not left to compute after a"
+    );
+    let r = a.stats().unwrap().remote.unwrap();
+    assert_eq!((r.publishes, r.replaced), (1, 1), "{r:?}");
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!((r.lease_waits, r.lease_served), (1, 1), "{r:?}");
+}

@@ -423,20 +423,25 @@ impl Tier {
             }
         };
         s.remote.inner.breaker.succeeded();
-        if let Some(max_age) = max_age_ms {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            if now.saturating_sub(meta.last_modified.timestamp_millis()) > max_age as i64 {
-                miss();
-                return Ok(None);
-            }
-        }
         let saved_ms = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
         let version = UpdateVersion {
             e_tag: meta.e_tag,
             version: meta.version,
         };
+        if let Some(max_age) = max_age_ms {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if now.saturating_sub(meta.last_modified.timestamp_millis()) > max_age as i64 {
+                // Too old for this store: a miss, and the result computed for it replaces the
+                // object (results are write-once otherwise, and a leased owner's result, only
+                // created, would leave its waiters finding the old object, and computing one
+                // after another).
+                s.remember_replace(id, version);
+                miss();
+                return Ok(None);
+            }
+        }
         match got {
             Got::Whole(bytes) => {
                 c.bytes_down.fetch_add(bytes.len() as u64, Relaxed);
