@@ -575,3 +575,60 @@ fn s3_four_stores_with_leases_compute_once() {
     assert!(moto.keys("lease/ckpt-v1/l/").is_empty(), "released");
     assert_eq!(moto.keys("lease/ckpt-v1/r/").len(), 1);
 }
+
+#[test]
+fn s3_a_renewal_the_owner_did_not_see_applied_does_not_lose_its_lease() {
+    let moto = Moto::start();
+    let dir = TempDir::new("s3-lease-renewal");
+    let ttl = Duration::from_millis(900);
+    let leased = |name: &str| {
+        Store::builder()
+            .remote(moto.remote("renew"), RemoteMode::ReadWrite)
+            .dedup(ckpt::Dedup::Lease { ttl })
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let (a, b) = (leased("a.redb"), leased("b.redb"));
+    let f = |s: &Store| {
+        DecoratorCheckpoint::new(
+            Function::new("remote_s3", "renewed"),
+            AutoIdentifier,
+            s.clone(),
+        )
+        .with_on_error(ckpt::OnError::Raise)
+    };
+    let runs = AtomicUsize::new(0);
+    let compute = |x: u64| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(3));
+        x * 2
+    };
+    std::thread::scope(|scope| {
+        let owner = scope.spawn(|| f(&a).call(21u64, compute).unwrap());
+        // Once a holds the lease: a renewal of a's that a did not see applied (the server
+        // changed the lease, a still holds the version before), then b asks.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let key = loop {
+            if let Some(key) = moto.keys("renew/ckpt-v1/l/").pop() {
+                break key;
+            }
+            assert!(Instant::now() < deadline, "a never took the lease");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut lease = moto.get(&key);
+        lease[24..32].copy_from_slice(&999u64.to_le_bytes());
+        moto.put(&key, lease);
+        let waiter = scope.spawn(|| f(&b).call(21u64, compute).unwrap());
+        assert_eq!((owner.join().unwrap(), waiter.join().unwrap()), (42, 42));
+    });
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!(
+        (
+            runs.load(Ordering::SeqCst),
+            r.leases_taken_over,
+            r.lease_served
+        ),
+        (1, 0, 1),
+        "a kept renewing its lease, and b waited for its result: {r:?}"
+    );
+}

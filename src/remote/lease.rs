@@ -327,19 +327,28 @@ impl Task {
     async fn renew(&self, bytes: Bytes) -> object_store::Result<Option<UpdateVersion>> {
         let store = &*self.store;
         if self.conditional {
-            return match put(
-                store,
-                &self.at,
-                bytes,
-                PutMode::Update(self.version.clone()),
-            )
-            .await
-            {
-                Ok(done) => Ok(Some(version_of(done))),
-                Err(
-                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-                ) => Ok(None),
-                Err(e) => Err(e),
+            let update = |version: UpdateVersion, bytes: Bytes| async move {
+                match put(store, &self.at, bytes, PutMode::Update(version)).await {
+                    Ok(done) => Ok(Some(version_of(done))),
+                    Err(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::NotFound { .. },
+                    ) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            };
+            if let Some(version) = update(self.version.clone(), bytes.clone()).await? {
+                return Ok(Some(version));
+            }
+            // The version held may be stale while the lease is still this one's: a renewal
+            // the server applied but that was seen to fail (timed out, or retried after a 5xx
+            // and refused on the version it had just changed). Still this owner's token:
+            // renewed on the version read.
+            return match read_now(store, &self.at).await? {
+                Some(seen) if parse(&seen.bytes).is_some_and(|(t, _)| t == self.token) => {
+                    update(seen.version, bytes).await
+                }
+                _ => Ok(None),
             };
         }
         if !self.is_mine(store).await? {
