@@ -804,7 +804,12 @@ impl TierShared {
                     && fingerprint
                         .is_none_or(|f| record.get(16..24) == Some(&f.to_le_bytes()[..])) =>
             {
-                self.put_whole(&named, Bytes::from(record))
+                // Read back from the file (`Store::push`, a large save's publish): checked, so
+                // that a record damaged in the local file never reaches the team's bucket.
+                match record::parse(&record) {
+                    Ok(_) => self.put_whole(&named, Bytes::from(record)),
+                    Err(_) => self.publish_failed(damaged_locally()),
+                }
             }
             // Removed, or replaced by another record, since it was saved.
             Ok(_) => Published::Gone,
@@ -984,6 +989,12 @@ impl TierShared {
                     Err(reason) => self.remote_failed(reason),
                 }
             }
+            // All of it read, in one read transaction, and failing its checks: damaged in the
+            // local file.
+            (None, Ok(true)) if check.len() == len => {
+                upload.abort();
+                self.publish_failed(damaged_locally())
+            }
             // Removed since it was saved, or changed under the read, or failing its checks:
             // not published.
             (None, Ok(_)) => {
@@ -992,6 +1003,11 @@ impl TierShared {
             }
         }
     }
+}
+
+/// A local record that failed its checks when it was read back to be published.
+fn damaged_locally() -> Error {
+    Error::corrupted("a record in the local file failed its checks: not published")
 }
 
 /// Inserts into one of the tier's memories of objects, which hold at most `REPLACE_MAX` ids
