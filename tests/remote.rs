@@ -1053,3 +1053,63 @@ fn an_object_stamped_in_the_future_is_backfilled_as_saved_now() {
     assert_eq!(minutely.call(7u64, compute).unwrap(), 49);
     assert_eq!(runs.load(Ordering::SeqCst), 2, "expired: computed again");
 }
+
+#[test]
+fn push_never_publishes_a_record_damaged_in_the_local_file() {
+    let dir = TempDir::new("remote-push-damaged");
+    let path = dir.join("local.redb");
+    let runs = AtomicUsize::new(0);
+    {
+        let local = Store::open(&path).unwrap();
+        for x in 0..3 {
+            square(&local, x, &runs);
+        }
+    }
+    // One record damaged in the file (its last byte: the checksum no longer matches).
+    let mut damaged = 0;
+    common::tamper_results(&path, |_, bytes| {
+        if damaged == 1 {
+            return None;
+        }
+        damaged += 1;
+        let mut bytes = bytes.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        Some(bytes)
+    });
+    let team = Remote::open("memory://").unwrap();
+    let s = store(&path, &team, RemoteMode::ReadWrite);
+    let report = s.push(&mut |_, _| {}).unwrap();
+    assert_eq!(
+        (report.published, report.failed),
+        (2, 1),
+        "the damaged record is not published: {report:?}"
+    );
+    assert_eq!(team.objects().unwrap().len(), 2);
+    assert!(team.objects().unwrap().iter().all(|o| o.is_sound()));
+}
+
+#[test]
+fn listing_a_remote_takes_the_objects_of_its_results_folder_and_nothing_below_it() {
+    let dir = TempDir::new("remote-listing");
+    let folder = dir.join("team");
+    let team = Remote::open(&file_url(&folder)).unwrap();
+    let runs = AtomicUsize::new(0);
+    {
+        let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+        for x in 0..3 {
+            square(&a, x, &runs);
+        }
+    }
+    // Something else in the results folder (listed, unreadable) and in a folder below it (not
+    // ckpt's: never listed, so never removed by gc).
+    let results = folder.join("ckpt-v1").join("r");
+    std::fs::write(results.join("stray"), b"not an object").unwrap();
+    std::fs::create_dir_all(results.join("below")).unwrap();
+    std::fs::write(results.join("below").join("other"), b"someone else's").unwrap();
+    let listed = team.objects().unwrap();
+    assert_eq!(listed.len(), 4, "{listed:#?}");
+    assert_eq!(listed.iter().filter(|o| o.is_sound()).count(), 3);
+    assert!(listed.iter().any(|o| o.location.ends_with("/r/stray")));
+    assert!(!listed.iter().any(|o| o.location.contains("below")));
+}

@@ -133,10 +133,7 @@ impl Remote {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<RemoteObject>, RemoteError> {
         let inner = &self.inner;
-        let store = Arc::clone(&inner.store);
-        let at = object::results(&inner.prefix);
-        let listed = self.run(async move { store.list_with_delimiter(Some(&at)).await })?;
-        let mut metas = listed.objects;
+        let mut metas = self.list_results()?;
         metas.sort_by(|a, b| a.location.cmp(&b.location));
         let total = metas.len();
         let mut out = Vec::with_capacity(total);
@@ -205,6 +202,52 @@ impl Remote {
     }
 
     /// Runs a request on the internal runtime within the timeout, its failure a `RemoteError`.
+    /// The objects directly in the results folder (not in folders below it), each page of the
+    /// listing within the remote's timeout: a large bucket takes many pages, and is not cut off
+    /// by one timeout for them all.
+    fn list_results(&self) -> Result<Vec<object_store::ObjectMeta>, RemoteError> {
+        let store = Arc::clone(&self.inner.store);
+        let at = object::results(&self.inner.prefix);
+        let timeout = self.inner.options.timeout;
+        // Bounded page by page, below.
+        let unbounded = Duration::from_secs(365 * 24 * 3600);
+        let listed = runtime::run(unbounded, async move {
+            use futures_util::StreamExt as _;
+            let mut listing = store.list(Some(&at));
+            let mut metas = Vec::new();
+            loop {
+                match tokio::time::timeout(timeout, listing.next()).await {
+                    Ok(Some(Ok(meta))) => {
+                        let direct = {
+                            let mut below = meta.location.prefix_match(&at).into_iter().flatten();
+                            below.next().is_some() && below.next().is_none()
+                        };
+                        if direct {
+                            metas.push(meta);
+                        }
+                    }
+                    Ok(Some(Err(e))) => return Ok(Err(e)),
+                    Ok(None) => return Ok(Ok(metas)),
+                    Err(_) => return Err(RunError::TimedOut),
+                }
+            }
+        });
+        match listed {
+            Ok(Ok(Ok(metas))) => Ok(metas),
+            Ok(Ok(Err(e))) => Err(self.error(e)),
+            Ok(Err(_)) | Err(RunError::TimedOut) => Err(RemoteError::new(
+                &self.inner.url,
+                RemoteErrorKind::Unreachable,
+                Some(format!("no page of the listing within {timeout:?}").into()),
+            )),
+            Err(RunError::NoRuntime(e)) => Err(RemoteError::new(
+                &self.inner.url,
+                RemoteErrorKind::Runtime,
+                Some(e.into()),
+            )),
+        }
+    }
+
     fn run<T: Send + 'static>(
         &self,
         future: impl Future<Output = object_store::Result<T>> + Send + 'static,

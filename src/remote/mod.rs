@@ -488,8 +488,14 @@ impl Remote {
     fn probe(&self) -> Result<(), RemoteError> {
         let store = Arc::clone(&self.inner.store);
         let at = object::results(&self.inner.prefix);
+        // The first page of the listing only: a bucket of many objects is not listed whole at
+        // every open.
         let listed = runtime::run(self.inner.options.timeout, async move {
-            store.list_with_delimiter(Some(&at)).await.map(|_| ())
+            use futures_util::StreamExt as _;
+            match store.list(Some(&at)).next().await {
+                Some(Err(e)) => Err(e),
+                Some(Ok(_)) | None => Ok(()),
+            }
         });
         let url = &self.inner.url;
         match listed {

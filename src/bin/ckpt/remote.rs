@@ -2,7 +2,7 @@
 //! a shared tier. Object stores keep no access time: gc goes by an object's age and by stale
 //! code version among the remote's own objects (`ckpt::remote::Expiry`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
@@ -171,6 +171,14 @@ fn resolve(objects: &[RemoteObject], wanted: &str, url: &str) -> Result<String> 
     }
 }
 
+/// The locations of the objects of stale code versions (a set: listings run to many thousands).
+fn stale_locations(objects: &[RemoteObject]) -> HashSet<String> {
+    expired(objects, &[Expiry::StaleCode], SystemTime::now())
+        .into_iter()
+        .map(|e| e.object.location)
+        .collect()
+}
+
 fn object_json(o: &RemoteObject, stale: bool) -> Value {
     let f = o.function.as_ref();
     json!({
@@ -192,10 +200,7 @@ fn object_json(o: &RemoteObject, stale: bool) -> Value {
 fn ls(cx: &mut Context, remote: &Remote, args: LsArgs) -> Result {
     let objects = list(remote)?;
     let total = objects.len();
-    let stale: Vec<String> = expired(&objects, &[Expiry::StaleCode], SystemTime::now())
-        .into_iter()
-        .map(|e| e.object.location)
-        .collect();
+    let stale = stale_locations(&objects);
     let shown: Vec<&RemoteObject> = match &args.function {
         Some(f) => {
             let path = resolve(&objects, f, remote.url())?;
@@ -265,10 +270,7 @@ struct Per {
 
 fn stats(cx: &mut Context, remote: &Remote) -> Result {
     let objects = list(remote)?;
-    let stale: Vec<String> = expired(&objects, &[Expiry::StaleCode], SystemTime::now())
-        .into_iter()
-        .map(|e| e.object.location)
-        .collect();
+    let stale = stale_locations(&objects);
     let mut per: BTreeMap<String, Per> = BTreeMap::new();
     let (mut bytes, mut unreadable, mut stale_objects, mut stale_bytes) = (0, 0, 0, 0);
     for o in &objects {
@@ -513,10 +515,7 @@ fn push(cx: &mut Context, remote: &Remote) -> Result {
 fn pull(cx: &mut Context, remote: &Remote, args: PullArgs) -> Result {
     let objects = list(remote)?;
     let path = resolve(&objects, &args.function, remote.url())?;
-    let stale: Vec<String> = expired(&objects, &[Expiry::StaleCode], SystemTime::now())
-        .into_iter()
-        .map(|e| e.object.location)
-        .collect();
+    let stale = stale_locations(&objects);
     let wanted: Vec<RemoteObject> = objects
         .into_iter()
         .filter(|o| path_of(o).as_deref() == Some(path.as_str()) && !stale.contains(&o.location))
