@@ -201,7 +201,6 @@ impl Remote {
         Ok(removed)
     }
 
-    /// Runs a request on the internal runtime within the timeout, its failure a `RemoteError`.
     /// The objects directly in the results folder (not in folders below it), each page of the
     /// listing within the remote's timeout: a large bucket takes many pages, and is not cut off
     /// by one timeout for them all.
@@ -248,6 +247,7 @@ impl Remote {
         }
     }
 
+    /// Runs a request on the internal runtime within the timeout, its failure a `RemoteError`.
     fn run<T: Send + 'static>(
         &self,
         future: impl Future<Output = object_store::Result<T>> + Send + 'static,
