@@ -224,12 +224,37 @@ macro_rules! checkpoint {
         $crate::__checkpoint_options! { [$($opt)*] [() () () () (warn) (ok_only) () () (wait) ()] $($item)* }
     };
     // Attributes (doc comments) before `#[checkpoint(...)]`: moved after it, the same tokens as
-    // if written there.
+    // if written there. Taken up to eight at a time, so that a long doc comment (a line is an
+    // attribute) stays far from the compiler's recursion limit.
     (@before [$($seen:tt)*] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
         $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* $($item)* }
     };
-    (@before [$($seen:tt)*] #[$attr:meta] $($item:tt)*) => {
-        $crate::checkpoint! { @before [$($seen)* #[$attr]] $($item)* }
+    (@before [$($seen:tt)*] #[$a:meta] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* #[$a] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] #[$b:meta] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* #[$a] #[$b] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] #[$b:meta] #[$c:meta] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* #[$a] #[$b] #[$c] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] #[$b:meta] #[$c:meta] #[$d:meta] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* #[$a] #[$b] #[$c] #[$d] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] #[$b:meta] #[$c:meta] #[$d:meta] #[$e:meta] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* #[$a] #[$b] #[$c] #[$d] #[$e] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] #[$b:meta] #[$c:meta] #[$d:meta] #[$e:meta] #[$f:meta] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* #[$a] #[$b] #[$c] #[$d] #[$e] #[$f] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] #[$b:meta] #[$c:meta] #[$d:meta] #[$e:meta] #[$f:meta] #[$g:meta] #[checkpoint($($opt:tt)*)] $($item:tt)*) => {
+        $crate::checkpoint! { #[checkpoint($($opt)*)] $($seen)* #[$a] #[$b] #[$c] #[$d] #[$e] #[$f] #[$g] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] #[$b:meta] #[$c:meta] #[$d:meta] #[$e:meta] #[$f:meta] #[$g:meta] #[$h:meta] $($item:tt)*) => {
+        $crate::checkpoint! { @before [$($seen)* #[$a] #[$b] #[$c] #[$d] #[$e] #[$f] #[$g] #[$h]] $($item)* }
+    };
+    (@before [$($seen:tt)*] #[$a:meta] $($item:tt)*) => {
+        $crate::checkpoint! { @before [$($seen)* #[$a]] $($item)* }
     };
     (@before [$($seen:tt)*] $($item:tt)*) => {
         $crate::__checkpoint_fn! { [() () () () (warn) (ok_only) () () (wait) ()] $($seen)* $($item)* }

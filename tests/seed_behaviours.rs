@@ -131,6 +131,342 @@ mod documented_before {
     }
 }
 
+mod documented_at_length {
+    ckpt::checkpoint! {
+        /// Line 0 of a long doc comment.
+        /// Line 1 of a long doc comment.
+        /// Line 2 of a long doc comment.
+        /// Line 3 of a long doc comment.
+        /// Line 4 of a long doc comment.
+        /// Line 5 of a long doc comment.
+        /// Line 6 of a long doc comment.
+        /// Line 7 of a long doc comment.
+        /// Line 8 of a long doc comment.
+        /// Line 9 of a long doc comment.
+        /// Line 10 of a long doc comment.
+        /// Line 11 of a long doc comment.
+        /// Line 12 of a long doc comment.
+        /// Line 13 of a long doc comment.
+        /// Line 14 of a long doc comment.
+        /// Line 15 of a long doc comment.
+        /// Line 16 of a long doc comment.
+        /// Line 17 of a long doc comment.
+        /// Line 18 of a long doc comment.
+        /// Line 19 of a long doc comment.
+        /// Line 20 of a long doc comment.
+        /// Line 21 of a long doc comment.
+        /// Line 22 of a long doc comment.
+        /// Line 23 of a long doc comment.
+        /// Line 24 of a long doc comment.
+        /// Line 25 of a long doc comment.
+        /// Line 26 of a long doc comment.
+        /// Line 27 of a long doc comment.
+        /// Line 28 of a long doc comment.
+        /// Line 29 of a long doc comment.
+        /// Line 30 of a long doc comment.
+        /// Line 31 of a long doc comment.
+        /// Line 32 of a long doc comment.
+        /// Line 33 of a long doc comment.
+        /// Line 34 of a long doc comment.
+        /// Line 35 of a long doc comment.
+        /// Line 36 of a long doc comment.
+        /// Line 37 of a long doc comment.
+        /// Line 38 of a long doc comment.
+        /// Line 39 of a long doc comment.
+        /// Line 40 of a long doc comment.
+        /// Line 41 of a long doc comment.
+        /// Line 42 of a long doc comment.
+        /// Line 43 of a long doc comment.
+        /// Line 44 of a long doc comment.
+        /// Line 45 of a long doc comment.
+        /// Line 46 of a long doc comment.
+        /// Line 47 of a long doc comment.
+        /// Line 48 of a long doc comment.
+        /// Line 49 of a long doc comment.
+        /// Line 50 of a long doc comment.
+        /// Line 51 of a long doc comment.
+        /// Line 52 of a long doc comment.
+        /// Line 53 of a long doc comment.
+        /// Line 54 of a long doc comment.
+        /// Line 55 of a long doc comment.
+        /// Line 56 of a long doc comment.
+        /// Line 57 of a long doc comment.
+        /// Line 58 of a long doc comment.
+        /// Line 59 of a long doc comment.
+        /// Line 60 of a long doc comment.
+        /// Line 61 of a long doc comment.
+        /// Line 62 of a long doc comment.
+        /// Line 63 of a long doc comment.
+        /// Line 64 of a long doc comment.
+        /// Line 65 of a long doc comment.
+        /// Line 66 of a long doc comment.
+        /// Line 67 of a long doc comment.
+        /// Line 68 of a long doc comment.
+        /// Line 69 of a long doc comment.
+        /// Line 70 of a long doc comment.
+        /// Line 71 of a long doc comment.
+        /// Line 72 of a long doc comment.
+        /// Line 73 of a long doc comment.
+        /// Line 74 of a long doc comment.
+        /// Line 75 of a long doc comment.
+        /// Line 76 of a long doc comment.
+        /// Line 77 of a long doc comment.
+        /// Line 78 of a long doc comment.
+        /// Line 79 of a long doc comment.
+        /// Line 80 of a long doc comment.
+        /// Line 81 of a long doc comment.
+        /// Line 82 of a long doc comment.
+        /// Line 83 of a long doc comment.
+        /// Line 84 of a long doc comment.
+        /// Line 85 of a long doc comment.
+        /// Line 86 of a long doc comment.
+        /// Line 87 of a long doc comment.
+        /// Line 88 of a long doc comment.
+        /// Line 89 of a long doc comment.
+        /// Line 90 of a long doc comment.
+        /// Line 91 of a long doc comment.
+        /// Line 92 of a long doc comment.
+        /// Line 93 of a long doc comment.
+        /// Line 94 of a long doc comment.
+        /// Line 95 of a long doc comment.
+        /// Line 96 of a long doc comment.
+        /// Line 97 of a long doc comment.
+        /// Line 98 of a long doc comment.
+        /// Line 99 of a long doc comment.
+        /// Line 100 of a long doc comment.
+        /// Line 101 of a long doc comment.
+        /// Line 102 of a long doc comment.
+        /// Line 103 of a long doc comment.
+        /// Line 104 of a long doc comment.
+        /// Line 105 of a long doc comment.
+        /// Line 106 of a long doc comment.
+        /// Line 107 of a long doc comment.
+        /// Line 108 of a long doc comment.
+        /// Line 109 of a long doc comment.
+        /// Line 110 of a long doc comment.
+        /// Line 111 of a long doc comment.
+        /// Line 112 of a long doc comment.
+        /// Line 113 of a long doc comment.
+        /// Line 114 of a long doc comment.
+        /// Line 115 of a long doc comment.
+        /// Line 116 of a long doc comment.
+        /// Line 117 of a long doc comment.
+        /// Line 118 of a long doc comment.
+        /// Line 119 of a long doc comment.
+        /// Line 120 of a long doc comment.
+        /// Line 121 of a long doc comment.
+        /// Line 122 of a long doc comment.
+        /// Line 123 of a long doc comment.
+        /// Line 124 of a long doc comment.
+        /// Line 125 of a long doc comment.
+        /// Line 126 of a long doc comment.
+        /// Line 127 of a long doc comment.
+        /// Line 128 of a long doc comment.
+        /// Line 129 of a long doc comment.
+        /// Line 130 of a long doc comment.
+        /// Line 131 of a long doc comment.
+        /// Line 132 of a long doc comment.
+        /// Line 133 of a long doc comment.
+        /// Line 134 of a long doc comment.
+        /// Line 135 of a long doc comment.
+        /// Line 136 of a long doc comment.
+        /// Line 137 of a long doc comment.
+        /// Line 138 of a long doc comment.
+        /// Line 139 of a long doc comment.
+        /// Line 140 of a long doc comment.
+        /// Line 141 of a long doc comment.
+        /// Line 142 of a long doc comment.
+        /// Line 143 of a long doc comment.
+        /// Line 144 of a long doc comment.
+        /// Line 145 of a long doc comment.
+        /// Line 146 of a long doc comment.
+        /// Line 147 of a long doc comment.
+        /// Line 148 of a long doc comment.
+        /// Line 149 of a long doc comment.
+        /// Line 150 of a long doc comment.
+        /// Line 151 of a long doc comment.
+        /// Line 152 of a long doc comment.
+        /// Line 153 of a long doc comment.
+        /// Line 154 of a long doc comment.
+        /// Line 155 of a long doc comment.
+        /// Line 156 of a long doc comment.
+        /// Line 157 of a long doc comment.
+        /// Line 158 of a long doc comment.
+        /// Line 159 of a long doc comment.
+        #[checkpoint(cache = ckpt::MemoryCache::new(), version = "2")]
+        pub fn double(x: u64) -> u64 { x * 2 }
+    }
+}
+
+// Without options (the default store), only compiled: 160 attribute lines stay within the
+// compiler's recursion limit.
+#[allow(dead_code)]
+mod documented_at_length_without_options {
+    ckpt::checkpoint! {
+        /// Line 0 of a long doc comment.
+        /// Line 1 of a long doc comment.
+        /// Line 2 of a long doc comment.
+        /// Line 3 of a long doc comment.
+        /// Line 4 of a long doc comment.
+        /// Line 5 of a long doc comment.
+        /// Line 6 of a long doc comment.
+        /// Line 7 of a long doc comment.
+        /// Line 8 of a long doc comment.
+        /// Line 9 of a long doc comment.
+        /// Line 10 of a long doc comment.
+        /// Line 11 of a long doc comment.
+        /// Line 12 of a long doc comment.
+        /// Line 13 of a long doc comment.
+        /// Line 14 of a long doc comment.
+        /// Line 15 of a long doc comment.
+        /// Line 16 of a long doc comment.
+        /// Line 17 of a long doc comment.
+        /// Line 18 of a long doc comment.
+        /// Line 19 of a long doc comment.
+        /// Line 20 of a long doc comment.
+        /// Line 21 of a long doc comment.
+        /// Line 22 of a long doc comment.
+        /// Line 23 of a long doc comment.
+        /// Line 24 of a long doc comment.
+        /// Line 25 of a long doc comment.
+        /// Line 26 of a long doc comment.
+        /// Line 27 of a long doc comment.
+        /// Line 28 of a long doc comment.
+        /// Line 29 of a long doc comment.
+        /// Line 30 of a long doc comment.
+        /// Line 31 of a long doc comment.
+        /// Line 32 of a long doc comment.
+        /// Line 33 of a long doc comment.
+        /// Line 34 of a long doc comment.
+        /// Line 35 of a long doc comment.
+        /// Line 36 of a long doc comment.
+        /// Line 37 of a long doc comment.
+        /// Line 38 of a long doc comment.
+        /// Line 39 of a long doc comment.
+        /// Line 40 of a long doc comment.
+        /// Line 41 of a long doc comment.
+        /// Line 42 of a long doc comment.
+        /// Line 43 of a long doc comment.
+        /// Line 44 of a long doc comment.
+        /// Line 45 of a long doc comment.
+        /// Line 46 of a long doc comment.
+        /// Line 47 of a long doc comment.
+        /// Line 48 of a long doc comment.
+        /// Line 49 of a long doc comment.
+        /// Line 50 of a long doc comment.
+        /// Line 51 of a long doc comment.
+        /// Line 52 of a long doc comment.
+        /// Line 53 of a long doc comment.
+        /// Line 54 of a long doc comment.
+        /// Line 55 of a long doc comment.
+        /// Line 56 of a long doc comment.
+        /// Line 57 of a long doc comment.
+        /// Line 58 of a long doc comment.
+        /// Line 59 of a long doc comment.
+        /// Line 60 of a long doc comment.
+        /// Line 61 of a long doc comment.
+        /// Line 62 of a long doc comment.
+        /// Line 63 of a long doc comment.
+        /// Line 64 of a long doc comment.
+        /// Line 65 of a long doc comment.
+        /// Line 66 of a long doc comment.
+        /// Line 67 of a long doc comment.
+        /// Line 68 of a long doc comment.
+        /// Line 69 of a long doc comment.
+        /// Line 70 of a long doc comment.
+        /// Line 71 of a long doc comment.
+        /// Line 72 of a long doc comment.
+        /// Line 73 of a long doc comment.
+        /// Line 74 of a long doc comment.
+        /// Line 75 of a long doc comment.
+        /// Line 76 of a long doc comment.
+        /// Line 77 of a long doc comment.
+        /// Line 78 of a long doc comment.
+        /// Line 79 of a long doc comment.
+        /// Line 80 of a long doc comment.
+        /// Line 81 of a long doc comment.
+        /// Line 82 of a long doc comment.
+        /// Line 83 of a long doc comment.
+        /// Line 84 of a long doc comment.
+        /// Line 85 of a long doc comment.
+        /// Line 86 of a long doc comment.
+        /// Line 87 of a long doc comment.
+        /// Line 88 of a long doc comment.
+        /// Line 89 of a long doc comment.
+        /// Line 90 of a long doc comment.
+        /// Line 91 of a long doc comment.
+        /// Line 92 of a long doc comment.
+        /// Line 93 of a long doc comment.
+        /// Line 94 of a long doc comment.
+        /// Line 95 of a long doc comment.
+        /// Line 96 of a long doc comment.
+        /// Line 97 of a long doc comment.
+        /// Line 98 of a long doc comment.
+        /// Line 99 of a long doc comment.
+        /// Line 100 of a long doc comment.
+        /// Line 101 of a long doc comment.
+        /// Line 102 of a long doc comment.
+        /// Line 103 of a long doc comment.
+        /// Line 104 of a long doc comment.
+        /// Line 105 of a long doc comment.
+        /// Line 106 of a long doc comment.
+        /// Line 107 of a long doc comment.
+        /// Line 108 of a long doc comment.
+        /// Line 109 of a long doc comment.
+        /// Line 110 of a long doc comment.
+        /// Line 111 of a long doc comment.
+        /// Line 112 of a long doc comment.
+        /// Line 113 of a long doc comment.
+        /// Line 114 of a long doc comment.
+        /// Line 115 of a long doc comment.
+        /// Line 116 of a long doc comment.
+        /// Line 117 of a long doc comment.
+        /// Line 118 of a long doc comment.
+        /// Line 119 of a long doc comment.
+        /// Line 120 of a long doc comment.
+        /// Line 121 of a long doc comment.
+        /// Line 122 of a long doc comment.
+        /// Line 123 of a long doc comment.
+        /// Line 124 of a long doc comment.
+        /// Line 125 of a long doc comment.
+        /// Line 126 of a long doc comment.
+        /// Line 127 of a long doc comment.
+        /// Line 128 of a long doc comment.
+        /// Line 129 of a long doc comment.
+        /// Line 130 of a long doc comment.
+        /// Line 131 of a long doc comment.
+        /// Line 132 of a long doc comment.
+        /// Line 133 of a long doc comment.
+        /// Line 134 of a long doc comment.
+        /// Line 135 of a long doc comment.
+        /// Line 136 of a long doc comment.
+        /// Line 137 of a long doc comment.
+        /// Line 138 of a long doc comment.
+        /// Line 139 of a long doc comment.
+        /// Line 140 of a long doc comment.
+        /// Line 141 of a long doc comment.
+        /// Line 142 of a long doc comment.
+        /// Line 143 of a long doc comment.
+        /// Line 144 of a long doc comment.
+        /// Line 145 of a long doc comment.
+        /// Line 146 of a long doc comment.
+        /// Line 147 of a long doc comment.
+        /// Line 148 of a long doc comment.
+        /// Line 149 of a long doc comment.
+        /// Line 150 of a long doc comment.
+        /// Line 151 of a long doc comment.
+        /// Line 152 of a long doc comment.
+        /// Line 153 of a long doc comment.
+        /// Line 154 of a long doc comment.
+        /// Line 155 of a long doc comment.
+        /// Line 156 of a long doc comment.
+        /// Line 157 of a long doc comment.
+        /// Line 158 of a long doc comment.
+        /// Line 159 of a long doc comment.
+        pub fn double(x: u64) -> u64 { x * 2 }
+    }
+}
+
 #[test]
 fn doc_comments_and_attributes_may_come_before_the_options() {
     let after = documented_after::double::decorator().function();
@@ -138,6 +474,13 @@ fn doc_comments_and_attributes_may_come_before_the_options() {
     assert_eq!(
         (documented_before::double(4), documented_after::double(4)),
         (8, 8)
+    );
+    assert_eq!(documented_at_length::double(4), 8);
+    assert_eq!(
+        documented_at_length::double::decorator()
+            .function()
+            .version(),
+        Some("2")
     );
     // The options were read (the version), and the code is hashed the same either way.
     assert_eq!(before.version(), Some("2"));
