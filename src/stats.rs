@@ -344,7 +344,8 @@ pub struct RemoteStats {
     /// Remote objects of another type than the caller's (its type changed, its version did
     /// not): served, decoded as a mismatch, computed again, and replaced by the next publish.
     pub wrong_type: u64,
-    /// Damaged objects replaced.
+    /// Objects replaced by a publish: damaged ones, ones of another type, ones too old for the
+    /// store's `max_age`.
     pub replaced: u64,
     /// Failed or timed-out requests to fetch.
     pub errors: u64,

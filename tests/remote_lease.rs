@@ -695,7 +695,8 @@ fn a_lease_that_never_lapses_is_waited_for_without_overflowing() {
 #[test]
 fn an_object_too_old_for_the_stores_is_replaced_by_the_leased_result_and_waiters_are_served() {
     let dir = TempDir::new("lease-too-old");
-    let team = Remote::open("memory://").unwrap();
+    // A folder: a replacement there is a delete, then a create.
+    let team = Remote::open(&file_url(&dir.join("remote"))).unwrap();
     let max_age = Duration::from_secs(2);
     // An old result of the id, published long enough ago to be too old for the stores below.
     {
@@ -752,4 +753,10 @@ fn an_object_too_old_for_the_stores_is_replaced_by_the_leased_result_and_waiters
     assert_eq!((r.publishes, r.replaced), (1, 1), "{r:?}");
     let r = b.stats().unwrap().remote.unwrap();
     assert_eq!((r.lease_waits, r.lease_served), (1, 1), "{r:?}");
+    // b was served a's object: what b publishes next of the id finds it there, and does not
+    // replace it (on a folder, delete it first) as if the old one were still there.
+    slow(&b).rerun(5u64, |x| x + 1).unwrap();
+    b.flush().unwrap();
+    let r = b.stats().unwrap().remote.unwrap();
+    assert_eq!((r.already_present, r.replaced), (1, 0), "{r:?}");
 }

@@ -729,6 +729,10 @@ impl TierShared {
     /// Remembers an object served under `id`, for [`Tier::publish`] to tell whether it was of
     /// another type.
     fn served(&self, id: &CheckpointId, version: UpdateVersion, fingerprint: u64) {
+        // A sound object is there now: one remembered for replacement (damaged, too old) was
+        // replaced already, and the next publish must not replace this one (on a folder: delete
+        // it) in its stead.
+        self.replace.lock().remove(id);
         remember(&mut self.served.lock(), id, (version, fingerprint));
     }
 
