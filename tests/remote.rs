@@ -924,17 +924,24 @@ fn backfills_do_not_wait_for_the_disk_and_the_close_keeps_them() {
     assert_eq!(none.load(Ordering::SeqCst), 0);
 }
 
-#[test]
-fn an_object_of_another_type_is_recomputed_and_replaced() {
-    let dir = TempDir::new("remote-wrong-type");
+/// A `memory://` remote holding the number a build of `remote::typed` returned for `3`
+/// (published by a store in `dir`), and that function.
+fn a_number_published(dir: &TempDir) -> (Remote, Function) {
     let team = Remote::open("memory://").unwrap();
     let f = Function::new("remote", "typed");
-    // A build whose function returned a number published it...
     let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
     DecoratorCheckpoint::new(f.clone(), AutoIdentifier, a.clone())
         .call(3u64, |x| x * 2)
         .unwrap();
     a.flush().unwrap();
+    (team, f)
+}
+
+#[test]
+fn an_object_of_another_type_is_recomputed_and_replaced() {
+    let dir = TempDir::new("remote-wrong-type");
+    // A build whose function returned a number published it...
+    let (team, f) = a_number_published(&dir);
     // ... and a build whose same function (same version: the same id) returns text asks.
     let runs = AtomicUsize::new(0);
     let text = |s: &Store| {
@@ -964,13 +971,7 @@ fn an_object_of_another_type_is_recomputed_and_replaced() {
 #[test]
 fn an_object_to_replace_that_is_removed_meanwhile_is_created_again() {
     let dir = TempDir::new("remote-replace-gone");
-    let team = Remote::open("memory://").unwrap();
-    let f = Function::new("remote", "typed");
-    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
-    DecoratorCheckpoint::new(f.clone(), AutoIdentifier, a.clone())
-        .call(3u64, |x| x * 2)
-        .unwrap();
-    a.flush().unwrap();
+    let (team, f) = a_number_published(&dir);
     // A build returning text finds the number (to replace, on its version), and while it
     // computes, the object is removed (as `ckpt remote gc` would).
     let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);

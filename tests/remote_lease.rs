@@ -590,6 +590,39 @@ fn an_async_call_cancelled_while_it_waits_for_a_lease_stops_polling() {
     );
 }
 
+/// `a` computes `slow(5)` under its lease, and holds it until `b` waits for it, then `hold`
+/// longer; `b` calls meanwhile. Both get the result; returns how often `b` computed it.
+fn a_leads_while_b_waits(a: &Store, b: &Store, hold: Duration) -> usize {
+    let leading = Arc::new(Barrier::new(2));
+    let leader = {
+        let (a, b, leading) = (a.clone(), b.clone(), Arc::clone(&leading));
+        std::thread::spawn(move || {
+            slow(&a)
+                .call(5u64, |x| {
+                    leading.wait();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
+                        assert!(Instant::now() < deadline, "b never waited");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    std::thread::sleep(hold);
+                    x + 1
+                })
+                .unwrap()
+        })
+    };
+    leading.wait();
+    let runs_b = AtomicUsize::new(0);
+    let got = slow(b)
+        .call(5u64, |x| {
+            runs_b.fetch_add(1, Ordering::SeqCst);
+            x + 1
+        })
+        .unwrap();
+    assert_eq!((leader.join().unwrap(), got), (6, 6));
+    runs_b.load(Ordering::SeqCst)
+}
+
 #[test]
 fn a_damaged_object_found_while_waiting_for_a_lease_is_counted_once() {
     let dir = TempDir::new("lease-damaged");
@@ -615,35 +648,9 @@ fn a_damaged_object_found_while_waiting_for_a_lease_is_counted_once() {
     let ttl = Duration::from_secs(20);
     let a = leased_store(&dir.join("a.redb"), &team, ttl);
     let b = leased_store(&dir.join("b.redb"), &team, ttl);
-    let leading = Arc::new(Barrier::new(2));
-    let leader = {
-        let (a, b, leading) = (a.clone(), b.clone(), Arc::clone(&leading));
-        std::thread::spawn(move || {
-            slow(&a)
-                .call(5u64, |x| {
-                    leading.wait();
-                    let deadline = Instant::now() + Duration::from_secs(20);
-                    while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
-                        assert!(Instant::now() < deadline, "b never waited");
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    // Long enough for several of b's polls (50 ms, doubling).
-                    std::thread::sleep(Duration::from_millis(1600));
-                    x + 1
-                })
-                .unwrap()
-        })
-    };
-    leading.wait();
-    let runs_b = AtomicUsize::new(0);
-    let got = slow(&b)
-        .call(5u64, |x| {
-            runs_b.fetch_add(1, Ordering::SeqCst);
-            x + 1
-        })
-        .unwrap();
-    assert_eq!((leader.join().unwrap(), got), (6, 6));
-    assert_eq!(runs_b.load(Ordering::SeqCst), 0, "b was served a's result");
+    // Long enough for several of b's polls (50 ms, doubling).
+    let runs_b = a_leads_while_b_waits(&a, &b, Duration::from_millis(1600));
+    assert_eq!(runs_b, 0, "b was served a's result");
     let r = b.stats().unwrap().remote.unwrap();
     assert_eq!(
         (r.lease_waits, r.lease_served, r.corrupt, r.misses),
@@ -661,33 +668,8 @@ fn a_lease_that_never_lapses_is_waited_for_without_overflowing() {
     // "Never lapses": capped, not overflowed.
     let a = leased_store(&dir.join("a.redb"), &team, Duration::MAX);
     let b = leased_store(&dir.join("b.redb"), &team, Duration::MAX);
-    let leading = Arc::new(Barrier::new(2));
-    let leader = {
-        let (a, b, leading) = (a.clone(), b.clone(), Arc::clone(&leading));
-        std::thread::spawn(move || {
-            slow(&a)
-                .call(5u64, |x| {
-                    leading.wait();
-                    let deadline = Instant::now() + Duration::from_secs(20);
-                    while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
-                        assert!(Instant::now() < deadline, "b never waited");
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    x + 1
-                })
-                .unwrap()
-        })
-    };
-    leading.wait();
-    let runs_b = AtomicUsize::new(0);
-    let got = slow(&b)
-        .call(5u64, |x| {
-            runs_b.fetch_add(1, Ordering::SeqCst);
-            x + 1
-        })
-        .unwrap();
-    assert_eq!((leader.join().unwrap(), got), (6, 6));
-    assert_eq!(runs_b.load(Ordering::SeqCst), 0, "b was served a's result");
+    let runs_b = a_leads_while_b_waits(&a, &b, Duration::ZERO);
+    assert_eq!(runs_b, 0, "b was served a's result");
     let r = b.stats().unwrap().remote.unwrap();
     assert_eq!((r.lease_waits, r.lease_served), (1, 1), "{r:?}");
 }
@@ -718,35 +700,9 @@ fn an_object_too_old_for_the_stores_is_replaced_by_the_leased_result_and_waiters
             .unwrap()
     };
     let (a, b) = (aged("a.redb"), aged("b.redb"));
-    let leading = Arc::new(Barrier::new(2));
-    let leader = {
-        let (a, b, leading) = (a.clone(), b.clone(), Arc::clone(&leading));
-        std::thread::spawn(move || {
-            slow(&a)
-                .call(5u64, |x| {
-                    leading.wait();
-                    let deadline = Instant::now() + Duration::from_secs(20);
-                    while b.stats().unwrap().remote.unwrap().lease_waits == 0 {
-                        assert!(Instant::now() < deadline, "b never waited");
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    x + 1
-                })
-                .unwrap()
-        })
-    };
-    leading.wait();
-    let runs_b = AtomicUsize::new(0);
-    let got = slow(&b)
-        .call(5u64, |x| {
-            runs_b.fetch_add(1, Ordering::SeqCst);
-            x + 1
-        })
-        .unwrap();
-    assert_eq!((leader.join().unwrap(), got), (6, 6));
+    let runs_b = a_leads_while_b_waits(&a, &b, Duration::ZERO);
     assert_eq!(
-        runs_b.load(Ordering::SeqCst),
-        0,
+        runs_b, 0,
         "b was served a's result, not left to compute after a"
     );
     let r = a.stats().unwrap().remote.unwrap();

@@ -167,7 +167,8 @@ impl Shared {
                             value_type,
                             compute,
                             fetched.saved_ms,
-                            (spool, remote),
+                            spool,
+                            remote,
                             age,
                             read,
                         );
@@ -227,7 +228,8 @@ impl Shared {
         value_type: Option<&'static str>,
         compute: Duration,
         saved_ms: u64,
-        (mut spool, mut remote): (Spool, Box<RemoteRecord>),
+        mut spool: Spool,
+        mut remote: Box<RemoteRecord>,
         age: Duration,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<Option<bool>, Error> {
