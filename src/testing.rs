@@ -134,6 +134,15 @@ pub fn without_spool<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// While `held`, the background thread of `store` saves none of the large backfills its remote
+/// hits leave to it (they stay readable from memory; `flush`, a removal or closing the store
+/// still saves them), so that a test can look between the call and the save. Releasing has the
+/// thread save them.
+#[cfg(feature = "remote")]
+pub fn hold_backfills(store: &crate::Store, held: bool) {
+    store.hold_backfills(held);
+}
+
 /// Recomputes the checksum of `record` (at least a header long) after a test changed it.
 pub fn reseal(record: &mut [u8]) {
     let sum = xxhash_rust::xxh3::xxh3_64(&record[8..]);

@@ -320,6 +320,152 @@ fn a_large_value_goes_through_the_remote() {
     assert_eq!(a.read_record(&id).unwrap(), b.read_record(&id).unwrap());
 }
 
+/// `half_mib` of `seed`: 512 KiB of bytes, a value whose backfill is saved after its call.
+fn half_mib(store: &Store, seed: u8, runs: &AtomicUsize) -> Vec<u8> {
+    let d = DecoratorCheckpoint::new(
+        Function::new("remote", "half_mib"),
+        AutoIdentifier,
+        store.clone(),
+    );
+    d.call(seed, |seed| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        (0..512 * 1024).map(|i| (i as u8) ^ seed).collect()
+    })
+    .unwrap()
+}
+
+fn half_mib_id(seed: u8) -> ckpt::CheckpointId {
+    AutoIdentifier
+        .id_of(&Function::new("remote", "half_mib"), &seed)
+        .unwrap()
+}
+
+/// A remote that has `half_mib` of 0, 1 and 2, published by a store in `dir`.
+fn half_mibs_published(dir: &TempDir) -> (Remote, Store) {
+    let team = Remote::open("memory://").unwrap();
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    let runs = AtomicUsize::new(0);
+    for seed in 0..3 {
+        half_mib(&a, seed, &runs);
+    }
+    a.flush().unwrap();
+    (team, a)
+}
+
+/// A large remote hit returns before its backfill is saved: the record is lent from memory,
+/// and the next call is served from there without asking the remote again. The store's
+/// background thread then saves it exactly as a synchronous backfill would.
+#[test]
+fn a_large_remote_hit_is_served_before_its_backfill_is_saved() {
+    let dir = TempDir::new("remote-later");
+    let (team, a) = half_mibs_published(&dir);
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    ckpt::testing::hold_backfills(&b, true);
+    let runs = AtomicUsize::new(0);
+    let want = half_mib(&a, 0, &runs);
+    for _ in 0..3 {
+        assert_eq!(half_mib(&b, 0, &runs), want);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "b computed nothing");
+    let remote = b.stats().unwrap().remote.unwrap();
+    assert_eq!((remote.fetches, remote.hits, remote.backfills), (1, 1, 0));
+    assert!(
+        b.entry(&half_mib_id(0)).unwrap().is_none(),
+        "saved on the call's thread"
+    );
+
+    ckpt::testing::hold_backfills(&b, false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.stats().unwrap().remote.unwrap().backfills == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the background thread saved nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let id = half_mib_id(0);
+    assert!(a.read_record(&id).unwrap() == b.read_record(&id).unwrap());
+    let (ea, eb) = (
+        a.entry(&id).unwrap().unwrap(),
+        b.entry(&id).unwrap().unwrap(),
+    );
+    assert_eq!(
+        (eb.size, eb.compute_time, eb.code_version),
+        (ea.size, ea.compute_time, ea.code_version)
+    );
+    assert_eq!(half_mib(&b, 0, &runs), want);
+    assert_eq!(b.stats().unwrap().remote.unwrap().fetches, 1);
+}
+
+/// Backfills still waiting when the store is flushed, closed or dropped are saved first, and a
+/// removal finds them (one saved after it would bring the entry back).
+#[test]
+fn waiting_backfills_are_saved_by_flush_and_drop_and_found_by_removals() {
+    let dir = TempDir::new("remote-later-drop");
+    let (team, _a) = half_mibs_published(&dir);
+    let path = dir.join("b.redb");
+    let runs = AtomicUsize::new(0);
+    let b = store(&path, &team, RemoteMode::ReadWrite);
+    ckpt::testing::hold_backfills(&b, true);
+    half_mib(&b, 0, &runs);
+    assert!(b.entry(&half_mib_id(0)).unwrap().is_none());
+    b.flush().unwrap();
+    assert!(
+        b.entry(&half_mib_id(0)).unwrap().is_some(),
+        "flush saved it"
+    );
+
+    half_mib(&b, 1, &runs);
+    assert!(b.remove(&half_mib_id(1)).unwrap(), "the removal found it");
+    b.flush().unwrap();
+    assert!(b.entry(&half_mib_id(1)).unwrap().is_none(), "it came back");
+
+    half_mib(&b, 2, &runs);
+    assert!(b.entry(&half_mib_id(2)).unwrap().is_none());
+    drop(b);
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let reopened = Store::open(&path).unwrap();
+    let ids: Vec<_> = reopened
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for seed in [0, 2] {
+        assert!(ids.contains(&half_mib_id(seed)), "seed {seed} lost at drop");
+        half_mib(&reopened, seed, &runs);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+/// A backfill waiting for an id that a save fills meanwhile leaves that save's entry alone.
+#[test]
+fn a_waiting_backfill_never_replaces_an_entry_saved_meanwhile() {
+    use ckpt::Cache;
+    let dir = TempDir::new("remote-later-saved");
+    let (team, _a) = half_mibs_published(&dir);
+    let b = store(&dir.join("b.redb"), &team, RemoteMode::ReadWrite);
+    ckpt::testing::hold_backfills(&b, true);
+    let runs = AtomicUsize::new(0);
+    half_mib(&b, 0, &runs);
+    let id = half_mib_id(0);
+    let f = Function::new("remote", "half_mib");
+    let other: Vec<u8> = vec![7; 512 * 1024];
+    let record = ckpt::testing::encode_record(&other, Duration::from_millis(3)).unwrap();
+    b.save(
+        &id,
+        &ckpt::testing::entry(&f, &record, Duration::from_millis(3)),
+    )
+    .unwrap();
+    b.flush().unwrap();
+    assert!(
+        b.read_record(&id).unwrap().unwrap() == record,
+        "the backfill replaced the entry saved meanwhile"
+    );
+    assert_eq!(b.stats().unwrap().remote.unwrap().backfills, 0);
+}
+
 #[test]
 fn bad_locations_are_typed_errors_at_open() {
     for (url, kind) in [

@@ -160,6 +160,69 @@ fn an_async_call_is_served_by_the_remote_and_backfills_the_file() {
     assert_eq!(b.stats().unwrap().calls.hits, 8);
 }
 
+/// An async call served a large object does not await its backfill's save: the store's
+/// background thread saves it, and the calls that follow meanwhile are served from memory.
+#[test]
+fn an_async_call_served_a_large_object_does_not_await_its_save() {
+    let dir = TempDir::new("remote-async-later");
+    let team = Remote::open("memory://").unwrap();
+    let open = |name: &str| {
+        Store::builder()
+            .remote(team.clone(), RemoteMode::ReadWrite)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let runs = AtomicUsize::new(0);
+    let call = |store: &Store, seed: u8| {
+        let deco = DecoratorCheckpoint::new(
+            Function::new("remote_async", "half_mib"),
+            AutoIdentifier,
+            store.clone(),
+        );
+        let runs = &runs;
+        futures_executor::block_on(async move {
+            deco.call_async(seed, |seed| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    (0..512 * 1024)
+                        .map(|i| (i as u8) ^ seed)
+                        .collect::<Vec<u8>>()
+                }
+            })
+            .await
+            .unwrap()
+        })
+    };
+    let a = open("a.redb");
+    let want = call(&a, 5);
+    a.flush().unwrap();
+    let b = open("b.redb");
+    ckpt::testing::hold_backfills(&b, true);
+    for _ in 0..3 {
+        assert!(call(&b, 5) == want);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the second store computed nothing"
+    );
+    let remote = b.stats().unwrap().remote.unwrap();
+    assert_eq!((remote.fetches, remote.backfills), (1, 0));
+    assert_eq!(
+        b.stats().unwrap().entries,
+        0,
+        "saved before the call returned"
+    );
+    b.flush().unwrap();
+    let (remote, entries) = (
+        b.stats().unwrap().remote.unwrap(),
+        b.stats().unwrap().entries,
+    );
+    assert_eq!((remote.backfills, entries), (1, 1));
+    assert!(call(&b, 5) == want);
+    assert_eq!(b.stats().unwrap().remote.unwrap().fetches, 1);
+}
+
 #[test]
 fn a_synchronous_publish_is_awaited_off_the_executor_thread() {
     let dir = TempDir::new("remote-async-sync-publish");

@@ -353,6 +353,8 @@ impl StoreBuilder {
             remote: self.remote.as_ref().map(|(remote, mode)| {
                 crate::remote::Tier::new(remote.clone(), *mode, self.publish, self.dedup)
             }),
+            #[cfg(feature = "remote")]
+            backfills: Default::default(),
             compression: self.compression,
             _registration: open::registry::register(&path),
         });

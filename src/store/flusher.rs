@@ -1,7 +1,8 @@
 //! The background flusher: one thread per open store that makes relaxed commits durable on
 //! time, writes the access log when it fills, writes buffered bookkeeping every few seconds
-//! so that a long run of hits without saves still reaches the file, and leads the group commits
-//! of deferred saves (async callers) that no saver of their own waits to lead.
+//! so that a long run of hits without saves still reaches the file, leads the group commits
+//! of deferred saves (async callers) that no saver of their own waits to lead, and saves the
+//! large backfills that remote hits left to it (feature `remote`).
 //!
 //! It holds only a `Weak` reference to the store, upgraded for the length of one flush, and the
 //! last `Store` handle stops and joins it before the file is closed, so dropping a store
@@ -35,6 +36,8 @@ struct State {
     flush_wanted: bool,
     /// Deferred saves are queued with nobody leading their commit.
     commit_wanted: bool,
+    /// Backfills wait to be saved (feature `remote`).
+    backfill_wanted: bool,
     /// The thread is running (and will lead deferred saves' commits until it stops).
     alive: bool,
 }
@@ -77,6 +80,21 @@ impl Flusher {
         true
     }
 
+    /// Asks the thread to save the backfills waiting; `false` when it is not running: the
+    /// caller saves them itself.
+    #[cfg(feature = "remote")]
+    pub(crate) fn request_backfill(&self) -> bool {
+        let mut state = self.state.lock();
+        if !state.alive || state.stop {
+            return false;
+        }
+        if !state.backfill_wanted {
+            state.backfill_wanted = true;
+            self.wake.notify_one();
+        }
+        true
+    }
+
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
         self.wake.notify_one();
@@ -99,7 +117,7 @@ impl Flusher {
     fn run(&self, store: Weak<Shared>) {
         let mut last_flush = Instant::now();
         loop {
-            let (sync, flush, commit) = {
+            let (sync, flush, commit, backfill) = {
                 let mut state = self.state.lock();
                 loop {
                     if state.stop {
@@ -109,6 +127,8 @@ impl Flusher {
                         drop(state);
                         if let Some(shared) = store.upgrade() {
                             shared.lead_deferred();
+                            #[cfg(feature = "remote")]
+                            shared.save_all_waiting();
                         }
                         return;
                     }
@@ -116,9 +136,10 @@ impl Flusher {
                     let sync = state.sync_by.is_some_and(|t| t <= now);
                     let flush = state.flush_wanted || now >= last_flush + BOOKKEEPING_EVERY;
                     let commit = std::mem::take(&mut state.commit_wanted);
-                    if sync || flush || commit {
+                    let backfill = std::mem::take(&mut state.backfill_wanted);
+                    if sync || flush || commit || backfill {
                         state.flush_wanted = false;
-                        break (sync, flush, commit);
+                        break (sync, flush, commit, backfill);
                     }
                     let next = state.sync_by.map_or(last_flush + BOOKKEEPING_EVERY, |t| {
                         t.min(last_flush + BOOKKEEPING_EVERY)
@@ -132,6 +153,12 @@ impl Flusher {
             if commit {
                 shared.lead_deferred();
             }
+            #[cfg(feature = "remote")]
+            if backfill {
+                shared.save_waiting_in_background();
+            }
+            #[cfg(not(feature = "remote"))]
+            let _ = backfill;
             if !(sync || flush) {
                 continue;
             }

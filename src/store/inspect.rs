@@ -12,7 +12,7 @@ use super::schema::{
     ENTRIES, EntryMeta, FUNCTIONS, FunctionRecord, INFO, REMOTE_KEY, decode_remote,
 };
 use super::write::{Tx, Victim};
-use super::{Commit, Store};
+use super::{Commit, Shared, Store};
 use crate::error::Error;
 use crate::id::{CheckpointId, Function};
 use crate::record::{Lent, LentBytes};
@@ -424,6 +424,7 @@ impl Store {
     /// # Errors
     /// When the write fails (nothing is removed then).
     pub fn remove(&self, id: &CheckpointId) -> Result<bool, Error> {
+        self.shared().before_removal();
         self.shared().write(Commit::Yes, |tx| {
             tx.delete(id.as_bytes()).map(|m| m.is_some())
         })
@@ -435,6 +436,7 @@ impl Store {
     /// As [`remove`](Self::remove).
     pub fn remove_function(&self, function: &Function) -> Result<u64, Error> {
         let key = function.key();
+        self.shared().before_removal();
         self.shared().write(Commit::Yes, |tx| {
             let doomed = tx.select(|m| m.fn_key == key)?;
             for (id, _) in &doomed {
@@ -451,6 +453,7 @@ impl Store {
     /// As [`remove`](Self::remove).
     pub fn remove_stale(&self, function: &Function) -> Result<u64, Error> {
         let (key, current) = (function.key(), function.code_version());
+        self.shared().before_removal();
         self.shared().write(Commit::Yes, |tx| {
             remove_where(tx, |m| m.fn_key == key && m.code_version != current)
         })
@@ -462,6 +465,7 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn remove_all_stale(&self) -> Result<u64, Error> {
+        self.shared().before_removal();
         self.shared().write(Commit::Yes, |tx| {
             let newest: HashMap<u64, u64> = tx.function_keys()?.into_iter().collect();
             remove_where(tx, |m| {
@@ -477,8 +481,18 @@ impl Store {
     /// # Errors
     /// As [`remove`](Self::remove).
     pub fn clear(&self) -> Result<u64, Error> {
+        self.shared().before_removal();
         self.shared()
             .write(Commit::Yes, |tx| remove_where(tx, |_| true))
+    }
+}
+
+impl Shared {
+    /// Before a removal: the backfills still waiting are saved first, so that it finds them
+    /// (else one would be saved after it, and the removed entry come back).
+    fn before_removal(&self) {
+        #[cfg(feature = "remote")]
+        self.save_all_waiting();
     }
 }
 

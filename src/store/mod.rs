@@ -149,6 +149,9 @@ pub(crate) struct Shared {
     /// `Drop for Shared` has synced, and its drop waits for the background publishes.
     #[cfg(feature = "remote")]
     remote: Option<crate::remote::Tier>,
+    /// Large backfills fetched and lent, waiting for the background thread to save them.
+    #[cfg(feature = "remote")]
+    backfills: tiered::Backfills,
     /// The decorators' default (`StoreBuilder::compression`).
     compression: crate::record::Compression,
     /// This process's claim on the file (see `open::registry`); dropped after the engine.

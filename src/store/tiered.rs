@@ -24,6 +24,22 @@ use crate::record::{EncodeRecord, LentBytes, RecordSink};
 use crate::remote::{Body, Claimed, Lookup, Published, RecordSource, RemoteMode, RemoteRecord};
 use crate::stats::RemoteStats;
 
+// Large backfills saved after their call returns, readable meanwhile.
+mod backfill;
+
+pub(crate) use self::backfill::Backfills;
+use self::backfill::{Backfill, LATER_FROM};
+
+/// When a backfill is written into the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Before the lookup returns (a lease's poll, whose caller reads the file next; a pull).
+    Now,
+    /// A large record after the call returns, by the store's background thread (see
+    /// `backfill.rs`); a small one at once.
+    Soon,
+}
+
 impl Shared {
     /// The hit path with the remote behind it: the local file first; on a miss, the remote.
     #[inline]
@@ -59,13 +75,19 @@ impl Shared {
         }
     }
 
+    /// After a local miss: a backfill still waiting to be saved, else the remote.
     #[cold]
     fn fetch_remote(
         &self,
         id: &CheckpointId,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<bool, Error> {
-        Ok(self.fetch_backfill(id, Lookup::Miss, read)?.is_some())
+        if self.read_waiting(id, read) {
+            return Ok(true);
+        }
+        Ok(self
+            .fetch_backfill(id, Lookup::Miss, Keep::Soon, read)?
+            .is_some())
     }
 
     /// After a local miss of a store whose file is read-only: the record an async call's
@@ -79,7 +101,7 @@ impl Shared {
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> bool {
         if self.access_mode == AccessMode::ReadWrite {
-            return false;
+            return self.read_waiting(id, read);
         }
         let Some(tier) = self.remote.as_ref() else {
             return false;
@@ -127,7 +149,7 @@ impl Shared {
                 ));
             }
             Ok(self
-                .fetch_backfill(id, Lookup::Poll, &mut |_, _| {})?
+                .fetch_backfill(id, Lookup::Poll, Keep::Now, &mut |_, _| {})?
                 .is_some())
         };
         Ok(match tier.lease(id, &mut poll)? {
@@ -138,11 +160,12 @@ impl Shared {
     }
 
     /// A remote lookup of `id` and its backfill: `None` on a remote miss, else whether the
-    /// object was written into the local file.
+    /// object was (or, `Keep::Soon`, will be) written into the local file.
     fn fetch_backfill(
         &self,
         id: &CheckpointId,
         lookup: Lookup,
+        keep: Keep,
         read: &mut dyn FnMut(Lent<'_>, Option<Duration>),
     ) -> Result<Option<bool>, Error> {
         let Some(tier) = &self.remote else {
@@ -192,6 +215,23 @@ impl Shared {
             },
         };
         let mut kept = false;
+        if self.access_mode == AccessMode::ReadWrite
+            && keep == Keep::Soon
+            && record.len() >= LATER_FROM
+        {
+            let backfill = Backfill {
+                function: fetched.function.clone(),
+                record: record.clone(),
+                value_type,
+                compute,
+                saved_ms: fetched.saved_ms,
+            };
+            if self.save_later(id, backfill) {
+                // Checked already (see below).
+                read(Lent::checked(&record), Some(age));
+                return Ok(Some(true));
+            }
+        }
         if self.access_mode == AccessMode::ReadWrite {
             // The backfill: the same save a computed result gets (same id, same record bytes,
             // the function's metadata and counts), committed without waiting for the disk.
@@ -312,8 +352,9 @@ impl Shared {
         })
     }
 
-    /// Waits for the background publishes queued so far.
+    /// Saves the backfills waiting, and waits for the background publishes queued so far.
     pub(super) fn flush_remote(&self) {
+        self.save_all_waiting();
         if let Some(tier) = &self.remote {
             tier.flush();
         }
@@ -488,9 +529,9 @@ impl Store {
                 Some(id) if local.contains(&id) => report.already_local += 1,
                 Some(id) => {
                     let mut len = 0;
-                    match shared
-                        .fetch_backfill(&id, Lookup::Miss, &mut |lent, _| len = lent.len())?
-                    {
+                    match shared.fetch_backfill(&id, Lookup::Miss, Keep::Now, &mut |lent, _| {
+                        len = lent.len()
+                    })? {
                         Some(true) => {
                             report.pulled += 1;
                             report.bytes += len;
@@ -606,14 +647,16 @@ impl Store {
         let started = crate::remote::off_thread(move || {
             let shared = store.shared();
             if shared.access_mode == AccessMode::ReadWrite {
-                let found = shared.fetch_backfill(&id, Lookup::Miss, &mut |_, _| {});
+                // A large record is saved after the call (the near lookup that follows finds
+                // it waiting), so that the awaiting call does not wait for its save.
+                let found = shared.fetch_backfill(&id, Lookup::Miss, Keep::Soon, &mut |_, _| {});
                 done.complete(found.map(|_| ()));
                 return;
             }
             // A file that cannot take a backfill: the record is parked for the near lookups
             // (`read_parked`) instead.
             let mut got = None;
-            let found = shared.fetch_backfill(&id, Lookup::Miss, &mut |lent, age| {
+            let found = shared.fetch_backfill(&id, Lookup::Miss, Keep::Now, &mut |lent, age| {
                 // Its write time, on the store's clock (the age lent was taken from it).
                 let saved_ms = age.map(|a| {
                     let ago = u64::try_from(a.as_millis()).unwrap_or(u64::MAX);
