@@ -395,6 +395,9 @@ fn a_large_remote_hit_is_served_before_its_backfill_is_saved() {
     );
     assert_eq!(half_mib(&b, 0, &runs), want);
     assert_eq!(b.stats().unwrap().remote.unwrap().fetches, 1);
+    // Its entry counts the two hits served from memory, and the one since.
+    b.flush().unwrap();
+    assert_eq!(b.entry(&id).unwrap().unwrap().hits, 3);
 }
 
 /// Backfills still waiting when the store is flushed, closed or dropped are saved first, and a
@@ -464,6 +467,101 @@ fn a_waiting_backfill_never_replaces_an_entry_saved_meanwhile() {
         "the backfill replaced the entry saved meanwhile"
     );
     assert_eq!(b.stats().unwrap().remote.unwrap().backfills, 0);
+}
+
+/// A local entry past the store's `max_age` is a miss; the fresh remote object served instead
+/// replaces it when its backfill is saved (it is no entry "saved meanwhile"), and is counted.
+#[test]
+fn a_waiting_backfill_replaces_an_expired_entry() {
+    use ckpt::Limits;
+    use ckpt::store::ManualClock;
+    let dir = TempDir::new("remote-later-expired");
+    let (team, _a) = half_mibs_published(&dir);
+    let now = std::time::SystemTime::now();
+    let clock = ManualClock::new(now - Duration::from_secs(2 * 3600));
+    let b = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .clock(clock.clone())
+        .limits(Limits::new().max_age(Duration::from_secs(3600)))
+        .open(dir.join("b.redb"))
+        .unwrap();
+    // Saved two hours ago by b's clock (computed: the remote was not asked on a rerun).
+    let runs = AtomicUsize::new(0);
+    let d = DecoratorCheckpoint::new(
+        Function::new("remote", "half_mib"),
+        AutoIdentifier,
+        b.clone(),
+    );
+    let want = half_mib(&_a, 0, &runs);
+    d.rerun(0u8, |_| want.clone()).unwrap();
+    b.flush().unwrap();
+    let id = half_mib_id(0);
+    let old = b.entry(&id).unwrap().unwrap().created;
+
+    clock.advance(Duration::from_secs(2 * 3600 + 60));
+    ckpt::testing::hold_backfills(&b, true);
+    assert_eq!(half_mib(&b, 0, &runs), want);
+    assert_eq!(
+        b.stats().unwrap().remote.unwrap().fetches,
+        1,
+        "the expired entry was served"
+    );
+    b.flush().unwrap();
+    let remote = b.stats().unwrap().remote.unwrap();
+    assert_eq!(remote.backfills, 1);
+    assert!(
+        b.entry(&id).unwrap().unwrap().created > old,
+        "the expired entry was kept"
+    );
+    assert_eq!(half_mib(&b, 0, &runs), want);
+    assert_eq!(
+        b.stats().unwrap().remote.unwrap().fetches,
+        1,
+        "asked the remote again"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+/// `flush` makes the background thread's relaxed commit durable even when it saved no
+/// backfill: that commit also wrote the hits buffered since the last one.
+#[test]
+fn flush_makes_durable_a_backfill_commit_that_saved_nothing() {
+    use ckpt::Cache;
+    use ckpt::testing::{FaultOp, Faults, FaultyBackend, FileBytes};
+    let dir = TempDir::new("remote-later-sync");
+    let (team, a) = half_mibs_published(&dir);
+    let path = dir.join("b.redb");
+    drop(Store::open(&path).unwrap());
+    let faults = Faults::new();
+    let (f, file) = (faults.clone(), path.clone());
+    let b = Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .open_backend(&path, move || {
+            Ok(FaultyBackend::new(FileBytes::open(&file)?, f.clone()))
+        })
+        .unwrap();
+    ckpt::testing::hold_backfills(&b, true);
+    let runs = AtomicUsize::new(0);
+    half_mib(&b, 0, &runs);
+    // The same id saved meanwhile (durably), then hit: the hit waits in the access log.
+    let id = half_mib_id(0);
+    let record = a.read_record(&id).unwrap().unwrap();
+    let f = Function::new("remote", "half_mib");
+    b.save(&id, &ckpt::testing::entry(&f, &record, Duration::ZERO))
+        .unwrap();
+    half_mib(&b, 0, &runs);
+    let syncs = faults.count(FaultOp::Sync);
+    b.flush().unwrap();
+    assert_eq!(
+        b.stats().unwrap().remote.unwrap().backfills,
+        0,
+        "nothing to save"
+    );
+    assert!(
+        faults.count(FaultOp::Sync) > syncs,
+        "flush left a commit volatile"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
 #[test]

@@ -345,6 +345,7 @@ impl StoreBuilder {
             access: AccessLog::new(self.access_log),
             registry: Mutex::default(),
             writer: Mutex::new(()),
+            unsynced: Default::default(),
             queue: Queue::default(),
             flusher: Arc::clone(&flusher),
             chunk_len: self.chunk_len,

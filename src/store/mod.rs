@@ -140,6 +140,9 @@ pub(crate) struct Shared {
     /// Held from `begin_write` until the flushed counts are confirmed: redb frees its write slot
     /// at commit, and a plan taken in between would count the same calls twice.
     writer: Mutex<()>,
+    /// A relaxed commit (a backfill) in a store whose durability is not relaxed has not been
+    /// made durable yet: `sync` commits durably though no bookkeeping is buffered.
+    unsynced: std::sync::atomic::AtomicBool,
     queue: Queue,
     flusher: Arc<Flusher>,
     /// Records longer than this are stored in chunks of this length (see `chunks.rs`).

@@ -140,9 +140,12 @@ impl Shared {
                 self.flusher.sync_by(Instant::now() + within);
             }
             // A relaxed commit in a durable store (a backfill): durable with the next durable
-            // commit or the close.
-            _ if relaxed => {}
-            _ => self.flusher.synced(),
+            // commit (`sync` makes one) or the close.
+            _ if relaxed => self.unsynced.store(true, Ordering::Release),
+            _ => {
+                self.unsynced.store(false, Ordering::Release);
+                self.flusher.synced();
+            }
         }
         Ok(out)
     }
@@ -184,7 +187,10 @@ impl Shared {
 
     /// Writes buffered bookkeeping and makes every earlier commit durable.
     pub(crate) fn sync(&self) -> Result<(), Error> {
-        if self.has_bookkeeping() || matches!(self.durability, Durability::Relaxed { .. }) {
+        if self.has_bookkeeping()
+            || matches!(self.durability, Durability::Relaxed { .. })
+            || self.unsynced.load(Ordering::Acquire)
+        {
             self.write(Commit::Durably, |_| Ok(()))?;
         }
         Ok(())

@@ -225,6 +225,8 @@ impl Shared {
                 value_type,
                 compute,
                 saved_ms: fetched.saved_ms,
+                fetched_ms: now,
+                served: Default::default(),
             };
             if self.save_later(id, backfill) {
                 // Checked already (see below).

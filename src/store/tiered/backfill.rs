@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +25,9 @@ use crate::store::write::{SaveOp, Tx};
 pub(crate) const LATER_FROM: usize = 128 * 1024;
 /// At most this many bytes wait at once; past it, a backfill is saved on the call's thread.
 const WAITING_MAX: usize = 64 * 1024 * 1024;
+/// The most bytes one commit of the background thread saves: other saves wait for the writer
+/// no longer than a commit of this size takes (about 10 ms).
+const COMMIT_MAX: usize = 8 * 1024 * 1024;
 
 /// Backfills waiting for their commit.
 #[derive(Default)]
@@ -56,6 +59,10 @@ pub(crate) struct Backfill {
     pub compute: Duration,
     /// Its object's write time (ms since the epoch): the entry's creation time.
     pub saved_ms: u64,
+    /// When it was fetched (the store's clock): an entry created since was saved meanwhile.
+    pub fetched_ms: u64,
+    /// Lookups served it from memory: hits its entry is given when it is saved.
+    pub served: AtomicU64,
 }
 
 impl Backfill {
@@ -99,13 +106,14 @@ impl Shared {
     /// running: the caller saves it.
     pub(in crate::store) fn save_later(&self, id: &CheckpointId, backfill: Backfill) -> bool {
         let len = backfill.record.len();
+        let backfill = Arc::new(backfill);
         {
             let mut state = self.backfills.state.lock();
             if state.bytes + len > WAITING_MAX || state.records.contains_key(id) {
                 return false;
             }
             state.bytes += len;
-            state.records.insert(*id, Arc::new(backfill));
+            state.records.insert(*id, Arc::clone(&backfill));
             state.queued.push(*id);
             self.backfills
                 .count
@@ -114,19 +122,26 @@ impl Shared {
         if self.flusher.request_backfill() {
             return true;
         }
-        // Stopped meanwhile: taken back, for the caller to save.
+        // Stopped meanwhile: taken back (this one, not another queued since under the same id),
+        // for the caller to save.
         let mut state = self.backfills.state.lock();
-        if let Some(pos) = state.queued.iter().position(|q| q == id) {
-            state.queued.remove(pos);
-            state.records.remove(id);
-            state.bytes -= len;
-            self.backfills
-                .count
-                .store(state.records.len(), Ordering::Release);
-            return false;
+        let ours = state
+            .records
+            .get(id)
+            .is_some_and(|b| Arc::ptr_eq(b, &backfill));
+        match state.queued.iter().position(|q| q == id) {
+            Some(pos) if ours => {
+                state.queued.remove(pos);
+                state.records.remove(id);
+                state.bytes -= len;
+                self.backfills
+                    .count
+                    .store(state.records.len(), Ordering::Release);
+                false
+            }
+            // A flush took it already.
+            _ => true,
         }
-        // A flush took it already.
-        true
     }
 
     /// Lends the backfill waiting for `id`, if any, with its age on the store's clock. One
@@ -147,6 +162,7 @@ impl Shared {
         if max_age != 0 && age > Duration::from_millis(max_age) {
             return false;
         }
+        backfill.served.fetch_add(1, Ordering::Relaxed);
         // Checked when it was fetched (`Tier::fetch` parsed the whole record).
         read(Lent::checked(&backfill.record), Some(age));
         true
@@ -159,8 +175,12 @@ impl Shared {
         }
     }
 
-    /// Saves the backfills queued so far, in one relaxed commit (each alone if that fails). An
-    /// id the file has meanwhile (saved by a call that computed it) keeps its entry.
+    /// Saves the backfills queued so far, in relaxed commits of at most `COMMIT_MAX` bytes
+    /// (so that other saves get the writer in between), each backfill alone if its batch
+    /// fails. An id the file has an entry for that was created since the fetch (saved by a
+    /// call that computed it) keeps that entry; an older one (expired, since the lookup missed
+    /// it) is replaced. A backfill that cannot be saved is dropped (a debug trace says why):
+    /// the next call asks the remote again.
     fn save_waiting(&self) {
         let taken: Vec<(CheckpointId, Arc<Backfill>)> = {
             let mut state = self.backfills.state.lock();
@@ -174,15 +194,41 @@ impl Shared {
                 .filter_map(|id| Some((id, Arc::clone(state.records.get(&id)?))))
                 .collect()
         };
-        let mut fits = Vec::with_capacity(taken.len());
-        for (id, backfill) in &taken {
-            match self.check_size(backfill.record.len()) {
-                Ok(()) => fits.push((id, backfill)),
-                Err(e) => not_kept(id, &e),
+        // Landed whatever happens below (a panic in the app's tracing subscriber included):
+        // a flush waits for `landing` to reach zero.
+        let _landed = Landed {
+            shared: self,
+            taken: &taken,
+        };
+        let mut rest: &[(CheckpointId, Arc<Backfill>)] = &taken;
+        while !rest.is_empty() {
+            let (mut n, mut bytes) = (0, 0);
+            while n < rest.len() && (n == 0 || bytes + rest[n].1.record.len() <= COMMIT_MAX) {
+                bytes += rest[n].1.record.len();
+                n += 1;
             }
+            let (batch, later) = rest.split_at(n);
+            self.save_batch(batch);
+            rest = later;
         }
+    }
+
+    fn save_batch(&self, batch: &[(CheckpointId, Arc<Backfill>)]) {
+        let fits: Vec<_> = batch
+            .iter()
+            .filter(|(id, b)| match self.check_size(b.record.len()) {
+                Ok(()) => true,
+                Err(e) => {
+                    not_kept(id, &e);
+                    false
+                }
+            })
+            .collect();
         let put = |tx: &mut Tx<'_>, id: &CheckpointId, b: &Backfill| {
-            if tx.meta(id.as_bytes())?.is_some() {
+            if tx
+                .meta(id.as_bytes())?
+                .is_some_and(|m| m.created_ms >= b.fetched_ms)
+            {
                 return Ok(false);
             }
             tx.put(&SaveOp::new(id, &b.entry()))?;
@@ -190,10 +236,12 @@ impl Shared {
         };
         let together = self.write(Commit::Relaxed, |tx| {
             fits.iter()
-                .try_fold(0, |n, (id, b)| Ok(n + usize::from(put(tx, id, b)?)))
+                .map(|(id, b)| Ok(put(tx, id, b)?.then_some(id)))
+                .filter_map(Result::transpose)
+                .collect::<Result<Vec<_>, Error>>()
         });
-        let saved = match together {
-            Ok(n) => n,
+        let saved: Vec<&CheckpointId> = match together {
+            Ok(saved) => saved,
             Err(_) => fits
                 .iter()
                 .filter(
@@ -205,31 +253,61 @@ impl Shared {
                         }
                     },
                 )
-                .count(),
+                .map(|(id, _)| id)
+                .collect(),
         };
-        if let Some(tier) = &self.remote {
-            (0..saved).for_each(|_| tier.backfilled());
-        }
-        let mut state = self.backfills.state.lock();
-        for (id, backfill) in &taken {
-            if state.records.remove(id).is_some() {
-                state.bytes -= backfill.record.len();
+        let now = self.now_ms();
+        for id in &saved {
+            if let Some(tier) = &self.remote {
+                tier.backfilled();
+            }
+            // The hits it was served from memory, now that its entry can take them.
+            let served = batch
+                .iter()
+                .find(|(b, _)| b == *id)
+                .map_or(0, |(_, b)| b.served.load(Ordering::Relaxed));
+            for _ in 0..served {
+                self.accessed(id, now);
             }
         }
-        state.landing -= 1;
-        self.backfills
-            .count
-            .store(state.records.len(), Ordering::Release);
-        self.backfills.landed.notify_all();
     }
 
     /// Saves every backfill waiting, and waits for those another thread is saving: after it,
-    /// the file has every backfill fetched before the call (or its failure was reported).
+    /// nothing fetched before the call waits in memory (saved, or dropped if it could not be).
     pub(in crate::store) fn save_all_waiting(&self) {
         self.save_waiting();
         let mut state = self.backfills.state.lock();
         while state.landing > 0 {
             self.backfills.landed.wait(&mut state);
         }
+    }
+}
+
+/// Ends a `save_waiting`: its backfills leave the map (saved, or dropped), and a flush waiting
+/// for it is woken.
+struct Landed<'a> {
+    shared: &'a Shared,
+    taken: &'a [(CheckpointId, Arc<Backfill>)],
+}
+
+impl Drop for Landed<'_> {
+    fn drop(&mut self) {
+        let backfills = &self.shared.backfills;
+        let mut state = backfills.state.lock();
+        for (id, backfill) in self.taken {
+            if state
+                .records
+                .get(id)
+                .is_some_and(|b| Arc::ptr_eq(b, backfill))
+            {
+                state.records.remove(id);
+                state.bytes -= backfill.record.len();
+            }
+        }
+        state.landing -= 1;
+        backfills
+            .count
+            .store(state.records.len(), Ordering::Release);
+        backfills.landed.notify_all();
     }
 }
