@@ -11,6 +11,8 @@
 //!   when the calls end are not timed (flush), but reported, with the drops;
 //! * `publish_file` (not run by default): the same, publishing to a `file://` remote on the local
 //!   disk, so that no server's CPU competes with the calls (moto runs on the same cores);
+//! * `publish_null` (not run by default): the same, publishing to an S3 endpoint in this process
+//!   that does nearly nothing (200 to a PUT, 404 to a GET): the client's own cost;
 //! * `notfound` (not run by default): a raw GET that finds nothing against one that finds a small
 //!   object and a HEAD that finds nothing, what each miss of `publish` asks first;
 //! * `large`: publishing one large entry (`Store::push`: the record read from the file, its
@@ -35,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ckpt::remote::RemoteCheck;
 use ckpt::{Durability, PublishMode, Remote, RemoteMode, Store};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
@@ -83,8 +86,93 @@ fn main() {
     if wants("large") {
         large(&moto, &rt, &raw, rounds.min(5));
     }
+    if wants("publish_null") {
+        // The same calls publishing to a server that does nearly nothing (in this process: it
+        // answers every PUT with 200 and every GET with 404), so that what is measured is the
+        // client's own cost: the calls, the publishers, the runtime, the requests.
+        let null = NullS3::start();
+        let team = Remote::builder(&format!("s3://{BUCKET}/{PREFIX}"))
+            .endpoint(&null.endpoint())
+            .option("aws_access_key_id", "testing")
+            .option("aws_secret_access_key", "testing")
+            .option("aws_region", "us-east-1")
+            .check(RemoteCheck::Skip)
+            .open()
+            .expect("open the null remote");
+        publish(&team, "a null server", rounds);
+        println!("null server: {} requests", null.requests());
+    }
     if wants("notfound") {
         not_found(&rt, &raw, rounds);
+    }
+}
+
+/// An S3 endpoint that stores nothing: 200 to every PUT (its body read and dropped), 404 to
+/// every other request, HTTP/1.1 with keep-alive, a thread per connection.
+struct NullS3 {
+    port: u16,
+    requests: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl NullS3 {
+    fn start() -> NullS3 {
+        use std::io::BufRead as _;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let _ = conn.set_nodelay(true);
+                let counted = Arc::clone(&counted);
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let (mut first, mut len) = (String::new(), 0usize);
+                        loop {
+                            let mut line = String::new();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => {}
+                            }
+                            if first.is_empty() {
+                                first = line.clone();
+                            }
+                            if let Some((k, v)) = line.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let answer: &[u8] = if first.starts_with("PUT ") {
+                            b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                        };
+                        if conn.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        NullS3 { port, requests }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -8,7 +8,10 @@ use parking_lot::{Condvar, Mutex};
 
 pub(crate) struct Queue<J> {
     state: Mutex<State<J>>,
-    changed: Condvar,
+    /// A job was pushed (one sleeping worker is woken for it), or the queue stopped.
+    pushed: Condvar,
+    /// A job was done (what `wait_idle` waits for), or the queue stopped.
+    finished: Condvar,
     capacity: usize,
 }
 
@@ -31,7 +34,8 @@ impl<J> Queue<J> {
                 next: 0,
                 stopped: false,
             }),
-            changed: Condvar::new(),
+            pushed: Condvar::new(),
+            finished: Condvar::new(),
             capacity: capacity.max(1),
         }
     }
@@ -44,7 +48,13 @@ impl<J> Queue<J> {
         state.next += 1;
         state.jobs.push_back((number, job));
         drop(state);
-        self.changed.notify_all();
+        // One worker: waking them all for one job would have the others wake for nothing (a
+        // thread wake is tens of microseconds of CPU).
+        self.pushed.notify_one();
+        if dropped {
+            // A job `wait_idle` may wait for is gone.
+            self.finished.notify_all();
+        }
         dropped
     }
 
@@ -60,13 +70,13 @@ impl<J> Queue<J> {
             if state.stopped {
                 return None;
             }
-            self.changed.wait(&mut state);
+            self.pushed.wait(&mut state);
         }
     }
 
     pub(crate) fn done(&self, number: u64) {
         self.state.lock().busy.remove(&number);
-        self.changed.notify_all();
+        self.finished.notify_all();
     }
 
     /// Waits until every job pushed before the call is done (or dropped). Jobs pushed while it
@@ -80,14 +90,15 @@ impl<J> Queue<J> {
             if !waiting && !running {
                 return;
             }
-            self.changed.wait(&mut state);
+            self.finished.wait(&mut state);
         }
     }
 
     /// Lets the workers finish the jobs left, then end.
     pub(crate) fn stop(&self) {
         self.state.lock().stopped = true;
-        self.changed.notify_all();
+        self.pushed.notify_all();
+        self.finished.notify_all();
     }
 }
 
