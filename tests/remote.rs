@@ -564,6 +564,54 @@ fn flush_makes_durable_a_backfill_commit_that_saved_nothing() {
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
+/// `stats` reads the file and the counts not yet written to it together: while backfills
+/// land in the background, the counts over the file's life never fall below this process's.
+#[test]
+fn stats_stay_consistent_while_backfills_land() {
+    let dir = TempDir::new("remote-stats-landing");
+    let team = Remote::open("memory://").unwrap();
+    let a = store(&dir.join("a.redb"), &team, RemoteMode::ReadWrite);
+    let runs = AtomicUsize::new(0);
+    for seed in 0..24 {
+        half_mib(&a, seed, &runs);
+    }
+    a.flush().unwrap();
+    for round in 0..4 {
+        let b = store(
+            &dir.join(&format!("b{round}.redb")),
+            &team,
+            RemoteMode::ReadWrite,
+        );
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for seed in 0..24 {
+                    half_mib(&b, seed, &runs);
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+            while !done.load(Ordering::SeqCst) {
+                let stats = b.stats().unwrap();
+                let (now, life) = (
+                    stats.remote.unwrap(),
+                    stats.remote_recorded.unwrap_or_default(),
+                );
+                assert!(
+                    life.hits >= now.hits
+                        && life.backfills >= now.backfills
+                        && life.fetches >= now.fetches,
+                    "the file's life counts {life:?} fell below this process's {now:?}"
+                );
+            }
+        });
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        24,
+        "the b stores computed nothing"
+    );
+}
+
 #[test]
 fn bad_locations_are_typed_errors_at_open() {
     for (url, kind) in [
@@ -595,6 +643,22 @@ fn bad_locations_are_typed_errors_at_open() {
     assert!(
         !Path::new("/ckpt-relative-test-dir").exists(),
         "no folder made at the root"
+    );
+    // Meant relative: no advice to name a folder at the root.
+    let err = Remote::open("file://./team").unwrap_err();
+    assert_eq!(err.kind(), RemoteErrorKind::InvalidUrl);
+    assert!(!err.to_string().contains("file:///./team"), "{err}");
+    // A shared folder that cannot be made: advice about folders, not AWS.
+    let dir = TempDir::new("remote-not-a-folder");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Remote::open(&file_url(&file.join("team"))).unwrap_err();
+    assert_eq!(err.kind(), RemoteErrorKind::BucketNotFound);
+    let message = err.to_string();
+    assert!(!message.contains("AWS"), "{message}");
+    assert!(
+        message.contains("folder") && message.contains("a-file"),
+        "{message}"
     );
 }
 

@@ -259,9 +259,17 @@ impl Store {
     }
 
     fn stats_inner(&self) -> Result<StoreStats, Error> {
+        // The file and the counts not yet written to it, read together: a write holds the
+        // writer from its begin until it has marked what it wrote as written, so a write that
+        // lands meanwhile (a background backfill, a bookkeeping flush) is either in both or in
+        // neither, never counted twice or not at all.
+        let writer = self.shared().writer.lock();
         let txn = self.begin_read()?;
-        let mut rows = Store::function_rows(&txn)?;
         let unflushed = self.shared().registry().lock().unflushed();
+        let remote = self.shared().remote_stats();
+        let remote_recorded = self.remote_recorded(&txn)?;
+        drop(writer);
+        let mut rows = Store::function_rows(&txn)?;
         for (key, calls) in unflushed {
             let row = rows.entry(key).or_default();
             row.calls = row.calls.plus(&calls);
@@ -281,8 +289,8 @@ impl Store {
             reclaimable_bytes: self.reclaimable(file_bytes)?,
             dropped_accesses: self.shared().dropped_accesses(),
             functions: Vec::new(),
-            remote: self.shared().remote_stats(),
-            remote_recorded: self.remote_recorded(&txn)?,
+            remote,
+            remote_recorded,
         };
         for f in &functions {
             stats.calls = stats.calls.plus(&f.calls);
