@@ -347,7 +347,7 @@ pub struct RemoteStats {
     /// Objects replaced by a publish: damaged ones, ones of another type, ones too old for the
     /// store's `max_age`.
     pub replaced: u64,
-    /// Failed or timed-out requests to fetch.
+    /// Failed or timed-out requests: fetches, publishes, and lease requests.
     pub errors: u64,
     /// Lookups not made because the breaker was open.
     pub skipped: u64,

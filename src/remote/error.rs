@@ -69,7 +69,21 @@ impl fmt::Debug for RemoteError {
 impl fmt::Display for RemoteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = &self.url;
+        // A shared folder has no credentials, bucket or endpoint: its advice is about folders.
+        let folder = url
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("file:"));
         match self.kind {
+            RemoteErrorKind::Credentials if folder => write!(
+                f,
+                "remote {url}: this user may not create or write the shared folder; check its \
+                 permissions, or give another folder"
+            ),
+            RemoteErrorKind::BucketNotFound if folder => write!(
+                f,
+                "remote {url}: the shared folder does not exist and cannot be made there (a \
+                 file of that name, or a file system that refuses it); give another folder"
+            ),
             RemoteErrorKind::InvalidUrl => write!(
                 f,
                 "remote {url} is not a valid location; give s3://bucket/prefix, \

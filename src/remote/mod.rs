@@ -372,6 +372,11 @@ impl RemoteBuilder {
                 "`{after_scheme}` is a relative folder: a file:// URL names an absolute folder \
                  (file:///absolute/{after_scheme})"
             )),
+            // `file://./team` or `file://../team`: meant relative, which a URL cannot be.
+            "file" if host == "." || host == ".." => Some(format!(
+                "`{host}` is a relative folder: a file:// URL names an absolute folder \
+                 (file:///absolute/path/to/it)"
+            )),
             "file" if !host.is_empty() && host != "localhost" => Some(format!(
                 "`{host}` reads as a host: a file:// URL names an absolute folder \
                  (file:///{host}{})",
@@ -405,7 +410,8 @@ impl RemoteBuilder {
                         std::io::ErrorKind::PermissionDenied => RemoteErrorKind::Credentials,
                         _ => RemoteErrorKind::BucketNotFound,
                     };
-                    RemoteError::new(&url, kind, Some(Box::new(e)))
+                    let why = format!("cannot create the folder {}: {e}", folder.display());
+                    RemoteError::new(&url, kind, Some(why.into()))
                 })?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&folder)
                     .map_err(|e| RemoteError::new(&url, error::classify(&e), Some(Box::new(e))))?;

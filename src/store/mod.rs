@@ -263,8 +263,10 @@ impl Store {
         Ok(EvictionReport::new(victims))
     }
 
-    /// Writes buffered bookkeeping (accesses and call counts) now, and, under relaxed
-    /// durability, makes every save durable.
+    /// Writes buffered bookkeeping (accesses and call counts) now, and makes every save
+    /// durable (under relaxed durability, and a remote hit's backfill, which commits without
+    /// waiting for the disk). With a remote (feature `remote`), it first saves the backfills
+    /// still waiting in memory and waits for the background publishes queued before it.
     ///
     /// # Errors
     /// When the write fails; the counts stay buffered for the next write.
