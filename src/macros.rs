@@ -180,6 +180,7 @@
 ///         rate::decorator().wait_refreshes_async().await;
 ///         assert_eq!(rate::stats().hits, 1);
 ///     });
+///     # let _ = std::fs::remove_dir_all(STORE.path().parent().unwrap());
 /// }
 /// ```
 ///

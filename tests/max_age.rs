@@ -309,11 +309,14 @@ fn memory_cache_knows_ages_and_a_cache_that_does_not_is_never_trusted() {
 
 static CLOCK: LazyLock<ManualClock> =
     LazyLock::new(|| ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
-static DIR: LazyLock<tempdir::Dir> = LazyLock::new(|| tempdir::Dir::new("macro"));
+// A static is never dropped, so its folder is in cargo's temporary folder for tests (under
+// `target/`), not the system's, where every run would leave one behind.
 static STORE: LazyLock<Store> = LazyLock::new(|| {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("max-age-macro");
+    let _ = std::fs::remove_dir_all(&dir);
     Store::builder()
         .clock(CLOCK.clone())
-        .open(DIR.path().join("c.redb"))
+        .open(dir.join("c.redb"))
         .unwrap()
 });
 static QUOTE_RUNS: AtomicU32 = AtomicU32::new(0);
