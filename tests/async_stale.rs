@@ -196,7 +196,7 @@ fn without_a_spawner_an_async_call_recomputes_an_expired_entry() {
 
 static CLOCK: LazyLock<ManualClock> =
     LazyLock::new(|| ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
-static DIR: LazyLock<TempDir> = LazyLock::new(|| TempDir::new("async-stale-macro"));
+static DIR: LazyLock<TempDir> = LazyLock::new(|| TempDir::for_static("async-stale-macro"));
 static STORE: LazyLock<Store> = LazyLock::new(|| {
     Store::builder()
         .clock(CLOCK.clone())

@@ -674,7 +674,8 @@ fn a_function_setting_overrides_the_stores_default() {
 /// A store whose default is zstd, for the macro's functions.
 static MACRO_STORE: std::sync::LazyLock<Store> = std::sync::LazyLock::new(|| {
     // Never dropped: in cargo's temporary folder for tests, not the system's.
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("zstd-macro");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("zstd-macro-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     Store::builder()
         .compression(Compression::zstd())

@@ -388,6 +388,37 @@ fn set_limits_on_an_open_store_evicts_at_once_and_dry_run_changes_nothing() {
     assert_eq!(store.stats().unwrap().evictions.count, 41);
 }
 
+/// `stats` beside `compact`: neither waits for the other for long. (`stats` once kept its read
+/// transaction open while it waited for the engine's slot, which a compaction holds while it
+/// waits for every read transaction to end: each compaction that came between then waited a
+/// minute and failed.)
+#[test]
+fn stats_beside_compact_never_stall_each_other() {
+    let dir = TempDir::new("evict-compact-stats");
+    let store = Store::open(dir.store_path()).unwrap();
+    let deco = DecoratorCheckpoint::new(Function::new("e", "stall"), AutoIdentifier, store.clone());
+    for i in 0..50u64 {
+        deco.call(i, |_| vec![5u8; 4_000]).unwrap();
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while std::time::Instant::now() < until {
+                store.stats().unwrap();
+            }
+        });
+        while std::time::Instant::now() < until {
+            let started = std::time::Instant::now();
+            store.compact().unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "a compaction waited {:?} for stats",
+                started.elapsed()
+            );
+        }
+    });
+}
+
 #[test]
 fn compact_gives_back_space_and_stats_report_it() {
     let dir = TempDir::new("evict-compact");

@@ -312,7 +312,8 @@ static CLOCK: LazyLock<ManualClock> =
 // A static is never dropped, so its folder is in cargo's temporary folder for tests (under
 // `target/`), not the system's, where every run would leave one behind.
 static STORE: LazyLock<Store> = LazyLock::new(|| {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("max-age-macro");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("max-age-macro-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     Store::builder()
         .clock(CLOCK.clone())

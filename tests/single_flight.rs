@@ -111,7 +111,7 @@ fn eight_threads_a_thousand_ids_run_each_body_once() {
     assert_eq!(stats.hits, 7000);
 }
 
-static FIB_DIR: LazyLock<TempDir> = LazyLock::new(|| TempDir::new("sf-fib"));
+static FIB_DIR: LazyLock<TempDir> = LazyLock::new(|| TempDir::for_static("sf-fib"));
 static FIB_STORE: LazyLock<Store> = LazyLock::new(|| Store::open(FIB_DIR.store_path()).unwrap());
 static FIB_BODIES: AtomicUsize = AtomicUsize::new(0);
 

@@ -71,18 +71,19 @@ impl fmt::Display for RemoteError {
         let url = &self.url;
         // A shared folder has no credentials, bucket or endpoint: its advice is about folders.
         let folder = url
+            .trim_start()
             .get(..5)
             .is_some_and(|s| s.eq_ignore_ascii_case("file:"));
         match self.kind {
             RemoteErrorKind::Credentials if folder => write!(
                 f,
-                "remote {url}: this user may not create or write the shared folder; check its \
-                 permissions, or give another folder"
+                "remote {url}: this user may not create, read or write the shared folder; check \
+                 its permissions, or give another folder"
             ),
             RemoteErrorKind::BucketNotFound if folder => write!(
                 f,
-                "remote {url}: the shared folder does not exist and cannot be made there (a \
-                 file of that name, or a file system that refuses it); give another folder"
+                "remote {url}: the shared folder, or a file in it, is missing or cannot be made \
+                 there (a file of that name, or a file system that refuses it); check the folder"
             ),
             RemoteErrorKind::InvalidUrl => write!(
                 f,

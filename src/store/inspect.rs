@@ -270,6 +270,10 @@ impl Store {
         let remote_recorded = self.remote_recorded(&txn)?;
         drop(writer);
         let mut rows = Store::function_rows(&txn)?;
+        // Closed before `reclaimable` waits for the engine's slot: a compaction or a verify
+        // holding it waits for every read transaction to end, so one kept open here would have
+        // each wait for the other until the compaction gives up.
+        drop(txn);
         for (key, calls) in unflushed {
             let row = rows.entry(key).or_default();
             row.calls = row.calls.plus(&calls);

@@ -27,6 +27,16 @@ impl TempDir {
         TempDir(path)
     }
 
+    /// For a store held in a static, which is never dropped: a folder in cargo's temporary
+    /// folder for tests (under `target/`), so that no run leaves one in the system's.
+    pub fn for_static(label: &str) -> TempDir {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("ckpt-static-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("cannot create a temp dir");
+        TempDir(path)
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }
