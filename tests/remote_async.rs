@@ -109,6 +109,31 @@ fn a_hanging_remote_never_stalls_the_executor_of_an_async_call() {
     );
 }
 
+/// `remote_async::{name}` of `arg` through `store`, as an async call awaited here; each run of
+/// its body is counted in `runs`.
+fn async_call<A, V>(
+    store: &Store,
+    name: &'static str,
+    arg: A,
+    runs: &AtomicUsize,
+    f: fn(A) -> V,
+) -> V
+where
+    A: serde::Serialize,
+    V: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let deco = DecoratorCheckpoint::new(
+        Function::new("remote_async", name),
+        AutoIdentifier,
+        store.clone(),
+    );
+    futures_executor::block_on(deco.call_async(arg, |arg| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        async move { f(arg) }
+    }))
+    .unwrap()
+}
+
 #[test]
 fn an_async_call_is_served_by_the_remote_and_backfills_the_file() {
     let dir = TempDir::new("remote-async-hit");
@@ -120,22 +145,7 @@ fn an_async_call_is_served_by_the_remote_and_backfills_the_file() {
             .unwrap()
     };
     let runs = AtomicUsize::new(0);
-    let call = |store: &Store, x: u64| {
-        let deco = DecoratorCheckpoint::new(
-            Function::new("remote_async", "square"),
-            AutoIdentifier,
-            store.clone(),
-        );
-        let runs = &runs;
-        futures_executor::block_on(async move {
-            deco.call_async(x, |x| {
-                runs.fetch_add(1, Ordering::SeqCst);
-                async move { x * x }
-            })
-            .await
-            .unwrap()
-        })
-    };
+    let call = |store: &Store, x: u64| async_call(store, "square", x, &runs, |x| x * x);
     let a = open("a.redb");
     for x in 0..4 {
         assert_eq!(call(&a, x), x * x);
@@ -174,23 +184,10 @@ fn an_async_call_served_a_large_object_does_not_await_its_save() {
     };
     let runs = AtomicUsize::new(0);
     let call = |store: &Store, seed: u8| {
-        let deco = DecoratorCheckpoint::new(
-            Function::new("remote_async", "half_mib"),
-            AutoIdentifier,
-            store.clone(),
-        );
-        let runs = &runs;
-        futures_executor::block_on(async move {
-            deco.call_async(seed, |seed| {
-                runs.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    (0..512 * 1024)
-                        .map(|i| (i as u8) ^ seed)
-                        .collect::<Vec<u8>>()
-                }
-            })
-            .await
-            .unwrap()
+        async_call(store, "half_mib", seed, &runs, |seed| {
+            (0..512 * 1024)
+                .map(|i| (i as u8) ^ seed)
+                .collect::<Vec<u8>>()
         })
     };
     let a = open("a.redb");

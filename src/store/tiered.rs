@@ -215,11 +215,11 @@ impl Shared {
             },
         };
         let mut kept = false;
-        if self.access_mode == AccessMode::ReadWrite
-            && keep == Keep::Soon
-            && record.len() >= LATER_FROM
-        {
-            let backfill = Backfill {
+        if self.access_mode == AccessMode::ReadWrite {
+            // The backfill: the same save a computed result gets (same id, same record bytes,
+            // the function's metadata and counts), committed without waiting for the disk; a
+            // large one after the call returns (`backfill.rs`).
+            let backfill = Arc::new(Backfill {
                 function: fetched.function.clone(),
                 record: record.clone(),
                 value_type,
@@ -227,29 +227,19 @@ impl Shared {
                 saved_ms: fetched.saved_ms,
                 fetched_ms: now,
                 served: Default::default(),
-            };
-            if self.save_later(id, backfill) {
-                // Checked already (see below).
-                read(Lent::checked(&record), Some(age));
-                return Ok(Some(true));
-            }
-        }
-        if self.access_mode == AccessMode::ReadWrite {
-            // The backfill: the same save a computed result gets (same id, same record bytes,
-            // the function's metadata and counts), committed without waiting for the disk.
-            let mut entry = Entry::new(&fetched.function, &record, compute);
-            if let Some(name) = value_type {
-                entry = entry.with_value_type(name);
-            }
-            entry.created_ms = Some(fetched.saved_ms);
-            match self.save_backfill(id, &entry) {
-                Ok(()) => {
-                    tier.backfilled();
-                    kept = true;
+            });
+            if keep == Keep::Soon && record.len() >= LATER_FROM && self.save_later(id, &backfill) {
+                kept = true;
+            } else {
+                match self.save_backfill(id, &backfill.entry()) {
+                    Ok(()) => {
+                        tier.backfilled();
+                        kept = true;
+                    }
+                    // Still a sound record: returned, not kept (a byte cap it cannot fit, a
+                    // store that degraded); the next call asks the remote again.
+                    Err(e) => not_kept(id, &e),
                 }
-                // Still a sound record: returned, not kept (a byte cap it cannot fit, a store
-                // that degraded); the next call asks the remote again.
-                Err(e) => not_kept(id, &e),
             }
         }
         // Checked already (`Tier::fetch` parsed the whole record, or the stream was checked as

@@ -66,7 +66,8 @@ pub(crate) struct Backfill {
 }
 
 impl Backfill {
-    fn entry(&self) -> Entry<'_> {
+    /// The entry its save writes, as a local save of the same result would.
+    pub(in crate::store) fn entry(&self) -> Entry<'_> {
         let mut entry = Entry::new(&self.function, &self.record, self.compute);
         if let Some(name) = self.value_type {
             entry = entry.with_value_type(name);
@@ -104,16 +105,15 @@ impl Shared {
     /// Queues `backfill` of `id` for the background thread to save, and keeps it readable
     /// meanwhile; `false` (nothing queued) when too much waits already or the thread is not
     /// running: the caller saves it.
-    pub(in crate::store) fn save_later(&self, id: &CheckpointId, backfill: Backfill) -> bool {
+    pub(in crate::store) fn save_later(&self, id: &CheckpointId, backfill: &Arc<Backfill>) -> bool {
         let len = backfill.record.len();
-        let backfill = Arc::new(backfill);
         {
             let mut state = self.backfills.state.lock();
             if state.bytes + len > WAITING_MAX || state.records.contains_key(id) {
                 return false;
             }
             state.bytes += len;
-            state.records.insert(*id, Arc::clone(&backfill));
+            state.records.insert(*id, Arc::clone(backfill));
             state.queued.push(*id);
             self.backfills
                 .count
@@ -128,7 +128,7 @@ impl Shared {
         let ours = state
             .records
             .get(id)
-            .is_some_and(|b| Arc::ptr_eq(b, &backfill));
+            .is_some_and(|b| Arc::ptr_eq(b, backfill));
         match state.queued.iter().position(|q| q == id) {
             Some(pos) if ours => {
                 state.queued.remove(pos);
@@ -235,15 +235,18 @@ impl Shared {
             Ok::<_, Error>(true)
         };
         let together = self.write(Commit::Relaxed, |tx| {
-            fits.iter()
-                .map(|(id, b)| Ok(put(tx, id, b)?.then_some(id)))
-                .filter_map(Result::transpose)
-                .collect::<Result<Vec<_>, Error>>()
+            let mut saved = Vec::with_capacity(fits.len());
+            for &item in &fits {
+                if put(tx, &item.0, &item.1)? {
+                    saved.push(item);
+                }
+            }
+            Ok(saved)
         });
-        let saved: Vec<&CheckpointId> = match together {
+        let saved = match together {
             Ok(saved) => saved,
             Err(_) => fits
-                .iter()
+                .into_iter()
                 .filter(
                     |(id, b)| match self.write(Commit::Relaxed, |tx| put(tx, id, b)) {
                         Ok(saved) => saved,
@@ -253,20 +256,15 @@ impl Shared {
                         }
                     },
                 )
-                .map(|(id, _)| id)
                 .collect(),
         };
         let now = self.now_ms();
-        for id in &saved {
+        for (id, backfill) in saved {
             if let Some(tier) = &self.remote {
                 tier.backfilled();
             }
             // The hits it was served from memory, now that its entry can take them.
-            let served = batch
-                .iter()
-                .find(|(b, _)| b == *id)
-                .map_or(0, |(_, b)| b.served.load(Ordering::Relaxed));
-            for _ in 0..served {
+            for _ in 0..backfill.served.load(Ordering::Relaxed) {
                 self.accessed(id, now);
             }
         }
