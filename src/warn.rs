@@ -1,13 +1,15 @@
 //! Where [`OnError::Warn`](crate::OnError::Warn) sends its warnings.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
 
-type Hook = Box<dyn Fn(&Error) + Send + Sync>;
+/// Shared, so that a warning calls the hook with no lock held: a hook may set or reset the
+/// hook, and a slow one does not hold up the warnings of other threads.
+type Hook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
 
@@ -18,7 +20,7 @@ static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
 /// ckpt::set_warning_hook(|err| eprintln!("[my-app] checkpointing degraded: {err}"));
 /// ```
 pub fn set_warning_hook(hook: impl Fn(&Error) + Send + Sync + 'static) {
-    *HOOK.write() = Some(Box::new(hook));
+    *HOOK.write() = Some(Arc::new(hook));
 }
 
 /// Goes back to the default: each distinct warning once, as a `tracing` event at WARN (target
@@ -28,7 +30,8 @@ pub fn reset_warning_hook() {
 }
 
 pub(crate) fn warn(err: &Error) {
-    if let Some(hook) = HOOK.read().as_ref() {
+    let hook = HOOK.read().clone();
+    if let Some(hook) = hook {
         hook(err);
         return;
     }

@@ -176,6 +176,87 @@ fn cache_failures_follow_the_policy() {
     }
 }
 
+/// A hook may change the hook (here: warn once, then go back to the default). The hook is
+/// called with no lock held; before, it ran under the hook's own lock and this deadlocked.
+#[test]
+fn a_warning_hook_may_reset_the_hook() {
+    let _guard = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = Arc::new(Mutex::new(0));
+    let sink = Arc::clone(&seen);
+    ckpt::set_warning_hook(move |_| {
+        *sink.lock().unwrap() += 1;
+        ckpt::reset_warning_hook();
+    });
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let d = DecoratorCheckpoint::new(
+            Function::new("seed", "hook_resets_itself"),
+            AutoIdentifier,
+            FailingCache::failing(false, true),
+        )
+        .with_on_error(OnError::Warn);
+        let _ = done.send(d.call(4u32, |x| x * 5).unwrap());
+    });
+    let got = finished.recv_timeout(std::time::Duration::from_secs(10));
+    // (Checked before resetting: a deadlocked hook would hold the lock that resetting takes.)
+    assert_eq!(got, Ok(20), "the call deadlocked in its warning hook");
+    ckpt::reset_warning_hook();
+    assert_eq!(*seen.lock().unwrap(), 1);
+}
+
+/// An item of a result whose `Serialize` panics when its value is `PANICS`.
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Item(u64);
+
+const PANICS: u64 = 7;
+
+impl Serialize for Item {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert_ne!(self.0, PANICS, "this item refuses to be serialized");
+        s.serialize_newtype_struct("Item", &self.0)
+    }
+}
+
+/// A panic in a result's `Serialize` is the caller's, whatever the result's size: it reaches
+/// the caller, nothing is saved, and the store is not taken for damaged. (Before, a panic past
+/// the first 512 KiB of a result, which is encoded inside the store's write, was caught there,
+/// reported as a damaged file, and the call returned its value under `OnError::Warn`.)
+#[test]
+fn a_panic_in_a_results_serialize_reaches_the_caller_and_the_store_stays_whole() {
+    let dir = common::TempDir::new("seed-serialize-panics");
+    let store = ckpt::Store::open(dir.store_path()).unwrap();
+    let d = DecoratorCheckpoint::new(
+        Function::new("seed", "serialize_panics"),
+        AutoIdentifier,
+        store.clone(),
+    )
+    .with_on_error(OnError::Warn);
+    // Small (the panic comes first) and large (it comes after about 1 MB of encoded items).
+    for (arg, len) in [(1u64, 0u64), (2, 100_000)] {
+        let (got, warnings) = with_warnings(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                d.call(arg, |_| {
+                    let items = (0..len).map(|i| Item(u64::MAX - i));
+                    items.chain([Item(PANICS)]).collect::<Vec<_>>()
+                })
+            }))
+        });
+        let panic = got.expect_err("the Serialize panic reached the caller");
+        let message = panic.downcast_ref::<String>().map_or("", String::as_str);
+        assert!(
+            message.contains("refuses to be serialized"),
+            "{len} items: {message:?}"
+        );
+        assert!(warnings.is_empty(), "{len} items: {warnings:?}");
+    }
+    assert_eq!(store.stats().unwrap().entries, 0);
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    // The store saves as before.
+    assert_eq!(d.call(3u64, |_| vec![Item(8)]).unwrap(), vec![Item(8)]);
+    assert_eq!(store.stats().unwrap().entries, 1);
+}
+
 mod broken {
     use crate::FailingCache;
 

@@ -196,6 +196,9 @@ pub(crate) struct ChunkWriter<'a, 't> {
     /// Chunks written so far, the first counted.
     chunks: u32,
     len: u64,
+    /// Set while the engine writes a chunk: a panic that unwinds from there is the engine's,
+    /// any other out of the encoder is the value's `Serialize` (see `Tx::put_large`).
+    in_engine: bool,
 }
 
 impl<'a, 't> ChunkWriter<'a, 't> {
@@ -208,15 +211,22 @@ impl<'a, 't> ChunkWriter<'a, 't> {
             buf: Vec::new(),
             chunks: 0,
             len: 0,
+            in_engine: false,
         }
     }
 
     fn put(&mut self, chunk: &[u8]) -> Result<(), Error> {
-        self.table
-            .insert(&chunk_key(&self.id, self.chunks), chunk)
-            .map_err(|e| engine_error("cannot save a large record", e))?;
+        self.in_engine = true;
+        let inserted = self.table.insert(&chunk_key(&self.id, self.chunks), chunk);
+        self.in_engine = false;
+        inserted.map_err(|e| engine_error("cannot save a large record", e))?;
         self.chunks = self.chunks.checked_add(1).ok_or_else(too_many_chunks)?;
         Ok(())
+    }
+
+    /// Whether a panic out of the encoder came from the engine writing a chunk.
+    pub(crate) fn in_engine(&self) -> bool {
+        self.in_engine
     }
 
     /// Ends the record: `checksum` goes into its first 8 bytes.

@@ -295,6 +295,10 @@ impl Engine {
                     format!("{what}: a transaction stayed open for a minute; try again"),
                 ));
             }
+            // A snapshot that was in use (a hit decoding its value) when they were forgotten
+            // stays in its shard after the hit, and no hit can replace it while the slot is
+            // held here: drop it as soon as it is free.
+            self.snapshots.release();
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -324,14 +324,20 @@ impl Shared {
     ) -> Result<(), Error> {
         let compute_nanos = u64::try_from(entry.compute_time().as_nanos()).unwrap_or(u64::MAX);
         let cap = self.limits.read().max_bytes_value();
-        self.write(commit, |tx| {
-            let len = tx.put_large(*id.as_bytes(), entry, compute_nanos)?;
+        let mut caller_panic = None;
+        let saved = self.write(commit, |tx| {
+            let len = tx.put_large(*id.as_bytes(), entry, compute_nanos, &mut caller_panic)?;
             // Its length is known only now: over the cap, the transaction is abandoned.
             match cap {
                 Some(max) if len > max => Err(too_large(len, max)),
                 _ => Ok(()),
             }
-        })
+        });
+        // The transaction is abandoned and the writer free: the caller's panic goes on.
+        if let Some(panic) = caller_panic {
+            std::panic::resume_unwind(panic);
+        }
+        saved
     }
 
     /// Commits a batch in one transaction; if that fails, each save alone, so one bad save does

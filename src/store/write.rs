@@ -14,7 +14,7 @@ use super::schema::{
     ORDER_CREATED, ORDER_HITS, REMOTE_KEY, RESULTS, decode_remote, encode_remote, id_of_key,
 };
 use crate::cache::{Entry, LargeEntry};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::id::{CheckpointId, Function};
 use crate::stats::{CallStats, EvictionStats, RemoteStats};
 
@@ -305,15 +305,33 @@ impl<'t> Tx<'t> {
 
     /// Stores a large result encoded as it is written, in chunks (or whole, if it turns out no
     /// longer than a chunk); returns the record's length.
+    ///
+    /// The encoder runs the value's `Serialize`, the caller's code: if it panics, the panic is
+    /// put in `caller_panic`, for the caller to resume once out of the engine's guard (which
+    /// would take it for the engine's, and the file for damaged), and this fails.
     pub(crate) fn put_large(
         &mut self,
         id: [u8; 16],
         entry: &LargeEntry<'_>,
         compute_nanos: u64,
+        caller_panic: &mut Option<Box<dyn std::any::Any + Send>>,
     ) -> Result<u64, Error> {
         let chunk_len = self.chunk_len;
         let mut writer = ChunkWriter::new(self.chunks()?, id, chunk_len);
-        let checksum = entry.write_unsealed(&mut writer)?;
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entry.write_unsealed(&mut writer)
+        }));
+        let checksum = match encoded {
+            Ok(checksum) => checksum?,
+            Err(panic) if writer.in_engine() => std::panic::resume_unwind(panic),
+            Err(panic) => {
+                *caller_panic = Some(panic);
+                return Err(Error::new(
+                    ErrorKind::Encode,
+                    "the value's Serialize implementation panicked",
+                ));
+            }
+        };
         let op = SaveOp {
             id,
             function: entry.function(),
