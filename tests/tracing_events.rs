@@ -240,6 +240,74 @@ fn upkeep_and_damage_at_their_levels() {
     });
 }
 
+/// A subscriber that calls `Store::stats` when it is told of evictions.
+struct StatsOnEviction {
+    store: Arc<std::sync::OnceLock<Store>>,
+    entries_seen: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Subscriber for StatsOnEviction {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Vec::new();
+        event.record(&mut Fields(&mut fields));
+        if fields.iter().any(|(name, _)| name == "evicted")
+            && let Some(store) = self.store.get()
+        {
+            let entries = store.stats().unwrap().entries;
+            self.entries_seen.lock().unwrap().push(entries);
+        }
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// A subscriber may call the store from the eviction event: it is emitted once the write has
+/// committed and let go of the store's writer. (Before, it was emitted inside the write, and
+/// this deadlocked.)
+#[test]
+fn a_subscriber_may_call_the_store_from_an_eviction_event() {
+    let dir = TempDir::new("tracing-reentrant");
+    let store = Store::builder()
+        .limits(Limits::new().max_entries(2))
+        .open(dir.store_path())
+        .unwrap();
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let _ = cell.set(store.clone());
+    let entries_seen = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = StatsOnEviction {
+        store: cell,
+        entries_seen: Arc::clone(&entries_seen),
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tracing::subscriber::with_default(subscriber, || {
+            let f = DecoratorCheckpoint::new(Function::new("traced", "g"), AutoIdentifier, store)
+                .with_on_error(OnError::Raise);
+            for i in 0..4u64 {
+                f.call(i, |x| x + 1).unwrap();
+            }
+        });
+        let _ = done.send(());
+    });
+    if finished.recv_timeout(Duration::from_secs(20)).is_err() {
+        // Not a panic: the process could not exit (its exit hook flushes the store, whose
+        // writer the deadlocked thread holds).
+        eprintln!("the calls deadlocked in the subscriber");
+        std::process::abort();
+    }
+    let seen = entries_seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "no eviction event");
+    assert!(seen.iter().all(|&n| n <= 2), "{seen:?}");
+}
+
 /// With a subscriber and no warning hook, a degraded store's warning is a WARN event (not a line
 /// on standard error).
 #[test]

@@ -77,7 +77,7 @@ impl Shared {
         commit: Commit,
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let _writer = self.writer.lock();
+        let writer = self.writer.lock();
         // Held until the commit: a reopen, a verify or a compaction waits for it.
         let db = self.engine.db()?;
         let mut txn = db
@@ -124,7 +124,7 @@ impl Shared {
             tx.enforce(&limits)?;
             (out, tx.finish()?)
         };
-        let (out, changed) = out;
+        let (out, (changed, reports)) = out;
         let committed = txn.commit();
         // Before returning: a hit that follows this write must not read an older snapshot, or
         // a replaced record from the hot tier.
@@ -147,6 +147,8 @@ impl Shared {
                 self.flusher.synced();
             }
         }
+        drop(writer);
+        reports.emit();
         Ok(out)
     }
 

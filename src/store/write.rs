@@ -117,6 +117,45 @@ pub(crate) struct Tx<'t> {
     now_ms: u64,
     /// Per-function maximum ages `(function key, ms)` the next `enforce` applies (then forgets).
     function_ages: Vec<(u64, u64)>,
+    /// What to report once committed.
+    reports: Reports,
+}
+
+/// What a write reports once it has committed and let go of the store's writer, not before:
+/// tracing subscribers and metrics recorders are the app's code, which may call the store.
+#[derive(Default)]
+pub(crate) struct Reports {
+    /// Entries evicted or expired by the limits: size, count, age, idle.
+    evicted: [usize; 4],
+    /// Each function's evictions (`module::name`): size, count, age, idle.
+    #[cfg(feature = "metrics")]
+    evictions: Vec<(String, [u64; 4])>,
+}
+
+impl Reports {
+    pub(crate) fn emit(self) {
+        let [size, count, age, idle] = self.evicted;
+        if size + count + age + idle > 0 {
+            tracing::debug!(
+                target: "ckpt",
+                evicted = size + count + age + idle,
+                size,
+                count,
+                age,
+                idle,
+                "entries evicted or expired by the store's limits"
+            );
+        }
+        #[cfg(feature = "metrics")]
+        for (function, by_cause) in self.evictions {
+            for (cause, n) in ["size", "count", "age", "idle"].into_iter().zip(by_cause) {
+                if n > 0 {
+                    metrics::counter!("ckpt_evictions_total", "function" => function.clone(), "cause" => cause)
+                        .increment(n);
+                }
+            }
+        }
+    }
 }
 
 fn table_error(e: redb::TableError) -> Error {
@@ -155,6 +194,7 @@ impl<'t> Tx<'t> {
             changed: Vec::new(),
             now_ms,
             function_ages: Vec::new(),
+            reports: Reports::default(),
         })
     }
 
@@ -517,8 +557,8 @@ impl<'t> Tx<'t> {
     }
 
     /// Writes the accumulated function-row changes; returns the ids whose record was saved or
-    /// removed.
-    pub(crate) fn finish(mut self) -> Result<Vec<[u8; 16]>, Error> {
+    /// removed, and what to report once committed.
+    pub(crate) fn finish(mut self) -> Result<(Vec<[u8; 16]>, Reports), Error> {
         let e = storage("cannot update function statistics");
         for (key, delta) in std::mem::take(&mut self.deltas) {
             let existing = self
@@ -547,23 +587,16 @@ impl<'t> Tx<'t> {
             #[cfg(feature = "metrics")]
             {
                 let e = &delta.evictions;
-                let function = format!("{}::{}", record.module, record.name);
-                for (cause, n) in [
-                    ("size", e.size),
-                    ("count", e.count),
-                    ("age", e.age),
-                    ("idle", e.idle),
-                ] {
-                    if n > 0 {
-                        metrics::counter!("ckpt_evictions_total", "function" => function.clone(), "cause" => cause)
-                            .increment(n);
-                    }
+                if e.size + e.count + e.age + e.idle > 0 {
+                    let function = format!("{}::{}", record.module, record.name);
+                    let by_cause = [e.size, e.count, e.age, e.idle];
+                    self.reports.evictions.push((function, by_cause));
                 }
             }
             self.functions
                 .insert(key, record.encode().as_slice())
                 .map_err(&e)?;
         }
-        Ok(std::mem::take(&mut self.changed))
+        Ok((std::mem::take(&mut self.changed), self.reports))
     }
 }

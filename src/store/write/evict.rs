@@ -122,17 +122,15 @@ impl Tx<'_> {
     /// one pass over the function rows when there are caps).
     pub(crate) fn enforce(&mut self, limits: &Limits) -> Result<Vec<Victim>, Error> {
         let victims = self.enforce_inner(limits)?;
-        if !victims.is_empty() {
-            let by = |cause| victims.iter().filter(|v| v.cause == cause).count();
-            tracing::debug!(
-                target: "ckpt",
-                evicted = victims.len(),
-                size = by(EvictionCause::Size),
-                count = by(EvictionCause::Count),
-                age = by(EvictionCause::Age),
-                idle = by(EvictionCause::Idle),
-                "entries evicted or expired by the store's limits (in the transaction being committed)"
-            );
+        // Reported once committed (`Reports`).
+        for v in &victims {
+            let at = match v.cause {
+                EvictionCause::Size => 0,
+                EvictionCause::Count => 1,
+                EvictionCause::Age => 2,
+                EvictionCause::Idle => 3,
+            };
+            self.reports.evicted[at] += 1;
         }
         Ok(victims)
     }
