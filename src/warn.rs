@@ -19,6 +19,9 @@ static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
 /// ```
 /// ckpt::set_warning_hook(|err| eprintln!("[my-app] checkpointing degraded: {err}"));
 /// ```
+///
+/// The hook is called with no lock held, so it may set or reset the hook; a warning already
+/// on its way when the hook is replaced may still reach the old one.
 pub fn set_warning_hook(hook: impl Fn(&Error) + Send + Sync + 'static) {
     *HOOK.write() = Some(Arc::new(hook));
 }

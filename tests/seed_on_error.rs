@@ -224,7 +224,11 @@ impl Serialize for Item {
 #[test]
 fn a_panic_in_a_results_serialize_reaches_the_caller_and_the_store_stays_whole() {
     let dir = common::TempDir::new("seed-serialize-panics");
-    let store = ckpt::Store::open(dir.store_path()).unwrap();
+    // Uncompressed, so that the large result is encoded inside the store's write.
+    let store = ckpt::Store::builder()
+        .compression(ckpt::Compression::None)
+        .open(dir.store_path())
+        .unwrap();
     let d = DecoratorCheckpoint::new(
         Function::new("seed", "serialize_panics"),
         AutoIdentifier,

@@ -240,10 +240,13 @@ fn upkeep_and_damage_at_their_levels() {
     });
 }
 
-/// A subscriber that calls `Store::stats` when it is told of evictions.
+/// A subscriber that calls `Store::stats` when it is told of evictions, and the first time
+/// also makes a call that saves.
 struct StatsOnEviction {
     store: Arc<std::sync::OnceLock<Store>>,
     entries_seen: Arc<Mutex<Vec<u64>>>,
+    saved: std::sync::atomic::AtomicBool,
+    inner: Arc<Mutex<Option<u64>>>,
 }
 
 impl Subscriber for StatsOnEviction {
@@ -263,15 +266,21 @@ impl Subscriber for StatsOnEviction {
         {
             let entries = store.stats().unwrap().entries;
             self.entries_seen.lock().unwrap().push(entries);
+            if !self.saved.swap(true, Ordering::SeqCst) {
+                let inner = Function::new("traced", "inner");
+                let d = DecoratorCheckpoint::new(inner, AutoIdentifier, store.clone())
+                    .with_on_error(OnError::Raise);
+                *self.inner.lock().unwrap() = d.call(5u64, |x| x * 2).ok();
+            }
         }
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
 }
 
-/// A subscriber may call the store from the eviction event: it is emitted once the write has
-/// committed and let go of the store's writer. (Before, it was emitted inside the write, and
-/// this deadlocked.)
+/// A subscriber may call the store from the eviction event, even save: it is emitted once the
+/// write has committed and let go of the store's writer, and once a group commit has handed out
+/// its results. (Before, it was emitted inside the write, and this deadlocked.)
 #[test]
 fn a_subscriber_may_call_the_store_from_an_eviction_event() {
     let dir = TempDir::new("tracing-reentrant");
@@ -282,9 +291,12 @@ fn a_subscriber_may_call_the_store_from_an_eviction_event() {
     let cell = Arc::new(std::sync::OnceLock::new());
     let _ = cell.set(store.clone());
     let entries_seen = Arc::new(Mutex::new(Vec::new()));
+    let inner = Arc::new(Mutex::new(None));
     let subscriber = StatsOnEviction {
         store: cell,
         entries_seen: Arc::clone(&entries_seen),
+        saved: std::sync::atomic::AtomicBool::new(false),
+        inner: Arc::clone(&inner),
     };
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -306,6 +318,11 @@ fn a_subscriber_may_call_the_store_from_an_eviction_event() {
     let seen = entries_seen.lock().unwrap().clone();
     assert!(!seen.is_empty(), "no eviction event");
     assert!(seen.iter().all(|&n| n <= 2), "{seen:?}");
+    assert_eq!(
+        *inner.lock().unwrap(),
+        Some(10),
+        "the call made by the subscriber"
+    );
 }
 
 /// With a subscriber and no warning hook, a degraded store's warning is a WARN event (not a line

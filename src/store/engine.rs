@@ -240,7 +240,8 @@ impl Engine {
         if !self.broken.load(Ordering::Acquire) && slot.is_some() {
             return Ok(());
         }
-        // Nobody holds the slot, so no snapshot is in use: drop them with the old handle.
+        // Drop the snapshots with the old handle. One that a hit is decoding under (it holds
+        // its shard, not the slot) is dropped by the next forget, once the hit lets go of it.
         self.forget_reads();
         // Close the old handle first: it holds the file's lock.
         if let Some(old) = slot.take() {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::write::QueuedSave;
+use super::write::{QueuedSave, Reports};
 use crate::cache::SaveCompleter;
 use crate::error::{Error, ErrorKind};
 
@@ -142,8 +142,13 @@ impl Queue {
         let take = state.pending.len().min(MAX_BATCH);
         let batch: Vec<_> = state.pending.drain(..take).collect();
         let started = Instant::now();
-        let results = MutexGuard::unlocked(state, || {
-            catch_unwind(AssertUnwindSafe(|| commit(&batch))).unwrap_or_else(|_| panicked(&batch))
+        // The writes' reports (eviction events and metrics: the app's code) are held until the
+        // results are handed out below: one that saves would otherwise wait for this batch.
+        let (results, reports) = MutexGuard::unlocked(state, || {
+            Reports::held(|| {
+                catch_unwind(AssertUnwindSafe(|| commit(&batch)))
+                    .unwrap_or_else(|_| panicked(&batch))
+            })
         });
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         state.commit_nanos = if state.commit_nanos == 0 {
@@ -163,11 +168,16 @@ impl Queue {
         }
         state.leading = false;
         self.done.notify_all();
-        if !finished.is_empty() {
+        if !finished.is_empty() || !reports.is_empty() {
             // Completed without the lock: completing wakes a task, which may poll at once.
             MutexGuard::unlocked(state, || {
                 for (done, result) in finished {
                     done.complete(result);
+                }
+                for r in reports {
+                    // The leader may be the store's background thread: a subscriber's panic
+                    // has nowhere to go from there.
+                    let _ = catch_unwind(AssertUnwindSafe(|| r.emit()));
                 }
             });
         }

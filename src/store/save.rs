@@ -12,7 +12,7 @@ use super::engine_error::engine_error;
 use super::options::{AccessMode, ConcurrencyMode, Durability};
 use super::schema::indexes::CREATED;
 use super::schema::{INDEXES_KEY, INFO};
-use super::write::{GROUP_COMMIT_MAX_BYTES, QueuedSave, SaveOp, Tx};
+use super::write::{GROUP_COMMIT_MAX_BYTES, QueuedSave, Reports, SaveOp, Tx};
 use crate::cache::{BATCH_MAX_BYTES, BATCH_MAX_SAVES, Entry, LargeEntry, PendingSave};
 use crate::error::{Error, ErrorKind};
 use crate::id::CheckpointId;
@@ -68,16 +68,22 @@ impl Shared {
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         self.writable("cannot write")?;
-        self.engine
-            .guard("cannot write", || self.write_inner(commit, body))
+        let (out, reports) = self
+            .engine
+            .guard("cannot write", || self.write_inner(commit, body))?;
+        // Committed, and out of the writer and the engine's guard: a subscriber or a recorder
+        // may call the store, and its panic is not taken for the engine's.
+        reports.emit_or_hold();
+        Ok(out)
     }
 
-    pub(super) fn write_inner<T>(
+    /// The write, committed, and what it reports once out of the writer (`Reports`).
+    fn write_inner<T>(
         &self,
         commit: Commit,
         body: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let writer = self.writer.lock();
+    ) -> Result<(T, Reports), Error> {
+        let _writer = self.writer.lock();
         // Held until the commit: a reopen, a verify or a compaction waits for it.
         let db = self.engine.db()?;
         let mut txn = db
@@ -147,9 +153,7 @@ impl Shared {
                 self.flusher.synced();
             }
         }
-        drop(writer);
-        reports.emit();
-        Ok(out)
+        Ok((out, reports))
     }
 
     /// The per-function maximum ages to apply in this write (none until the next sweep is

@@ -132,7 +132,37 @@ pub(crate) struct Reports {
     evictions: Vec<(String, [u64; 4])>,
 }
 
+thread_local! {
+    /// Set while this thread leads a group commit: its writes' reports wait here until the
+    /// batch's results are handed out (a subscriber that saved would wait for its own batch).
+    static HELD: std::cell::RefCell<Option<Vec<Reports>>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Reports {
+    /// Emits now, or, on a thread leading a group commit, once it has handed out the results
+    /// (see [`held`](Self::held)).
+    pub(crate) fn emit_or_hold(self) {
+        let now = HELD.with(|held| match held.borrow_mut().as_mut() {
+            Some(held) => {
+                held.push(self);
+                None
+            }
+            None => Some(self),
+        });
+        if let Some(reports) = now {
+            reports.emit();
+        }
+    }
+
+    /// Runs `f` (which must not panic) with the reports of this thread's writes held back, and
+    /// returns them with its output, to be emitted later.
+    pub(crate) fn held<T>(f: impl FnOnce() -> T) -> (T, Vec<Reports>) {
+        let outer = HELD.with(|held| held.borrow_mut().replace(Vec::new()));
+        let out = f();
+        let held = HELD.with(|held| std::mem::replace(&mut *held.borrow_mut(), outer));
+        (out, held.unwrap_or_default())
+    }
+
     pub(crate) fn emit(self) {
         let [size, count, age, idle] = self.evicted;
         if size + count + age + idle > 0 {
