@@ -134,16 +134,19 @@ where
     .unwrap()
 }
 
+/// A store in `dir` named `name`, reading and writing through `team`.
+fn read_write(team: &Remote, dir: &TempDir, name: &str) -> Store {
+    Store::builder()
+        .remote(team.clone(), RemoteMode::ReadWrite)
+        .open(dir.join(name))
+        .unwrap()
+}
+
 #[test]
 fn an_async_call_is_served_by_the_remote_and_backfills_the_file() {
     let dir = TempDir::new("remote-async-hit");
     let team = Remote::open("memory://").unwrap();
-    let open = |name: &str| {
-        Store::builder()
-            .remote(team.clone(), RemoteMode::ReadWrite)
-            .open(dir.join(name))
-            .unwrap()
-    };
+    let open = |name: &str| read_write(&team, &dir, name);
     let runs = AtomicUsize::new(0);
     let call = |store: &Store, x: u64| async_call(store, "square", x, &runs, |x| x * x);
     let a = open("a.redb");
@@ -176,12 +179,7 @@ fn an_async_call_is_served_by_the_remote_and_backfills_the_file() {
 fn an_async_call_served_a_large_object_does_not_await_its_save() {
     let dir = TempDir::new("remote-async-later");
     let team = Remote::open("memory://").unwrap();
-    let open = |name: &str| {
-        Store::builder()
-            .remote(team.clone(), RemoteMode::ReadWrite)
-            .open(dir.join(name))
-            .unwrap()
-    };
+    let open = |name: &str| read_write(&team, &dir, name);
     let runs = AtomicUsize::new(0);
     let call = |store: &Store, seed: u8| {
         async_call(store, "half_mib", seed, &runs, |seed| {

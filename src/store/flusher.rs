@@ -69,27 +69,26 @@ impl Flusher {
     /// Asks the thread to lead the commit of queued deferred saves; `false` when it is not
     /// running (never started, or stopped): the caller must commit them itself.
     pub(crate) fn request_commit(&self) -> bool {
-        let mut state = self.state.lock();
-        if !state.alive || state.stop {
-            return false;
-        }
-        if !state.commit_wanted {
-            state.commit_wanted = true;
-            self.wake.notify_one();
-        }
-        true
+        self.request(|state| &mut state.commit_wanted)
     }
 
     /// Asks the thread to save the backfills waiting; `false` when it is not running: the
     /// caller saves them itself.
     #[cfg(feature = "remote")]
     pub(crate) fn request_backfill(&self) -> bool {
+        self.request(|state| &mut state.backfill_wanted)
+    }
+
+    /// Raises the request flag `wanted` picks and wakes the thread for it (once, until it
+    /// takes the request); `false` when the thread is not running.
+    fn request(&self, wanted: impl FnOnce(&mut State) -> &mut bool) -> bool {
         let mut state = self.state.lock();
         if !state.alive || state.stop {
             return false;
         }
-        if !state.backfill_wanted {
-            state.backfill_wanted = true;
+        let wanted = wanted(&mut state);
+        if !*wanted {
+            *wanted = true;
             self.wake.notify_one();
         }
         true
